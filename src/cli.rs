@@ -1,0 +1,126 @@
+//! The command line: every subcommand and option, with help written for the operator running a
+//! breach campaign. What each command does lives in [`crate::commands`].
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "breach-notifier",
+    version,
+    about = "Send legally required data-breach notices by email, and prove that you did.",
+    long_about = "breach-notifier takes the list of people affected by a data breach from a database queue, \
+sends each one the campaign's notice by email in rate-limited waves, and records what happened to every \
+single one (sent, deferred and retried, or failed and flagged for a letter).\n\n\
+Configuration is read from config/default.toml (when present in the working directory), then the file \
+given with --config or BREACH_NOTIFIER_CONFIG, then environment variables BREACH_NOTIFIER__SECTION__KEY. \
+Run `breach-notifier check-config` to see the result."
+)]
+pub struct Cli {
+    /// Configuration file (TOML) layered over the defaults.
+    #[arg(
+        long,
+        short = 'c',
+        global = true,
+        value_name = "FILE",
+        env = "BREACH_NOTIFIER_CONFIG"
+    )]
+    pub config: Option<PathBuf>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the dispatcher daemon: send the notices of every running campaign until stopped.
+    ///
+    /// Claims due recipients from the queue, sends their notices through the configured transport
+    /// under the rate limits, and records every attempt. Stop it with SIGTERM or Ctrl-C: it stops
+    /// claiming, finishes or releases what is in flight, and exits 0.
+    Run,
+
+    /// Create or upgrade the database schema. Run it once after installing or upgrading.
+    ///
+    /// Safe to run again: it applies only what is missing. Every other command refuses a database
+    /// whose schema is not the one this binary expects.
+    Migrate,
+
+    /// Print the effective configuration (secrets redacted) and check it; exit non-zero on any error.
+    CheckConfig,
+
+    /// Show each campaign's progress: state, total, and how many recipients are queued, deferred,
+    /// sent, failed, cancelled or waiting for a letter (postal).
+    Status(StatusArgs),
+
+    /// Load a list of affected customers (CSV) into a campaign's queue.
+    Import(ImportArgs),
+
+    /// Create, inspect and control campaigns (one notice text, one audience).
+    #[command(subcommand)]
+    Campaign(CampaignCommand),
+
+    /// Run the whole thing end to end on the embedded default (SQLite, .eml files in ./outbox/), with
+    /// the example campaign and 1,000 synthetic customers.
+    Demo,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Only this campaign.
+    #[arg(value_name = "CAMPAIGN_ID")]
+    pub campaign: Option<i64>,
+    /// Machine-readable output: one JSON array of campaign objects.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// The campaign to add the recipients to.
+    #[arg(long, value_name = "ID")]
+    pub campaign: i64,
+    /// The CSV file, or `-` for standard input.
+    #[arg(value_name = "FILE.csv")]
+    pub file: PathBuf,
+    /// Write every rejected row, with its line number and the reason, to this CSV file.
+    #[arg(long, value_name = "REJECTS.csv")]
+    pub rejects: Option<PathBuf>,
+    /// Validate and count, but store nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CampaignCommand {
+    /// Store a campaign file (TOML) and its templates as a new draft campaign; prints its id.
+    Create {
+        #[arg(value_name = "FILE.toml")]
+        file: PathBuf,
+    },
+    /// List every campaign with its state.
+    List,
+    /// Show one campaign: definition, state, and its history of state changes.
+    Show {
+        #[arg(value_name = "ID")]
+        id: i64,
+    },
+    /// Start sending a draft campaign (after validating its templates again).
+    Start(TransitionArgs),
+    /// Stop claiming new work for a running campaign; in-flight notices finish.
+    Pause(TransitionArgs),
+    /// Resume a paused campaign.
+    Resume(TransitionArgs),
+    /// Cancel a campaign: recipients not yet notified become `cancelled`. Nothing is deleted.
+    Cancel(TransitionArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct TransitionArgs {
+    #[arg(value_name = "ID")]
+    pub id: i64,
+    /// Why, recorded in the campaign's history.
+    #[arg(long)]
+    pub reason: Option<String>,
+}

@@ -1,0 +1,94 @@
+//! What each command does: load the configuration, open the store, act, print the result.
+//!
+//! Results go to standard output; logs and errors to standard error. Every failure is returned as an
+//! error whose message names the problem and the fix; `main` prints it on one line.
+
+mod campaign;
+mod status;
+
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+
+use crate::cli::{Cli, Command};
+use crate::config::{Loaded, Settings};
+use crate::store::Store;
+use crate::telemetry;
+
+/// Runs one parsed command line.
+pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let loaded = Settings::load(cli.config.as_deref())?;
+    telemetry::init(&loaded.settings.log)?;
+    match cli.command {
+        Command::CheckConfig => check_config(&loaded),
+        Command::Migrate => migrate(&loaded.settings).await,
+        Command::Status(args) => {
+            let store = open(&loaded.settings).await?;
+            status::show(&store, &args).await
+        }
+        Command::Campaign(cmd) => {
+            let store = open(&loaded.settings).await?;
+            campaign::run(&store, cmd).await
+        }
+        Command::Run => not_yet("run", "the dispatcher"),
+        Command::Import(_) => not_yet("import", "intake"),
+        Command::Demo => not_yet("demo", "the dispatcher"),
+    }
+}
+
+/// Opens the store, refusing a schema that is not current.
+pub async fn open(settings: &Settings) -> anyhow::Result<Store> {
+    Ok(Store::open(&settings.database, settings.database_password()).await?)
+}
+
+fn not_yet(command: &str, part: &str) -> anyhow::Result<ExitCode> {
+    bail!(
+        "`breach-notifier {command}` is not available in this build yet: {part} is still being built"
+    )
+}
+
+fn check_config(loaded: &Loaded) -> anyhow::Result<ExitCode> {
+    let p = &loaded.provenance;
+    println!("# Effective breach-notifier configuration (secrets redacted).");
+    println!("# Layers, later ones winning: built-in defaults");
+    for file in &p.files {
+        println!("#   file {}", file.display());
+    }
+    for var in &p.env_vars {
+        println!("#   environment {var}");
+    }
+    print!("{}", loaded.settings.to_redacted_toml());
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn migrate(settings: &Settings) -> anyhow::Result<ExitCode> {
+    let store = Store::connect(&settings.database, settings.database_password(), true).await?;
+    let applied = store.migrate().await.context("migrate")?;
+    let state = store.schema_state().await?;
+    if applied.is_empty() {
+        println!(
+            "schema is up to date ({} database, version {})",
+            store.backend(),
+            state.version()
+        );
+    } else {
+        let list: Vec<String> = applied.iter().map(i64::to_string).collect();
+        println!(
+            "applied migration(s) {} ({} database, now at version {})",
+            list.join(", "),
+            store.backend(),
+            state.version()
+        );
+    }
+    store.close().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The actor recorded for changes made from this command line: `cli:USER`.
+pub fn cli_actor() -> String {
+    let user = std::env::var("SUDO_USER")
+        .or_else(|_| std::env::var("USER"))
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| "unknown".into());
+    format!("cli:{user}")
+}

@@ -1,0 +1,443 @@
+//! Configuration: what the daemon and the CLI are told, where it came from, and how it is checked.
+//!
+//! Layers, later ones winning: the built-in defaults ([`Settings::default`]), `config/default.toml` in the
+//! working directory when present, the file named by `--config` or `BREACH_NOTIFIER_CONFIG` (which must
+//! exist), then environment variables `BREACH_NOTIFIER__SECTION__KEY`. Merging is done by the `config`
+//! crate; before merging, every file layer is parsed on its own with `deny_unknown_fields`, so an unknown
+//! key or a wrong type is reported with the file, line and key instead of surfacing later as a vague
+//! merge error. Secrets are [`SecretString`]s, may come from a file (`password_file`, for systemd
+//! credentials) and are printed only as `[redacted]`.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize, Serializer};
+
+/// Prefix of the environment variables that override configuration keys.
+pub const ENV_PREFIX: &str = "BREACH_NOTIFIER";
+/// Environment variable naming the configuration file (same as `--config`).
+pub const ENV_CONFIG_FILE: &str = "BREACH_NOTIFIER_CONFIG";
+/// The shipped defaults file, read from the working directory when it exists.
+pub const DEFAULT_FILE: &str = "config/default.toml";
+
+/// A configuration problem, always naming where it is and what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error(
+        "config file {path}: cannot read it ({source}); check the path given with --config or {ENV_CONFIG_FILE}"
+    )]
+    Unreadable {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+    #[error("environment variables {ENV_PREFIX}__*: {0}")]
+    Environment(String),
+    #[error("configuration: {0}")]
+    Value(String),
+}
+
+/// Everything breach-notifier can be configured with. Every section has defaults, so a file only names
+/// what it changes.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    pub database: DatabaseSettings,
+    pub log: LogSettings,
+    pub transport: TransportSettings,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DatabaseSettings {
+    /// `sqlite://FILE` (embedded default, one daemon) or `postgres://USER@HOST:PORT/DB` (production).
+    pub url: String,
+    /// Overrides the password of a PostgreSQL URL, so the URL itself can stay free of secrets.
+    #[serde(serialize_with = "redact_opt", skip_serializing_if = "Option::is_none")]
+    pub password: Option<SecretString>,
+    /// A file holding the database password (for systemd's `LoadCredential=`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub password_file: Option<PathBuf>,
+    /// Upper bound on pooled connections per process.
+    pub max_connections: u32,
+}
+
+impl Default for DatabaseSettings {
+    fn default() -> Self {
+        Self {
+            url: "sqlite://breach-notifier.db".into(),
+            password: None,
+            password_file: None,
+            max_connections: 8,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogSettings {
+    pub format: LogFormat,
+    /// A `tracing` filter such as `info` or `breach_notifier=debug`; `RUST_LOG` overrides it.
+    pub level: String,
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Text,
+            level: "info".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TransportKind {
+    /// One `.eml` file per notice in a directory: the embedded default, needs no server.
+    File,
+    /// An SMTP relay.
+    Smtp,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TransportSettings {
+    pub kind: TransportKind,
+    pub file: FileTransportSettings,
+    pub smtp: SmtpSettings,
+}
+
+impl Default for TransportSettings {
+    fn default() -> Self {
+        Self {
+            kind: TransportKind::File,
+            file: FileTransportSettings::default(),
+            smtp: SmtpSettings::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FileTransportSettings {
+    /// Directory receiving one `.eml` file per notice; created when missing.
+    pub dir: PathBuf,
+}
+
+impl Default for FileTransportSettings {
+    fn default() -> Self {
+        Self {
+            dir: PathBuf::from("outbox"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SmtpTls {
+    /// Plain connection upgraded with STARTTLS, which must succeed.
+    Starttls,
+    /// TLS from the first byte (usually port 465).
+    Implicit,
+    /// No encryption: refused for a non-loopback host unless `allow_insecure = true`.
+    None,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SmtpSettings {
+    pub host: String,
+    pub port: u16,
+    pub tls: SmtpTls,
+    /// Permits `tls = "none"` towards a host that is not on the loopback interface.
+    pub allow_insecure: bool,
+    /// PEM file of a private CA that signs the relay's certificate.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    #[serde(serialize_with = "redact_opt", skip_serializing_if = "Option::is_none")]
+    pub password: Option<SecretString>,
+    /// A file holding the SMTP password (for systemd's `LoadCredential=`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub password_file: Option<PathBuf>,
+    /// Maximum concurrent SMTP connections.
+    pub pool_size: u32,
+    pub timeout_secs: u64,
+}
+
+impl Default for SmtpSettings {
+    fn default() -> Self {
+        Self {
+            host: "localhost".into(),
+            port: 587,
+            tls: SmtpTls::Starttls,
+            allow_insecure: false,
+            ca_file: None,
+            username: None,
+            password: None,
+            password_file: None,
+            pool_size: 8,
+            timeout_secs: 30,
+        }
+    }
+}
+
+fn redact_opt<S: Serializer>(value: &Option<SecretString>, s: S) -> Result<S::Ok, S::Error> {
+    match value {
+        Some(_) => s.serialize_str("[redacted]"),
+        None => s.serialize_none(),
+    }
+}
+
+/// Where each layer of the effective configuration came from, for `check-config` and error messages.
+#[derive(Debug, Clone, Default)]
+pub struct Provenance {
+    pub files: Vec<PathBuf>,
+    pub env_vars: Vec<String>,
+}
+
+/// The loaded configuration with its provenance.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    pub settings: Settings,
+    pub provenance: Provenance,
+}
+
+impl Settings {
+    /// Loads the layers described in the module header. `explicit` is `--config`; when absent,
+    /// `BREACH_NOTIFIER_CONFIG` is consulted.
+    pub fn load(explicit: Option<&Path>) -> Result<Loaded, ConfigError> {
+        let env_file = std::env::var_os(ENV_CONFIG_FILE)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from);
+        let explicit = explicit.map(Path::to_path_buf).or(env_file);
+        let env: Vec<(String, String)> = std::env::vars()
+            .filter(|(k, _)| k.starts_with(&format!("{ENV_PREFIX}__")))
+            .collect();
+        let default_file = Path::new(DEFAULT_FILE);
+        Self::load_from(
+            default_file.exists().then_some(default_file),
+            explicit.as_deref(),
+            &env,
+        )
+    }
+
+    /// The pure part of [`Settings::load`], with the environment passed in (so tests need not mutate
+    /// the process environment).
+    pub fn load_from(
+        default_file: Option<&Path>,
+        explicit: Option<&Path>,
+        env: &[(String, String)],
+    ) -> Result<Loaded, ConfigError> {
+        let mut provenance = Provenance::default();
+        let defaults = config::Config::try_from(&Settings::default())
+            .map_err(|e| ConfigError::Value(format!("built-in defaults: {e}")))?;
+        let mut builder = config::Config::builder().add_source(defaults);
+        for path in default_file.into_iter().chain(explicit) {
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Unreadable {
+                path: path.to_path_buf(),
+                source,
+            })?;
+            // Parsed alone first: toml reports the line, the column and the key of any problem.
+            toml::from_str::<Settings>(&text).map_err(|e| ConfigError::Invalid {
+                path: path.to_path_buf(),
+                message: e.to_string().trim_end().replace('\n', " "),
+            })?;
+            builder = builder.add_source(config::File::from_str(&text, config::FileFormat::Toml));
+            provenance.files.push(path.to_path_buf());
+        }
+        if !env.is_empty() {
+            let source = config::Environment::with_prefix(ENV_PREFIX)
+                .prefix_separator("__")
+                .separator("__")
+                .try_parsing(true)
+                .source(Some(env.iter().cloned().collect()));
+            config::Config::builder()
+                .add_source(source.clone())
+                .build()
+                .and_then(|c| c.try_deserialize::<Settings>())
+                .map_err(|e| {
+                    let names: Vec<&str> = env.iter().map(|(k, _)| k.as_str()).collect();
+                    ConfigError::Environment(format!("{e} (set: {})", names.join(", ")))
+                })?;
+            builder = builder.add_source(source);
+            provenance.env_vars = env.iter().map(|(k, _)| k.clone()).collect();
+            provenance.env_vars.sort();
+        }
+        let mut settings: Settings = builder
+            .build()
+            .and_then(|c| c.try_deserialize())
+            .map_err(|e| ConfigError::Value(e.to_string()))?;
+        settings.resolve_secret_files()?;
+        settings.validate()?;
+        Ok(Loaded {
+            settings,
+            provenance,
+        })
+    }
+
+    /// Reads `password_file`s into their secrets. A relative path is looked up in systemd's
+    /// `$CREDENTIALS_DIRECTORY` when that is set, so `LoadCredential=smtp-password:…` works unchanged.
+    fn resolve_secret_files(&mut self) -> Result<(), ConfigError> {
+        fn read(
+            key: &str,
+            file: &Option<PathBuf>,
+            secret: &mut Option<SecretString>,
+        ) -> Result<(), ConfigError> {
+            let Some(file) = file else { return Ok(()) };
+            if secret.is_some() {
+                return Err(ConfigError::Value(format!(
+                    "{key}: set either password or password_file, not both"
+                )));
+            }
+            let path = match std::env::var_os("CREDENTIALS_DIRECTORY") {
+                Some(dir) if file.is_relative() => Path::new(&dir).join(file),
+                _ => file.clone(),
+            };
+            let text = std::fs::read_to_string(&path).map_err(|e| {
+                ConfigError::Value(format!(
+                    "{key}.password_file {}: cannot read it ({e})",
+                    path.display()
+                ))
+            })?;
+            let value = text.trim_end_matches(['\r', '\n']).to_string();
+            if value.is_empty() {
+                return Err(ConfigError::Value(format!(
+                    "{key}.password_file {}: the file is empty",
+                    path.display()
+                )));
+            }
+            *secret = Some(SecretString::from(value));
+            Ok(())
+        }
+        read(
+            "database",
+            &self.database.password_file,
+            &mut self.database.password,
+        )?;
+        read(
+            "transport.smtp",
+            &self.transport.smtp.password_file,
+            &mut self.transport.smtp.password,
+        )?;
+        Ok(())
+    }
+
+    /// Checks that need more than one key or more than a type.
+    fn validate(&self) -> Result<(), ConfigError> {
+        let url = self.database.url.as_str();
+        if !(url.starts_with("sqlite:")
+            || url.starts_with("postgres://")
+            || url.starts_with("postgresql://"))
+        {
+            return Err(ConfigError::Value(format!(
+                "database.url must start with sqlite:// or postgres:// (got {})",
+                redact_url(url)
+            )));
+        }
+        if self.database.max_connections == 0 {
+            return Err(ConfigError::Value(
+                "database.max_connections must be at least 1".into(),
+            ));
+        }
+        let smtp = &self.transport.smtp;
+        if self.transport.kind == TransportKind::Smtp {
+            if smtp.tls == SmtpTls::None && !smtp.allow_insecure && !is_loopback_host(&smtp.host) {
+                return Err(ConfigError::Value(format!(
+                    "transport.smtp.tls = \"none\" sends notices unencrypted to {}, which is not a loopback host; use starttls or implicit, or set transport.smtp.allow_insecure = true",
+                    smtp.host
+                )));
+            }
+            if smtp.password.is_some() && smtp.username.is_none() {
+                return Err(ConfigError::Value(
+                    "transport.smtp.password is set but transport.smtp.username is not".into(),
+                ));
+            }
+            if smtp.pool_size == 0 {
+                return Err(ConfigError::Value(
+                    "transport.smtp.pool_size must be at least 1".into(),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The effective configuration as TOML, every secret replaced by `[redacted]`.
+    pub fn to_redacted_toml(&self) -> String {
+        let mut shown = self.clone();
+        shown.database.url = redact_url(&shown.database.url);
+        toml::to_string_pretty(&shown).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
+    }
+
+    /// The database password from `password`/`password_file`, if configured.
+    pub fn database_password(&self) -> Option<&str> {
+        self.database.password.as_ref().map(|s| s.expose_secret())
+    }
+}
+
+/// Replaces the password of a `scheme://user:password@host` URL with `[redacted]`.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let (authority, tail) = match rest.find(['/', '?']) {
+        Some(i) => rest.split_at(i),
+        None => (rest, ""),
+    };
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _)) => format!("{scheme}://{user}:[redacted]@{host}{tail}"),
+            None => url.to_string(),
+        },
+        None => url.to_string(),
+    }
+}
+
+/// True for `localhost` and loopback IP literals: the only hosts plain SMTP is allowed to by default.
+pub fn is_loopback_host(host: &str) -> bool {
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redact_url_hides_only_the_password() {
+        assert_eq!(
+            redact_url("postgres://bn:s3cret@db.example:5432/bn?sslmode=require"),
+            "postgres://bn:[redacted]@db.example:5432/bn?sslmode=require"
+        );
+        assert_eq!(
+            redact_url("postgres://bn@db.example/bn"),
+            "postgres://bn@db.example/bn"
+        );
+        assert_eq!(redact_url("sqlite://x.db"), "sqlite://x.db");
+    }
+
+    #[test]
+    fn loopback_hosts() {
+        assert!(is_loopback_host("127.0.0.1"));
+        assert!(is_loopback_host("[::1]"));
+        assert!(is_loopback_host("LOCALHOST"));
+        assert!(!is_loopback_host("relay.example.com"));
+        assert!(!is_loopback_host("10.0.0.1"));
+    }
+}

@@ -1,0 +1,635 @@
+//! Storage: the one interface every part of breach-notifier uses to read and change the database, with
+//! two implementations, PostgreSQL ([`postgres`], production, several daemons on one database) and
+//! SQLite ([`sqlite`], the embedded default, one daemon).
+//!
+//! [`Store`] is an enum rather than a trait object: both backends are known at compile time, the
+//! dispatch is a `match`, and async methods need no boxing. Every method has the same meaning on both
+//! backends; `tests/store_conformance.rs` runs one suite against each to keep it so.
+//!
+//! Times passed in (`now`) come from the caller, never from the database clock, so that tests can drive
+//! time and so that both dialects agree on what "due" means.
+
+pub mod postgres;
+pub mod schema;
+pub mod sqlite;
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use chrono::{DateTime, NaiveDate, Utc};
+use serde::Serialize;
+
+use crate::config::{DatabaseSettings, redact_url};
+pub use schema::SchemaState;
+
+/// A storage failure, phrased for an operator.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot connect to the database {url}: {message}")]
+    Connect { url: String, message: String },
+    #[error("{0}")]
+    Schema(String),
+    #[error("campaign {0} does not exist (see `breach-notifier campaign list`)")]
+    UnknownCampaign(i64),
+    #[error("campaign {id} is {from}; it cannot become {to} (allowed: {allowed})")]
+    IllegalTransition {
+        id: i64,
+        from: CampaignState,
+        to: CampaignState,
+        allowed: String,
+    },
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("database migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("stored data is not what this version expects: {0}")]
+    Corrupt(String),
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Which database a [`Store`] talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    Postgres,
+    Sqlite,
+}
+
+impl fmt::Display for Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Backend::Postgres => "postgres",
+            Backend::Sqlite => "sqlite",
+        })
+    }
+}
+
+/// SQL assembled from this module's own constant column lists (never from input): safe to send as is.
+macro_rules! audited {
+    ($($t:tt)*) => { sqlx::AssertSqlSafe(format!($($t)*)) };
+}
+pub(crate) use audited;
+
+/// Implements `as_str`, `Display` and `FromStr` for a string-valued enum stored in a TEXT column.
+macro_rules! text_enum {
+    ($name:ident { $($variant:ident => $text:literal),+ $(,)? }) => {
+        impl $name {
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $text),+ }
+            }
+        }
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result { f.write_str(self.as_str()) }
+        }
+        impl FromStr for $name {
+            type Err = StoreError;
+            fn from_str(s: &str) -> Result<Self> {
+                match s {
+                    $($text => Ok($name::$variant),)+
+                    other => Err(StoreError::Corrupt(format!(
+                        "unknown {} {other:?}", stringify!($name)))),
+                }
+            }
+        }
+    };
+}
+
+/// A campaign's life-cycle state. The database enforces the transitions (see `docs/database.md`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CampaignState {
+    Draft,
+    Running,
+    Paused,
+    Completed,
+    Cancelled,
+}
+text_enum!(CampaignState {
+    Draft => "draft", Running => "running", Paused => "paused",
+    Completed => "completed", Cancelled => "cancelled",
+});
+
+impl CampaignState {
+    /// The states this one may change to; mirrored by the database triggers.
+    pub fn successors(self) -> &'static [CampaignState] {
+        use CampaignState::*;
+        match self {
+            Draft => &[Running, Cancelled],
+            Running => &[Paused, Completed, Cancelled],
+            Paused => &[Running, Cancelled],
+            Completed | Cancelled => &[],
+        }
+    }
+
+    pub fn can_become(self, to: CampaignState) -> bool {
+        self.successors().contains(&to)
+    }
+}
+
+/// Where a recipient stands in the queue. `sent`, `failed`, `cancelled` and `postal` are terminal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RecipientStatus {
+    /// Waiting for its first attempt.
+    Queued,
+    /// Attempted, got a temporary failure, waiting for `retry_due_at`.
+    Deferred,
+    /// A relay (or the file outbox) accepted the notice.
+    Sent,
+    /// Permanently refused or expired; flagged for postal follow-up.
+    Failed,
+    /// The campaign was cancelled before this recipient was notified.
+    Cancelled,
+    /// Not to be emailed (no usable address or no electronic consent): needs a letter.
+    Postal,
+}
+text_enum!(RecipientStatus {
+    Queued => "queued", Deferred => "deferred", Sent => "sent", Failed => "failed",
+    Cancelled => "cancelled", Postal => "postal",
+});
+
+impl RecipientStatus {
+    pub fn is_terminal(self) -> bool {
+        !matches!(self, RecipientStatus::Queued | RecipientStatus::Deferred)
+    }
+}
+
+/// How a recipient is to be notified.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Channel {
+    #[default]
+    Email,
+    Postal,
+}
+text_enum!(Channel { Email => "email", Postal => "postal" });
+
+/// What one delivery attempt came to, as recorded in `delivery_attempts.outcome`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AttemptOutcome {
+    /// 2xx: accepted.
+    Sent,
+    /// 4xx, connection or timeout error before the message was handed over: retry later.
+    Transient,
+    /// 5xx: refused for good.
+    Permanent,
+    /// The connection failed after DATA: the relay may or may not have the message. Retried with the
+    /// same Message-ID, so a duplicate can be recognised.
+    Ambiguous,
+}
+text_enum!(AttemptOutcome {
+    Sent => "sent", Transient => "transient", Permanent => "permanent", Ambiguous => "ambiguous",
+});
+
+/// A campaign definition to store as a draft.
+#[derive(Debug, Clone)]
+pub struct NewCampaign {
+    pub name: String,
+    /// The campaign file (TOML) and its templates, as stored for evidence.
+    pub definition: String,
+    pub content_hash: String,
+    pub email_without_consent: bool,
+    pub discovered_at: Option<NaiveDate>,
+    pub supplements: Option<i64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Campaign {
+    pub id: i64,
+    pub name: String,
+    pub state: CampaignState,
+    pub definition: String,
+    pub content_hash: String,
+    pub email_without_consent: bool,
+    pub discovered_at: Option<NaiveDate>,
+    pub supplements: Option<i64>,
+    pub state_reason: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+/// One row of the append-only `campaign_events` table.
+#[derive(Debug, Clone, Serialize)]
+pub struct CampaignEvent {
+    pub id: i64,
+    pub campaign_id: i64,
+    pub at: DateTime<Utc>,
+    pub from_state: Option<CampaignState>,
+    pub to_state: CampaignState,
+    pub actor: String,
+    pub reason: Option<String>,
+}
+
+/// A recipient to add to a campaign's queue. Validated by the caller (intake).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct NewRecipient {
+    pub customer_id: String,
+    pub email: Option<String>,
+    pub first_name: Option<String>,
+    pub last_name: Option<String>,
+    pub locale: Option<String>,
+    pub jurisdiction: Option<String>,
+    pub electronic_consent: bool,
+    pub address1: Option<String>,
+    pub address2: Option<String>,
+    pub city: Option<String>,
+    pub region: Option<String>,
+    pub postal_code: Option<String>,
+    pub country: Option<String>,
+    /// Every other import column, for templates.
+    pub attributes: serde_json::Map<String, serde_json::Value>,
+    pub channel: Channel,
+}
+
+/// A recipient row as stored.
+#[derive(Debug, Clone, Serialize)]
+pub struct Recipient {
+    pub id: i64,
+    pub campaign_id: i64,
+    pub customer_id: String,
+    pub email: Option<String>,
+    pub first_name: Option<String>,
+    pub last_name: Option<String>,
+    pub locale: Option<String>,
+    pub jurisdiction: Option<String>,
+    pub electronic_consent: bool,
+    pub address1: Option<String>,
+    pub address2: Option<String>,
+    pub city: Option<String>,
+    pub region: Option<String>,
+    pub postal_code: Option<String>,
+    pub country: Option<String>,
+    pub attributes: serde_json::Map<String, serde_json::Value>,
+    pub channel: Channel,
+    pub status: RecipientStatus,
+    pub attempts: i32,
+    pub next_attempt_at: DateTime<Utc>,
+    pub retry_due_at: Option<DateTime<Utc>>,
+    pub lease_owner: Option<String>,
+    pub lease_expires_at: Option<DateTime<Utc>>,
+    pub message_id: Option<String>,
+    pub last_code: Option<i32>,
+    pub last_reply: Option<String>,
+    pub fail_reason: Option<String>,
+    pub postal_followup: bool,
+    pub first_attempt_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+/// What [`Store::insert_recipients`] did with a batch.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct InsertOutcome {
+    pub inserted: u64,
+    /// Rows whose (campaign, customer_id) was already queued: left untouched.
+    pub duplicates: u64,
+}
+
+/// A batch of work leased to one instance.
+#[derive(Debug, Clone, Default)]
+pub struct Claim {
+    /// The leased recipients, in id order.
+    pub recipients: Vec<Recipient>,
+    /// Resume the fresh-work scan after this id next time.
+    pub cursor: i64,
+    /// The fresh-work scan found nothing more after the cursor: start again from 0 next time, to pick
+    /// up rows whose lease expired behind the cursor.
+    pub exhausted: bool,
+}
+
+/// How a recipient leaves an attempt.
+#[derive(Debug, Clone, PartialEq)]
+pub enum NextState {
+    Sent,
+    /// Try again at this time.
+    Retry {
+        at: DateTime<Utc>,
+    },
+    /// Give up; the recipient needs a letter.
+    Failed {
+        reason: String,
+    },
+}
+
+/// The record of one attempt and its consequence for the recipient.
+#[derive(Debug, Clone)]
+pub struct AttemptRecord {
+    pub recipient_id: i64,
+    pub campaign_id: i64,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: DateTime<Utc>,
+    pub outcome: AttemptOutcome,
+    pub smtp_code: Option<i32>,
+    pub reply: Option<String>,
+    pub message_id: String,
+    pub next: NextState,
+}
+
+/// One row of `delivery_attempts`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Attempt {
+    pub id: i64,
+    pub recipient_id: i64,
+    pub campaign_id: i64,
+    pub attempt: i32,
+    pub instance: String,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: DateTime<Utc>,
+    pub outcome: AttemptOutcome,
+    pub smtp_code: Option<i32>,
+    pub reply: Option<String>,
+    pub message_id: String,
+}
+
+/// One row of the `campaign_progress` view.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CampaignProgress {
+    pub campaign_id: i64,
+    pub name: String,
+    pub state: CampaignState,
+    pub total: i64,
+    pub queued: i64,
+    pub deferred: i64,
+    pub sent: i64,
+    pub failed: i64,
+    pub cancelled: i64,
+    pub postal: i64,
+    pub last_change_at: DateTime<Utc>,
+}
+
+impl CampaignProgress {
+    /// Recipients not yet in a terminal state.
+    pub fn open(&self) -> i64 {
+        self.queued + self.deferred
+    }
+}
+
+/// A running daemon, as announced in `instances`.
+#[derive(Debug, Clone, Serialize)]
+pub struct InstanceInfo {
+    pub id: String,
+    pub hostname: String,
+    pub pid: i32,
+    pub version: String,
+}
+
+/// The storage handle. Cheap to clone (it wraps a connection pool).
+#[derive(Debug, Clone)]
+pub enum Store {
+    Postgres(postgres::PgStore),
+    Sqlite(sqlite::SqliteStore),
+}
+
+/// Forwards a call to whichever backend the store wraps.
+macro_rules! dispatch {
+    ($self:ident . $method:ident ( $($arg:expr),* )) => {
+        match $self {
+            Store::Postgres(s) => s.$method($($arg),*).await,
+            Store::Sqlite(s) => s.$method($($arg),*).await,
+        }
+    };
+}
+
+impl Store {
+    /// Connects without looking at the schema (for `migrate`). `create` allows a missing SQLite file
+    /// to be created.
+    pub async fn connect(
+        settings: &DatabaseSettings,
+        password: Option<&str>,
+        create: bool,
+    ) -> Result<Self> {
+        let url = settings.url.as_str();
+        if url.starts_with("sqlite:") {
+            Ok(Store::Sqlite(
+                sqlite::SqliteStore::connect(url, settings.max_connections, create).await?,
+            ))
+        } else {
+            Ok(Store::Postgres(
+                postgres::PgStore::connect(url, password, settings.max_connections).await?,
+            ))
+        }
+    }
+
+    /// Connects and refuses a schema that is not exactly the one this binary was built for.
+    pub async fn open(settings: &DatabaseSettings, password: Option<&str>) -> Result<Self> {
+        let store = Self::connect(settings, password, false).await?;
+        store.ensure_schema_current().await?;
+        Ok(store)
+    }
+
+    pub fn backend(&self) -> Backend {
+        match self {
+            Store::Postgres(_) => Backend::Postgres,
+            Store::Sqlite(_) => Backend::Sqlite,
+        }
+    }
+
+    /// Applies every pending migration; returns the versions applied now.
+    pub async fn migrate(&self) -> Result<Vec<i64>> {
+        let before = self.schema_state().await?;
+        if let SchemaState::Ahead { .. } | SchemaState::Modified { .. } = before {
+            return Err(StoreError::Schema(before.problem().unwrap_or_default()));
+        }
+        match self {
+            Store::Postgres(s) => schema::POSTGRES.run(s.pool()).await?,
+            Store::Sqlite(s) => schema::SQLITE.run(s.pool()).await?,
+        }
+        let applied_before = before.applied();
+        Ok(self
+            .schema_state()
+            .await?
+            .applied()
+            .into_iter()
+            .filter(|v| !applied_before.contains(v))
+            .collect())
+    }
+
+    /// Compares the migrations recorded in the database with those built into the binary.
+    pub async fn schema_state(&self) -> Result<SchemaState> {
+        match self {
+            Store::Postgres(s) => schema::state(&schema::POSTGRES, s.applied_migrations().await?),
+            Store::Sqlite(s) => schema::state(&schema::SQLITE, s.applied_migrations().await?),
+        }
+    }
+
+    /// Errors with a message saying what to run unless the schema is current.
+    pub async fn ensure_schema_current(&self) -> Result<()> {
+        match self.schema_state().await?.problem() {
+            None => Ok(()),
+            Some(problem) => Err(StoreError::Schema(problem)),
+        }
+    }
+
+    pub async fn create_campaign(&self, campaign: &NewCampaign, actor: &str) -> Result<i64> {
+        dispatch!(self.create_campaign(campaign, actor))
+    }
+
+    pub async fn campaign(&self, id: i64) -> Result<Option<Campaign>> {
+        dispatch!(self.campaign(id))
+    }
+
+    /// Like [`Store::campaign`], but a missing campaign is an error.
+    pub async fn require_campaign(&self, id: i64) -> Result<Campaign> {
+        self.campaign(id)
+            .await?
+            .ok_or(StoreError::UnknownCampaign(id))
+    }
+
+    pub async fn campaigns(&self) -> Result<Vec<Campaign>> {
+        dispatch!(self.campaigns())
+    }
+
+    /// Changes a campaign's state, recording actor and reason in `campaign_events`. The database
+    /// refuses illegal transitions; this checks first to give the operator the allowed ones.
+    pub async fn set_campaign_state(
+        &self,
+        id: i64,
+        to: CampaignState,
+        actor: &str,
+        reason: Option<&str>,
+    ) -> Result<Campaign> {
+        let current = self.require_campaign(id).await?;
+        if !current.state.can_become(to) {
+            return Err(StoreError::IllegalTransition {
+                id,
+                from: current.state,
+                to,
+                allowed: allowed_list(current.state),
+            });
+        }
+        dispatch!(self.set_campaign_state(id, current.state, to, actor, reason))?;
+        self.require_campaign(id).await
+    }
+
+    pub async fn campaign_events(&self, campaign_id: i64) -> Result<Vec<CampaignEvent>> {
+        dispatch!(self.campaign_events(campaign_id))
+    }
+
+    /// Adds recipients to a campaign's queue in one transaction. A row whose customer is already in
+    /// the campaign is left untouched and counted as a duplicate.
+    pub async fn insert_recipients(
+        &self,
+        campaign_id: i64,
+        rows: &[NewRecipient],
+    ) -> Result<InsertOutcome> {
+        if rows.is_empty() {
+            return Ok(InsertOutcome::default());
+        }
+        dispatch!(self.insert_recipients(campaign_id, rows))
+    }
+
+    pub async fn recipient(&self, id: i64) -> Result<Option<Recipient>> {
+        dispatch!(self.recipient(id))
+    }
+
+    pub async fn recipient_by_customer(
+        &self,
+        campaign_id: i64,
+        customer_id: &str,
+    ) -> Result<Option<Recipient>> {
+        dispatch!(self.recipient_by_customer(campaign_id, customer_id))
+    }
+
+    /// Leases up to `limit` due email recipients of a campaign to `instance` until `now + lease`:
+    /// first deferred rows whose retry time has come, then queued rows after `cursor` in id order.
+    /// Rows leased to another live instance are skipped; rows whose lease expired are due again.
+    pub async fn claim(
+        &self,
+        campaign_id: i64,
+        instance: &str,
+        cursor: i64,
+        limit: u32,
+        lease: Duration,
+        now: DateTime<Utc>,
+    ) -> Result<Claim> {
+        let until = now + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::MAX);
+        dispatch!(self.claim(campaign_id, instance, cursor, limit, now, until))
+    }
+
+    /// Extends the leases `instance` still holds on `ids`; returns how many it still held.
+    pub async fn renew_leases(
+        &self,
+        instance: &str,
+        ids: &[i64],
+        until: DateTime<Utc>,
+    ) -> Result<u64> {
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        dispatch!(self.renew_leases(instance, ids, until))
+    }
+
+    /// Gives leased rows back unattempted (shutdown, pause): they are due again at once.
+    pub async fn release_leases(&self, instance: &str, ids: &[i64]) -> Result<u64> {
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        dispatch!(self.release_leases(instance, ids))
+    }
+
+    /// Appends one `delivery_attempts` row per record and moves each recipient to its next state, all
+    /// in one transaction. The attempt is always recorded (it happened); the recipient changes only if
+    /// `instance` still holds its lease. Returns how many recipients changed.
+    pub async fn record_attempts(&self, instance: &str, records: &[AttemptRecord]) -> Result<u64> {
+        if records.is_empty() {
+            return Ok(0);
+        }
+        dispatch!(self.record_attempts(instance, records))
+    }
+
+    /// The attempts made for one recipient, oldest first.
+    pub async fn attempts(&self, recipient_id: i64) -> Result<Vec<Attempt>> {
+        dispatch!(self.attempts(recipient_id))
+    }
+
+    /// `campaign_progress` for one campaign or all of them, in id order.
+    pub async fn progress(&self, campaign_id: Option<i64>) -> Result<Vec<CampaignProgress>> {
+        dispatch!(self.progress(campaign_id))
+    }
+
+    /// Announces or refreshes a running daemon.
+    pub async fn heartbeat(&self, instance: &InstanceInfo, now: DateTime<Utc>) -> Result<()> {
+        dispatch!(self.heartbeat(instance, now))
+    }
+
+    /// Marks a daemon as stopped (clean shutdown).
+    pub async fn instance_stopped(&self, id: &str, now: DateTime<Utc>) -> Result<()> {
+        dispatch!(self.instance_stopped(id, now))
+    }
+
+    /// Ids of daemons whose heartbeat is newer than `now - ttl` and that have not stopped.
+    pub async fn live_instances(&self, now: DateTime<Utc>, ttl: Duration) -> Result<Vec<String>> {
+        let since = now - chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::MAX);
+        dispatch!(self.live_instances(since))
+    }
+
+    /// Closes the pool, waiting for connections to finish.
+    pub async fn close(&self) {
+        match self {
+            Store::Postgres(s) => s.pool().close().await,
+            Store::Sqlite(s) => s.pool().close().await,
+        }
+    }
+}
+
+fn allowed_list(from: CampaignState) -> String {
+    let next = from.successors();
+    if next.is_empty() {
+        format!("none: {from} is final")
+    } else {
+        next.iter()
+            .map(|s| s.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+/// The redacted form of a database URL, for messages.
+pub(crate) fn shown_url(url: &str) -> String {
+    redact_url(url)
+}

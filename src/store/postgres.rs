@@ -1,0 +1,644 @@
+//! The PostgreSQL store: production, where several daemons share one database.
+//!
+//! Claims use `FOR UPDATE SKIP LOCKED` so that daemons never wait on each other's batches; batch writes
+//! use `unnest` over arrays so a batch of 500 outcomes is one statement, not 500 round trips. Counters
+//! follow by statement-level triggers (see `migrations/postgres/`).
+
+use std::str::FromStr;
+
+use chrono::{DateTime, Utc};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+use sqlx::{ConnectOptions, Row};
+
+use super::schema::{AppliedMigration, absent_table_is_none};
+use super::*;
+
+const RECIPIENT_COLUMNS: &str = "id, campaign_id, customer_id, email, first_name, last_name, locale, \
+    jurisdiction, electronic_consent, address1, address2, city, region, postal_code, country, \
+    attributes::text AS attributes, channel, status, attempts, next_attempt_at, retry_due_at, lease_owner, \
+    lease_expires_at, message_id, last_code, last_reply, fail_reason, postal_followup, first_attempt_at, \
+    finished_at";
+
+const CAMPAIGN_COLUMNS: &str = "id, name, state, definition, content_hash, email_without_consent, \
+    discovered_at, supplements, state_reason, created_at, updated_at, started_at, finished_at";
+
+#[derive(Debug, Clone)]
+pub struct PgStore {
+    pool: PgPool,
+}
+
+impl PgStore {
+    pub async fn connect(url: &str, password: Option<&str>, max_connections: u32) -> Result<Self> {
+        let shown = shown_url(url);
+        let mut options = PgConnectOptions::from_str(url).map_err(|e| StoreError::Connect {
+            url: shown.clone(),
+            message: format!(
+                "not a valid PostgreSQL URL ({e}); expected postgres://USER@HOST:PORT/DATABASE"
+            ),
+        })?;
+        if let Some(password) = password {
+            options = options.password(password);
+        }
+        options = options
+            .application_name("breach-notifier")
+            .log_statements(tracing::log::LevelFilter::Trace)
+            .log_slow_statements(
+                tracing::log::LevelFilter::Warn,
+                std::time::Duration::from_secs(5),
+            );
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(std::time::Duration::from_secs(10))
+            .connect_with(options)
+            .await
+            .map_err(|e| StoreError::Connect {
+                url: shown,
+                message: format!(
+                    "{e}; check database.url and that PostgreSQL is running and reachable"
+                ),
+            })?;
+        Ok(Self { pool })
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    pub(super) async fn applied_migrations(&self) -> Result<Option<Vec<AppliedMigration>>> {
+        let rows =
+            sqlx::query("SELECT version, checksum, success FROM _sqlx_migrations ORDER BY version")
+                .fetch_all(&self.pool)
+                .await;
+        Ok(absent_table_is_none(rows)?.map(|rows| {
+            rows.iter()
+                .map(|r| AppliedMigration {
+                    version: r.get("version"),
+                    checksum: r.get("checksum"),
+                    success: r.get("success"),
+                })
+                .collect()
+        }))
+    }
+
+    pub(super) async fn create_campaign(&self, c: &NewCampaign, actor: &str) -> Result<i64> {
+        let id = sqlx::query_scalar(
+            "INSERT INTO campaigns (name, definition, content_hash, email_without_consent, discovered_at, \
+             supplements, change_actor) VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
+        )
+        .bind(&c.name)
+        .bind(&c.definition)
+        .bind(&c.content_hash)
+        .bind(c.email_without_consent)
+        .bind(c.discovered_at)
+        .bind(c.supplements)
+        .bind(actor)
+        .fetch_one(&self.pool)
+        .await?;
+        // The insert trigger has read the actor; clear the mailbox (an UPDATE trigger would too).
+        sqlx::query("UPDATE campaigns SET change_actor = NULL WHERE id = $1")
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(id)
+    }
+
+    pub(super) async fn campaign(&self, id: i64) -> Result<Option<Campaign>> {
+        let row = sqlx::query(audited!(
+            "SELECT {CAMPAIGN_COLUMNS} FROM campaigns WHERE id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| campaign_from_row(&r)).transpose()
+    }
+
+    pub(super) async fn campaigns(&self) -> Result<Vec<Campaign>> {
+        let rows = sqlx::query(audited!(
+            "SELECT {CAMPAIGN_COLUMNS} FROM campaigns ORDER BY id"
+        ))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(campaign_from_row).collect()
+    }
+
+    pub(super) async fn set_campaign_state(
+        &self,
+        id: i64,
+        from: CampaignState,
+        to: CampaignState,
+        actor: &str,
+        reason: Option<&str>,
+    ) -> Result<()> {
+        let done = sqlx::query(
+            "UPDATE campaigns SET state = $3, change_actor = $4, change_reason = $5 \
+             WHERE id = $1 AND state = $2",
+        )
+        .bind(id)
+        .bind(from.as_str())
+        .bind(to.as_str())
+        .bind(actor)
+        .bind(reason)
+        .execute(&self.pool)
+        .await?;
+        if done.rows_affected() == 0 {
+            // Someone else changed the state between our read and this update.
+            let now = self
+                .campaign(id)
+                .await?
+                .ok_or(StoreError::UnknownCampaign(id))?;
+            return Err(StoreError::IllegalTransition {
+                id,
+                from: now.state,
+                to,
+                allowed: allowed_list(now.state),
+            });
+        }
+        Ok(())
+    }
+
+    pub(super) async fn campaign_events(&self, campaign_id: i64) -> Result<Vec<CampaignEvent>> {
+        let rows = sqlx::query(
+            "SELECT id, campaign_id, at, from_state, to_state, actor, reason FROM campaign_events \
+             WHERE campaign_id = $1 ORDER BY id",
+        )
+        .bind(campaign_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(CampaignEvent {
+                    id: r.get("id"),
+                    campaign_id: r.get("campaign_id"),
+                    at: r.get("at"),
+                    from_state: r
+                        .get::<Option<String>, _>("from_state")
+                        .map(|s| s.parse())
+                        .transpose()?,
+                    to_state: r.get::<String, _>("to_state").parse()?,
+                    actor: r.get("actor"),
+                    reason: r.get("reason"),
+                })
+            })
+            .collect()
+    }
+
+    pub(super) async fn insert_recipients(
+        &self,
+        campaign_id: i64,
+        rows: &[NewRecipient],
+    ) -> Result<InsertOutcome> {
+        let col = |f: fn(&NewRecipient) -> Option<String>| rows.iter().map(f).collect::<Vec<_>>();
+        let customer_ids: Vec<String> = rows.iter().map(|r| r.customer_id.clone()).collect();
+        let consent: Vec<bool> = rows.iter().map(|r| r.electronic_consent).collect();
+        let attributes: Vec<String> = rows
+            .iter()
+            .map(|r| serde_json::Value::Object(r.attributes.clone()).to_string())
+            .collect();
+        let channel: Vec<&str> = rows.iter().map(|r| r.channel.as_str()).collect();
+        let status: Vec<&str> = rows
+            .iter()
+            .map(|r| match r.channel {
+                Channel::Email => RecipientStatus::Queued.as_str(),
+                Channel::Postal => RecipientStatus::Postal.as_str(),
+            })
+            .collect();
+        let inserted = sqlx::query(
+            "INSERT INTO recipients (campaign_id, customer_id, email, first_name, last_name, locale, \
+             jurisdiction, electronic_consent, address1, address2, city, region, postal_code, country, \
+             attributes, channel, status) \
+             SELECT $1, u.* FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::text[], \
+             $7::text[], $8::bool[], $9::text[], $10::text[], $11::text[], $12::text[], $13::text[], \
+             $14::text[], $15::jsonb[], $16::text[], $17::text[]) AS u \
+             ON CONFLICT (campaign_id, customer_id) DO NOTHING",
+        )
+        .bind(campaign_id)
+        .bind(&customer_ids)
+        .bind(col(|r| r.email.clone()))
+        .bind(col(|r| r.first_name.clone()))
+        .bind(col(|r| r.last_name.clone()))
+        .bind(col(|r| r.locale.clone()))
+        .bind(col(|r| r.jurisdiction.clone()))
+        .bind(&consent)
+        .bind(col(|r| r.address1.clone()))
+        .bind(col(|r| r.address2.clone()))
+        .bind(col(|r| r.city.clone()))
+        .bind(col(|r| r.region.clone()))
+        .bind(col(|r| r.postal_code.clone()))
+        .bind(col(|r| r.country.clone()))
+        .bind(&attributes)
+        .bind(&channel)
+        .bind(&status)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| foreign_key_to_unknown_campaign(e, campaign_id))?
+        .rows_affected();
+        Ok(InsertOutcome {
+            inserted,
+            duplicates: rows.len() as u64 - inserted,
+        })
+    }
+
+    pub(super) async fn recipient(&self, id: i64) -> Result<Option<Recipient>> {
+        let row = sqlx::query(audited!(
+            "SELECT {RECIPIENT_COLUMNS} FROM recipients WHERE id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| recipient_from_row(&r)).transpose()
+    }
+
+    pub(super) async fn recipient_by_customer(
+        &self,
+        campaign_id: i64,
+        customer_id: &str,
+    ) -> Result<Option<Recipient>> {
+        let row = sqlx::query(audited!(
+            "SELECT {RECIPIENT_COLUMNS} FROM recipients WHERE campaign_id = $1 AND customer_id = $2"
+        ))
+        .bind(campaign_id)
+        .bind(customer_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| recipient_from_row(&r)).transpose()
+    }
+
+    pub(super) async fn claim(
+        &self,
+        campaign_id: i64,
+        instance: &str,
+        cursor: i64,
+        limit: u32,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> Result<Claim> {
+        let mut tx = self.pool.begin().await?;
+        // Deferred rows whose retry is due, through the small partial index on retry_due_at.
+        let retries = sqlx::query(audited!(
+            "WITH due AS (SELECT id FROM recipients WHERE retry_due_at <= $2 AND campaign_id = $1 \
+               AND status = 'deferred' AND (lease_expires_at IS NULL OR lease_expires_at <= $2) \
+               ORDER BY retry_due_at LIMIT $3 FOR UPDATE SKIP LOCKED) \
+             UPDATE recipients r SET lease_owner = $4, lease_expires_at = $5 FROM due WHERE r.id = due.id \
+             RETURNING {}",
+            prefixed("r", RECIPIENT_COLUMNS)
+        ))
+        .bind(campaign_id)
+        .bind(now)
+        .bind(i64::from(limit))
+        .bind(instance)
+        .bind(until)
+        .fetch_all(&mut *tx)
+        .await?;
+        let remaining = i64::from(limit) - retries.len() as i64;
+        let mut fresh = Vec::new();
+        if remaining > 0 {
+            // Fresh rows by key range: the (campaign_id, id) index never changes, so it costs the
+            // status updates nothing. Rows leased by others are skipped; if their owner dies, they are
+            // found again when the caller restarts the scan from 0.
+            fresh = sqlx::query(audited!(
+                "WITH due AS (SELECT id FROM recipients WHERE campaign_id = $1 AND id > $2 \
+                   AND status = 'queued' AND (lease_expires_at IS NULL OR lease_expires_at <= $3) \
+                   ORDER BY id LIMIT $4 FOR UPDATE SKIP LOCKED) \
+                 UPDATE recipients r SET lease_owner = $5, lease_expires_at = $6 FROM due \
+                 WHERE r.id = due.id RETURNING {}",
+                prefixed("r", RECIPIENT_COLUMNS)
+            ))
+            .bind(campaign_id)
+            .bind(cursor)
+            .bind(now)
+            .bind(remaining)
+            .bind(instance)
+            .bind(until)
+            .fetch_all(&mut *tx)
+            .await?;
+        }
+        let exhausted = (fresh.len() as i64) < remaining;
+        let next_cursor = fresh
+            .iter()
+            .map(|r| r.get::<i64, _>("id"))
+            .max()
+            .unwrap_or(cursor)
+            .max(cursor);
+        tx.commit().await?;
+        let mut recipients = retries
+            .iter()
+            .chain(fresh.iter())
+            .map(recipient_from_row)
+            .collect::<Result<Vec<_>>>()?;
+        recipients.sort_by_key(|r| r.id);
+        Ok(Claim {
+            recipients,
+            cursor: next_cursor,
+            exhausted,
+        })
+    }
+
+    pub(super) async fn renew_leases(
+        &self,
+        instance: &str,
+        ids: &[i64],
+        until: DateTime<Utc>,
+    ) -> Result<u64> {
+        Ok(sqlx::query(
+            "UPDATE recipients SET lease_expires_at = $3 WHERE id = ANY($1) AND lease_owner = $2",
+        )
+        .bind(ids)
+        .bind(instance)
+        .bind(until)
+        .execute(&self.pool)
+        .await?
+        .rows_affected())
+    }
+
+    pub(super) async fn release_leases(&self, instance: &str, ids: &[i64]) -> Result<u64> {
+        Ok(sqlx::query(
+            "UPDATE recipients SET lease_owner = NULL, lease_expires_at = NULL \
+             WHERE id = ANY($1) AND lease_owner = $2",
+        )
+        .bind(ids)
+        .bind(instance)
+        .execute(&self.pool)
+        .await?
+        .rows_affected())
+    }
+
+    pub(super) async fn record_attempts(
+        &self,
+        instance: &str,
+        records: &[AttemptRecord],
+    ) -> Result<u64> {
+        let ids: Vec<i64> = records.iter().map(|r| r.recipient_id).collect();
+        let campaigns: Vec<i64> = records.iter().map(|r| r.campaign_id).collect();
+        let started: Vec<DateTime<Utc>> = records.iter().map(|r| r.started_at).collect();
+        let finished: Vec<DateTime<Utc>> = records.iter().map(|r| r.finished_at).collect();
+        let outcomes: Vec<&str> = records.iter().map(|r| r.outcome.as_str()).collect();
+        let codes: Vec<Option<i32>> = records.iter().map(|r| r.smtp_code).collect();
+        let replies: Vec<Option<String>> = records.iter().map(|r| r.reply.clone()).collect();
+        let message_ids: Vec<String> = records.iter().map(|r| r.message_id.clone()).collect();
+        let (statuses, retry_at, reasons) = next_state_columns(records);
+
+        let mut tx = self.pool.begin().await?;
+        // The attempt number is the recipient's count so far plus one, read in the same statement.
+        sqlx::query(
+            "INSERT INTO delivery_attempts (recipient_id, campaign_id, attempt, instance, started_at, \
+             finished_at, outcome, smtp_code, reply, message_id) \
+             SELECT u.id, u.campaign_id, r.attempts + 1, $1, u.started, u.finished, u.outcome, u.code, \
+                    u.reply, u.message_id \
+             FROM unnest($2::bigint[], $3::bigint[], $4::timestamptz[], $5::timestamptz[], $6::text[], \
+                         $7::int[], $8::text[], $9::text[]) \
+                  AS u(id, campaign_id, started, finished, outcome, code, reply, message_id) \
+             JOIN recipients r ON r.id = u.id",
+        )
+        .bind(instance)
+        .bind(&ids)
+        .bind(&campaigns)
+        .bind(&started)
+        .bind(&finished)
+        .bind(&outcomes)
+        .bind(&codes)
+        .bind(&replies)
+        .bind(&message_ids)
+        .execute(&mut *tx)
+        .await?;
+        let changed = sqlx::query(
+            "UPDATE recipients r SET \
+                 status = CASE WHEN u.status = 'deferred' AND c.state = 'cancelled' THEN 'cancelled' \
+                               ELSE u.status END, \
+                 attempts = r.attempts + 1, \
+                 next_attempt_at = coalesce(u.retry_at, r.next_attempt_at), \
+                 retry_due_at = CASE WHEN u.status = 'deferred' AND c.state <> 'cancelled' \
+                                     THEN u.retry_at END, \
+                 lease_owner = NULL, lease_expires_at = NULL, \
+                 message_id = u.message_id, last_code = u.code, last_reply = u.reply, \
+                 fail_reason = CASE WHEN u.status = 'deferred' AND c.state = 'cancelled' \
+                                    THEN 'campaign cancelled' ELSE u.reason END, \
+                 postal_followup = r.postal_followup OR u.status = 'failed', \
+                 first_attempt_at = coalesce(r.first_attempt_at, u.started), \
+                 finished_at = CASE WHEN u.status <> 'deferred' OR c.state = 'cancelled' \
+                                    THEN u.finished END \
+             FROM unnest($2::bigint[], $3::text[], $4::timestamptz[], $5::text[], $6::text[], $7::int[], \
+                         $8::text[], $9::timestamptz[], $10::timestamptz[]) \
+                  AS u(id, status, retry_at, reason, message_id, code, reply, started, finished), \
+                  campaigns c \
+             WHERE r.id = u.id AND r.lease_owner = $1 AND c.id = r.campaign_id",
+        )
+        .bind(instance)
+        .bind(&ids)
+        .bind(&statuses)
+        .bind(&retry_at)
+        .bind(&reasons)
+        .bind(&message_ids)
+        .bind(&codes)
+        .bind(&replies)
+        .bind(&started)
+        .bind(&finished)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        tx.commit().await?;
+        Ok(changed)
+    }
+
+    pub(super) async fn attempts(&self, recipient_id: i64) -> Result<Vec<Attempt>> {
+        let rows = sqlx::query(
+            "SELECT id, recipient_id, campaign_id, attempt, instance, started_at, finished_at, outcome, \
+             smtp_code, reply, message_id FROM delivery_attempts WHERE recipient_id = $1 ORDER BY id",
+        )
+        .bind(recipient_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(Attempt {
+                    id: r.get("id"),
+                    recipient_id: r.get("recipient_id"),
+                    campaign_id: r.get("campaign_id"),
+                    attempt: r.get("attempt"),
+                    instance: r.get("instance"),
+                    started_at: r.get("started_at"),
+                    finished_at: r.get("finished_at"),
+                    outcome: r.get::<String, _>("outcome").parse()?,
+                    smtp_code: r.get("smtp_code"),
+                    reply: r.get("reply"),
+                    message_id: r.get("message_id"),
+                })
+            })
+            .collect()
+    }
+
+    pub(super) async fn progress(&self, campaign_id: Option<i64>) -> Result<Vec<CampaignProgress>> {
+        let rows = sqlx::query(
+            "SELECT campaign_id, name, state, total, queued, deferred, sent, failed, cancelled, postal, \
+             last_change_at FROM campaign_progress WHERE $1::bigint IS NULL OR campaign_id = $1 \
+             ORDER BY campaign_id",
+        )
+        .bind(campaign_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(CampaignProgress {
+                    campaign_id: r.get("campaign_id"),
+                    name: r.get("name"),
+                    state: r.get::<String, _>("state").parse()?,
+                    total: r.get("total"),
+                    queued: r.get("queued"),
+                    deferred: r.get("deferred"),
+                    sent: r.get("sent"),
+                    failed: r.get("failed"),
+                    cancelled: r.get("cancelled"),
+                    postal: r.get("postal"),
+                    last_change_at: r.get("last_change_at"),
+                })
+            })
+            .collect()
+    }
+
+    pub(super) async fn heartbeat(&self, i: &InstanceInfo, now: DateTime<Utc>) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO instances (id, hostname, pid, version, started_at, heartbeat_at) \
+             VALUES ($1, $2, $3, $4, $5, $5) \
+             ON CONFLICT (id) DO UPDATE SET heartbeat_at = EXCLUDED.heartbeat_at, stopped_at = NULL",
+        )
+        .bind(&i.id)
+        .bind(&i.hostname)
+        .bind(i.pid)
+        .bind(&i.version)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub(super) async fn instance_stopped(&self, id: &str, now: DateTime<Utc>) -> Result<()> {
+        sqlx::query("UPDATE instances SET stopped_at = $2 WHERE id = $1")
+            .bind(id)
+            .bind(now)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub(super) async fn live_instances(&self, since: DateTime<Utc>) -> Result<Vec<String>> {
+        Ok(sqlx::query_scalar(
+            "SELECT id FROM instances WHERE heartbeat_at > $1 AND stopped_at IS NULL ORDER BY id",
+        )
+        .bind(since)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+}
+
+/// `a, b` with prefix `r` becomes `r.a, r.b` (keeping `AS` aliases and casts intact).
+fn prefixed(prefix: &str, columns: &str) -> String {
+    columns
+        .split(',')
+        .map(|c| format!("{prefix}.{}", c.trim()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Splits the next states of a batch into the columns the batch update binds.
+pub(super) fn next_state_columns(
+    records: &[AttemptRecord],
+) -> (
+    Vec<&'static str>,
+    Vec<Option<DateTime<Utc>>>,
+    Vec<Option<String>>,
+) {
+    let mut statuses = Vec::with_capacity(records.len());
+    let mut retry_at = Vec::with_capacity(records.len());
+    let mut reasons = Vec::with_capacity(records.len());
+    for r in records {
+        match &r.next {
+            NextState::Sent => {
+                statuses.push(RecipientStatus::Sent.as_str());
+                retry_at.push(None);
+                reasons.push(None);
+            }
+            NextState::Retry { at } => {
+                statuses.push(RecipientStatus::Deferred.as_str());
+                retry_at.push(Some(*at));
+                reasons.push(None);
+            }
+            NextState::Failed { reason } => {
+                statuses.push(RecipientStatus::Failed.as_str());
+                retry_at.push(None);
+                reasons.push(Some(reason.clone()));
+            }
+        }
+    }
+    (statuses, retry_at, reasons)
+}
+
+fn foreign_key_to_unknown_campaign(e: sqlx::Error, campaign_id: i64) -> StoreError {
+    match &e {
+        sqlx::Error::Database(d) if d.is_foreign_key_violation() => {
+            StoreError::UnknownCampaign(campaign_id)
+        }
+        _ => StoreError::Database(e),
+    }
+}
+
+fn campaign_from_row(r: &PgRow) -> Result<Campaign> {
+    Ok(Campaign {
+        id: r.get("id"),
+        name: r.get("name"),
+        state: r.get::<String, _>("state").parse()?,
+        definition: r.get("definition"),
+        content_hash: r.get("content_hash"),
+        email_without_consent: r.get("email_without_consent"),
+        discovered_at: r.get("discovered_at"),
+        supplements: r.get("supplements"),
+        state_reason: r.get("state_reason"),
+        created_at: r.get("created_at"),
+        updated_at: r.get("updated_at"),
+        started_at: r.get("started_at"),
+        finished_at: r.get("finished_at"),
+    })
+}
+
+fn recipient_from_row(r: &PgRow) -> Result<Recipient> {
+    let attributes: String = r.get("attributes");
+    Ok(Recipient {
+        id: r.get("id"),
+        campaign_id: r.get("campaign_id"),
+        customer_id: r.get("customer_id"),
+        email: r.get("email"),
+        first_name: r.get("first_name"),
+        last_name: r.get("last_name"),
+        locale: r.get("locale"),
+        jurisdiction: r.get("jurisdiction"),
+        electronic_consent: r.get("electronic_consent"),
+        address1: r.get("address1"),
+        address2: r.get("address2"),
+        city: r.get("city"),
+        region: r.get("region"),
+        postal_code: r.get("postal_code"),
+        country: r.get("country"),
+        attributes: parse_attributes(&attributes)?,
+        channel: r.get::<String, _>("channel").parse()?,
+        status: r.get::<String, _>("status").parse()?,
+        attempts: r.get("attempts"),
+        next_attempt_at: r.get("next_attempt_at"),
+        retry_due_at: r.get("retry_due_at"),
+        lease_owner: r.get("lease_owner"),
+        lease_expires_at: r.get("lease_expires_at"),
+        message_id: r.get("message_id"),
+        last_code: r.get("last_code"),
+        last_reply: r.get("last_reply"),
+        fail_reason: r.get("fail_reason"),
+        postal_followup: r.get("postal_followup"),
+        first_attempt_at: r.get("first_attempt_at"),
+        finished_at: r.get("finished_at"),
+    })
+}
+
+pub(super) fn parse_attributes(text: &str) -> Result<serde_json::Map<String, serde_json::Value>> {
+    match serde_json::from_str(text) {
+        Ok(serde_json::Value::Object(map)) => Ok(map),
+        _ => Err(StoreError::Corrupt(
+            "recipients.attributes is not a JSON object".into(),
+        )),
+    }
+}

@@ -1,0 +1,812 @@
+//! One conformance suite for the store interface, run against PostgreSQL and SQLite alike: every store
+//! operation must mean the same on both backends. Each case is a function taking a fresh migrated store;
+//! the `conformance!` macro instantiates it once per backend.
+
+mod common;
+
+use std::time::Duration;
+
+use breach_notifier::store::*;
+use chrono::{DateTime, TimeZone, Utc};
+use common::TestStore;
+
+macro_rules! conformance {
+    ($($case:ident),+ $(,)?) => {
+        mod postgres {
+            $( #[tokio::test] async fn $case() { super::$case(super::common::postgres().await).await } )+
+        }
+        mod sqlite {
+            $( #[tokio::test] async fn $case() { super::$case(super::common::sqlite().await).await } )+
+        }
+    };
+}
+
+conformance!(
+    migrate_is_idempotent_and_schema_is_current,
+    campaigns_are_created_as_drafts_with_an_event,
+    legal_transitions_are_recorded_with_actor_and_reason,
+    illegal_transitions_are_refused_by_the_store_and_by_sql,
+    sql_transitions_are_recorded_as_sql,
+    recipients_round_trip_and_duplicates_are_counted,
+    insert_into_unknown_campaign_is_an_error,
+    claim_leases_due_rows_once_until_the_lease_expires,
+    claim_follows_the_cursor_and_reports_exhaustion,
+    renew_and_release_leases,
+    record_attempts_moves_recipients_and_appends_attempts,
+    deferred_recipients_are_due_again_at_their_retry_time,
+    an_attempt_without_the_lease_is_recorded_but_changes_nothing,
+    cancel_ends_open_recipients_and_keeps_leased_ones_for_their_owner,
+    records_are_append_only,
+    instances_heartbeat_and_stop,
+    progress_lists_every_campaign_from_counters,
+);
+
+const T0: i64 = 1_767_225_600; // 2026-01-01T00:00:00Z
+
+fn at(seconds: i64) -> DateTime<Utc> {
+    Utc.timestamp_opt(T0 + seconds, 0).unwrap()
+}
+
+fn new_campaign(name: &str) -> NewCampaign {
+    NewCampaign {
+        name: name.into(),
+        definition: "name = \"test\"".into(),
+        content_hash: "abc123".into(),
+        email_without_consent: false,
+        discovered_at: Some(chrono::NaiveDate::from_ymd_opt(2026, 1, 1).unwrap()),
+        supplements: None,
+    }
+}
+
+fn person(customer_id: &str) -> NewRecipient {
+    NewRecipient {
+        customer_id: customer_id.into(),
+        email: Some(format!("{customer_id}@example.com")),
+        first_name: Some("Ada".into()),
+        last_name: Some("Lovelace".into()),
+        locale: Some("en-US".into()),
+        jurisdiction: Some("US-CA".into()),
+        electronic_consent: true,
+        channel: Channel::Email,
+        ..Default::default()
+    }
+}
+
+async fn running_campaign_with(t: &TestStore, n: usize) -> i64 {
+    let id = t
+        .store
+        .create_campaign(&new_campaign("c"), "test")
+        .await
+        .unwrap();
+    let rows: Vec<_> = (0..n).map(|i| person(&format!("c{i:05}"))).collect();
+    t.store.insert_recipients(id, &rows).await.unwrap();
+    t.store
+        .set_campaign_state(id, CampaignState::Running, "test", None)
+        .await
+        .unwrap();
+    id
+}
+
+async fn progress(t: &TestStore, id: i64) -> CampaignProgress {
+    t.store.progress(Some(id)).await.unwrap().remove(0)
+}
+
+/// Runs raw SQL as an operator would, returning the database's error text on failure.
+async fn sql(t: &TestStore, statement: &str) -> Result<u64, String> {
+    let r = match &t.store {
+        Store::Postgres(s) => sqlx::query(sqlx::AssertSqlSafe(statement))
+            .execute(s.pool())
+            .await
+            .map(|r| r.rows_affected()),
+        Store::Sqlite(s) => sqlx::query(sqlx::AssertSqlSafe(statement))
+            .execute(s.pool())
+            .await
+            .map(|r| r.rows_affected()),
+    };
+    r.map_err(|e| e.to_string())
+}
+
+fn record(r: &Recipient, next: NextState, outcome: AttemptOutcome, code: i32) -> AttemptRecord {
+    AttemptRecord {
+        recipient_id: r.id,
+        campaign_id: r.campaign_id,
+        started_at: at(10),
+        finished_at: at(11),
+        outcome,
+        smtp_code: Some(code),
+        reply: Some(format!("{code} queued as ABC{}", r.id)),
+        message_id: format!("<bn.{}.{}@example.com>", r.campaign_id, r.id),
+        next,
+    }
+}
+
+const LEASE: Duration = Duration::from_secs(60);
+
+async fn migrate_is_idempotent_and_schema_is_current(t: TestStore) {
+    let state = t.store.schema_state().await.unwrap();
+    assert!(matches!(state, SchemaState::Current { .. }), "{state:?}");
+    assert!(
+        t.store.migrate().await.unwrap().is_empty(),
+        "second migrate applies nothing"
+    );
+    t.store.ensure_schema_current().await.unwrap();
+}
+
+async fn campaigns_are_created_as_drafts_with_an_event(t: TestStore) {
+    let id = t
+        .store
+        .create_campaign(&new_campaign("Notice of Data Breach"), "cli:alice")
+        .await
+        .unwrap();
+    let c = t.store.require_campaign(id).await.unwrap();
+    assert_eq!(c.state, CampaignState::Draft);
+    assert_eq!(c.name, "Notice of Data Breach");
+    assert_eq!(c.content_hash, "abc123");
+    assert_eq!(c.discovered_at, chrono::NaiveDate::from_ymd_opt(2026, 1, 1));
+    let events = t.store.campaign_events(id).await.unwrap();
+    assert_eq!(events.len(), 1);
+    assert_eq!(
+        (events[0].from_state, events[0].to_state),
+        (None, CampaignState::Draft)
+    );
+    assert_eq!(events[0].actor, "cli:alice");
+    assert_eq!(t.store.campaigns().await.unwrap().len(), 1);
+    assert!(t.store.campaign(id + 100).await.unwrap().is_none());
+    assert!(matches!(
+        t.store.require_campaign(id + 100).await,
+        Err(StoreError::UnknownCampaign(_))
+    ));
+}
+
+async fn legal_transitions_are_recorded_with_actor_and_reason(t: TestStore) {
+    let id = t
+        .store
+        .create_campaign(&new_campaign("c"), "test")
+        .await
+        .unwrap();
+    use CampaignState::*;
+    for (to, actor, reason) in [
+        (Running, "cli:alice", Some("approved by counsel")),
+        (Paused, "cli:bob", Some("call centre full")),
+        (Running, "cli:bob", None),
+        (Completed, "daemon", Some("every recipient is final")),
+    ] {
+        let c = t
+            .store
+            .set_campaign_state(id, to, actor, reason)
+            .await
+            .unwrap();
+        assert_eq!(c.state, to);
+        assert_eq!(c.state_reason.as_deref(), reason);
+    }
+    let c = t.store.require_campaign(id).await.unwrap();
+    assert!(c.started_at.is_some() && c.finished_at.is_some());
+    let events = t.store.campaign_events(id).await.unwrap();
+    let seen: Vec<_> = events
+        .iter()
+        .map(|e| (e.from_state, e.to_state, e.actor.as_str()))
+        .collect();
+    assert_eq!(
+        seen,
+        vec![
+            (None, Draft, "test"),
+            (Some(Draft), Running, "cli:alice"),
+            (Some(Running), Paused, "cli:bob"),
+            (Some(Paused), Running, "cli:bob"),
+            (Some(Running), Completed, "daemon"),
+        ]
+    );
+    assert_eq!(events[1].reason.as_deref(), Some("approved by counsel"));
+}
+
+async fn illegal_transitions_are_refused_by_the_store_and_by_sql(t: TestStore) {
+    let id = t
+        .store
+        .create_campaign(&new_campaign("c"), "test")
+        .await
+        .unwrap();
+    let err = t
+        .store
+        .set_campaign_state(id, CampaignState::Completed, "test", None)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::IllegalTransition { .. }), "{err}");
+    assert!(
+        err.to_string().contains("allowed: running, cancelled"),
+        "{err}"
+    );
+    // The database itself refuses, whoever asks.
+    let err = sql(
+        &t,
+        &format!("UPDATE campaigns SET state = 'completed' WHERE id = {id}"),
+    )
+    .await
+    .unwrap_err();
+    assert!(err.contains("illegal"), "{err}");
+    t.store
+        .set_campaign_state(id, CampaignState::Cancelled, "test", None)
+        .await
+        .unwrap();
+    let err = sql(
+        &t,
+        &format!("UPDATE campaigns SET state = 'running' WHERE id = {id}"),
+    )
+    .await
+    .unwrap_err();
+    assert!(err.contains("illegal"), "{err}");
+    let err = sql(&t, "INSERT INTO campaigns (name, definition, content_hash, state) VALUES ('x', '', '', 'running')")
+        .await
+        .unwrap_err();
+    assert!(err.contains("draft"), "{err}");
+    assert_eq!(
+        t.store.require_campaign(id).await.unwrap().state,
+        CampaignState::Cancelled
+    );
+}
+
+async fn sql_transitions_are_recorded_as_sql(t: TestStore) {
+    let id = t
+        .store
+        .create_campaign(&new_campaign("c"), "cli:alice")
+        .await
+        .unwrap();
+    assert_eq!(
+        sql(
+            &t,
+            &format!("UPDATE campaigns SET state = 'running' WHERE id = {id}")
+        )
+        .await,
+        Ok(1)
+    );
+    sql(
+        &t,
+        &format!(
+            "UPDATE campaigns SET state = 'paused', change_reason = 'legal hold' WHERE id = {id}"
+        ),
+    )
+    .await
+    .unwrap();
+    let events = t.store.campaign_events(id).await.unwrap();
+    assert_eq!(events[1].actor, "sql");
+    assert_eq!(events[2].actor, "sql");
+    assert_eq!(events[2].reason.as_deref(), Some("legal hold"));
+    let c = t.store.require_campaign(id).await.unwrap();
+    assert_eq!(c.state_reason.as_deref(), Some("legal hold"));
+}
+
+async fn recipients_round_trip_and_duplicates_are_counted(t: TestStore) {
+    let id = t
+        .store
+        .create_campaign(&new_campaign("c"), "test")
+        .await
+        .unwrap();
+    let mut full = person("A-1");
+    full.address1 = Some("1 Main St".into());
+    full.address2 = Some("Apt 2".into());
+    full.city = Some("Springfield".into());
+    full.region = Some("CA".into());
+    full.postal_code = Some("90001".into());
+    full.country = Some("US".into());
+    full.attributes
+        .insert("enrollment_code".into(), "XK-22".into());
+    let mut postal = person("A-2");
+    postal.email = None;
+    postal.channel = Channel::Postal;
+    let outcome = t
+        .store
+        .insert_recipients(id, &[full.clone(), postal.clone()])
+        .await
+        .unwrap();
+    assert_eq!(
+        outcome,
+        InsertOutcome {
+            inserted: 2,
+            duplicates: 0
+        }
+    );
+    // Same customers again, plus one new: the two are duplicates and left untouched.
+    let mut changed = full.clone();
+    changed.email = Some("other@example.com".into());
+    let outcome = t
+        .store
+        .insert_recipients(id, &[changed, postal, person("A-3")])
+        .await
+        .unwrap();
+    assert_eq!(
+        outcome,
+        InsertOutcome {
+            inserted: 1,
+            duplicates: 2
+        }
+    );
+
+    let r = t
+        .store
+        .recipient_by_customer(id, "A-1")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        r.email.as_deref(),
+        Some("A-1@example.com"),
+        "a duplicate never overwrites"
+    );
+    assert_eq!(
+        (
+            r.address1.as_deref(),
+            r.address2.as_deref(),
+            r.city.as_deref(),
+            r.region.as_deref()
+        ),
+        (
+            Some("1 Main St"),
+            Some("Apt 2"),
+            Some("Springfield"),
+            Some("CA")
+        )
+    );
+    assert_eq!(
+        (r.postal_code.as_deref(), r.country.as_deref()),
+        (Some("90001"), Some("US"))
+    );
+    assert_eq!(
+        r.attributes.get("enrollment_code").and_then(|v| v.as_str()),
+        Some("XK-22")
+    );
+    assert_eq!(
+        (r.status, r.channel, r.attempts),
+        (RecipientStatus::Queued, Channel::Email, 0)
+    );
+    assert!(r.electronic_consent);
+    assert_eq!(
+        t.store.recipient(r.id).await.unwrap().unwrap().customer_id,
+        "A-1"
+    );
+    let p = t
+        .store
+        .recipient_by_customer(id, "A-2")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (p.status, p.channel),
+        (RecipientStatus::Postal, Channel::Postal)
+    );
+    assert!(
+        t.store
+            .recipient_by_customer(id, "nobody")
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    let progress = progress(&t, id).await;
+    assert_eq!(
+        (progress.total, progress.queued, progress.postal),
+        (3, 2, 1)
+    );
+}
+
+async fn insert_into_unknown_campaign_is_an_error(t: TestStore) {
+    let err = t
+        .store
+        .insert_recipients(4242, &[person("x")])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::UnknownCampaign(4242)), "{err}");
+}
+
+async fn claim_leases_due_rows_once_until_the_lease_expires(t: TestStore) {
+    let id = running_campaign_with(&t, 5).await;
+    let a = t.store.claim(id, "a", 0, 3, LEASE, at(0)).await.unwrap();
+    assert_eq!(a.recipients.len(), 3);
+    assert!(
+        a.recipients
+            .iter()
+            .all(|r| r.lease_owner.as_deref() == Some("a"))
+    );
+    assert!(
+        a.recipients.windows(2).all(|w| w[0].id < w[1].id),
+        "id order"
+    );
+    // Another instance, scanning from the start, gets only the rest.
+    let b = t.store.claim(id, "b", 0, 10, LEASE, at(1)).await.unwrap();
+    assert_eq!(b.recipients.len(), 2);
+    assert!(b.exhausted);
+    let overlap = a
+        .recipients
+        .iter()
+        .filter(|r| b.recipients.iter().any(|s| s.id == r.id))
+        .count();
+    assert_eq!(overlap, 0);
+    // Nothing is due while the leases hold...
+    assert!(
+        t.store
+            .claim(id, "c", 0, 10, LEASE, at(30))
+            .await
+            .unwrap()
+            .recipients
+            .is_empty()
+    );
+    // ...and everything is once they have expired (the owners died).
+    let c = t.store.claim(id, "c", 0, 10, LEASE, at(61)).await.unwrap();
+    assert_eq!(c.recipients.len(), 5);
+    // Counters do not move on claims: leased rows are still queued.
+    assert_eq!(progress(&t, id).await.queued, 5);
+}
+
+async fn claim_follows_the_cursor_and_reports_exhaustion(t: TestStore) {
+    let id = running_campaign_with(&t, 5).await;
+    let first = t.store.claim(id, "a", 0, 2, LEASE, at(0)).await.unwrap();
+    assert!(!first.exhausted);
+    assert_eq!(first.cursor, first.recipients[1].id);
+    let second = t
+        .store
+        .claim(id, "a", first.cursor, 2, LEASE, at(0))
+        .await
+        .unwrap();
+    assert!(second.recipients[0].id > first.cursor);
+    let third = t
+        .store
+        .claim(id, "a", second.cursor, 2, LEASE, at(0))
+        .await
+        .unwrap();
+    assert_eq!(third.recipients.len(), 1);
+    assert!(third.exhausted);
+    let empty = t
+        .store
+        .claim(id, "a", third.cursor, 2, LEASE, at(0))
+        .await
+        .unwrap();
+    assert!(empty.recipients.is_empty() && empty.exhausted);
+    assert_eq!(
+        empty.cursor, third.cursor,
+        "an empty claim keeps the cursor"
+    );
+    // Rows appended later have higher ids, so the cursor finds them without a rescan.
+    t.store
+        .insert_recipients(id, &[person("late")])
+        .await
+        .unwrap();
+    let late = t
+        .store
+        .claim(id, "a", empty.cursor, 2, LEASE, at(0))
+        .await
+        .unwrap();
+    assert_eq!(late.recipients.len(), 1);
+    assert_eq!(late.recipients[0].customer_id, "late");
+    // A paused or draft campaign's rows are still claimable at this level: the dispatcher decides
+    // which campaigns to claim from.
+}
+
+async fn renew_and_release_leases(t: TestStore) {
+    let id = running_campaign_with(&t, 3).await;
+    let claim = t.store.claim(id, "a", 0, 3, LEASE, at(0)).await.unwrap();
+    let ids: Vec<i64> = claim.recipients.iter().map(|r| r.id).collect();
+    assert_eq!(t.store.renew_leases("a", &ids, at(600)).await.unwrap(), 3);
+    assert_eq!(
+        t.store
+            .renew_leases("intruder", &ids, at(900))
+            .await
+            .unwrap(),
+        0
+    );
+    // Renewed: still held after the original lease would have expired.
+    assert!(
+        t.store
+            .claim(id, "b", 0, 3, LEASE, at(120))
+            .await
+            .unwrap()
+            .recipients
+            .is_empty()
+    );
+    assert_eq!(t.store.release_leases("intruder", &ids).await.unwrap(), 0);
+    assert_eq!(t.store.release_leases("a", &ids[..2]).await.unwrap(), 2);
+    let b = t.store.claim(id, "b", 0, 3, LEASE, at(120)).await.unwrap();
+    assert_eq!(b.recipients.len(), 2, "released rows are due at once");
+    let r = t.store.recipient(ids[2]).await.unwrap().unwrap();
+    assert_eq!(r.lease_owner.as_deref(), Some("a"));
+    assert_eq!(r.lease_expires_at, Some(at(600)));
+}
+
+async fn record_attempts_moves_recipients_and_appends_attempts(t: TestStore) {
+    let id = running_campaign_with(&t, 3).await;
+    let claim = t.store.claim(id, "a", 0, 3, LEASE, at(0)).await.unwrap();
+    let [sent, deferred, failed] = [
+        &claim.recipients[0],
+        &claim.recipients[1],
+        &claim.recipients[2],
+    ];
+    let records = vec![
+        record(sent, NextState::Sent, AttemptOutcome::Sent, 250),
+        record(
+            deferred,
+            NextState::Retry { at: at(300) },
+            AttemptOutcome::Transient,
+            421,
+        ),
+        record(
+            failed,
+            NextState::Failed {
+                reason: "550 no such user".into(),
+            },
+            AttemptOutcome::Permanent,
+            550,
+        ),
+    ];
+    assert_eq!(t.store.record_attempts("a", &records).await.unwrap(), 3);
+
+    let s = t.store.recipient(sent.id).await.unwrap().unwrap();
+    assert_eq!(
+        (s.status, s.attempts, s.last_code),
+        (RecipientStatus::Sent, 1, Some(250))
+    );
+    assert_eq!(
+        s.last_reply.as_deref(),
+        Some(format!("250 queued as ABC{}", s.id).as_str())
+    );
+    assert_eq!(
+        s.message_id.as_deref(),
+        Some(records[0].message_id.as_str())
+    );
+    assert_eq!(
+        (s.first_attempt_at, s.finished_at),
+        (Some(at(10)), Some(at(11)))
+    );
+    assert!(s.lease_owner.is_none() && s.lease_expires_at.is_none() && !s.postal_followup);
+
+    let d = t.store.recipient(deferred.id).await.unwrap().unwrap();
+    assert_eq!(
+        (d.status, d.attempts, d.retry_due_at),
+        (RecipientStatus::Deferred, 1, Some(at(300)))
+    );
+    assert!(d.finished_at.is_none());
+
+    let f = t.store.recipient(failed.id).await.unwrap().unwrap();
+    assert_eq!(
+        (f.status, f.postal_followup),
+        (RecipientStatus::Failed, true)
+    );
+    assert_eq!(f.fail_reason.as_deref(), Some("550 no such user"));
+
+    let attempts = t.store.attempts(sent.id).await.unwrap();
+    assert_eq!(attempts.len(), 1);
+    assert_eq!(
+        (attempts[0].attempt, attempts[0].instance.as_str()),
+        (1, "a")
+    );
+    assert_eq!(
+        (attempts[0].outcome, attempts[0].smtp_code),
+        (AttemptOutcome::Sent, Some(250))
+    );
+    assert_eq!(
+        (attempts[0].started_at, attempts[0].finished_at),
+        (at(10), at(11))
+    );
+
+    let p = progress(&t, id).await;
+    assert_eq!(
+        (p.total, p.queued, p.deferred, p.sent, p.failed),
+        (3, 0, 1, 1, 1)
+    );
+}
+
+async fn deferred_recipients_are_due_again_at_their_retry_time(t: TestStore) {
+    let id = running_campaign_with(&t, 1).await;
+    let claim = t.store.claim(id, "a", 0, 1, LEASE, at(0)).await.unwrap();
+    let r = &claim.recipients[0];
+    let retry = record(
+        r,
+        NextState::Retry { at: at(300) },
+        AttemptOutcome::Transient,
+        451,
+    );
+    t.store.record_attempts("a", &[retry]).await.unwrap();
+    // Not before its time, even scanning from the start.
+    assert!(
+        t.store
+            .claim(id, "a", 0, 5, LEASE, at(299))
+            .await
+            .unwrap()
+            .recipients
+            .is_empty()
+    );
+    let again = t
+        .store
+        .claim(id, "b", claim.cursor, 5, LEASE, at(300))
+        .await
+        .unwrap();
+    assert_eq!(
+        again.recipients.len(),
+        1,
+        "found through retry_due_at, whatever the cursor"
+    );
+    let r = &again.recipients[0];
+    let mut sent = record(r, NextState::Sent, AttemptOutcome::Sent, 250);
+    sent.started_at = at(301);
+    t.store.record_attempts("b", &[sent]).await.unwrap();
+    let r = t.store.recipient(r.id).await.unwrap().unwrap();
+    assert_eq!(
+        (r.status, r.attempts, r.retry_due_at),
+        (RecipientStatus::Sent, 2, None)
+    );
+    assert_eq!(
+        r.first_attempt_at,
+        Some(at(10)),
+        "the first attempt's time is kept"
+    );
+    let attempts = t.store.attempts(r.id).await.unwrap();
+    assert_eq!(
+        attempts.iter().map(|a| a.attempt).collect::<Vec<_>>(),
+        vec![1, 2]
+    );
+    assert_eq!(attempts[1].instance, "b");
+    let p = progress(&t, id).await;
+    assert_eq!((p.deferred, p.sent), (0, 1));
+}
+
+async fn an_attempt_without_the_lease_is_recorded_but_changes_nothing(t: TestStore) {
+    let id = running_campaign_with(&t, 1).await;
+    let a = t.store.claim(id, "a", 0, 1, LEASE, at(0)).await.unwrap();
+    // a's lease expires and b takes the row over.
+    let b = t.store.claim(id, "b", 0, 1, LEASE, at(100)).await.unwrap();
+    assert_eq!(b.recipients.len(), 1);
+    let late = record(&a.recipients[0], NextState::Sent, AttemptOutcome::Sent, 250);
+    assert_eq!(t.store.record_attempts("a", &[late]).await.unwrap(), 0);
+    let r = t
+        .store
+        .recipient(a.recipients[0].id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (r.status, r.lease_owner.as_deref()),
+        (RecipientStatus::Queued, Some("b"))
+    );
+    assert_eq!(
+        t.store.attempts(r.id).await.unwrap().len(),
+        1,
+        "the attempt happened: it is evidence"
+    );
+}
+
+async fn cancel_ends_open_recipients_and_keeps_leased_ones_for_their_owner(t: TestStore) {
+    let id = running_campaign_with(&t, 4).await;
+    let now = Utc::now();
+    let claim = t.store.claim(id, "a", 0, 1, LEASE, now).await.unwrap();
+    t.store
+        .set_campaign_state(
+            id,
+            CampaignState::Cancelled,
+            "cli:alice",
+            Some("wrong list"),
+        )
+        .await
+        .unwrap();
+    let p = progress(&t, id).await;
+    assert_eq!(
+        (p.cancelled, p.queued),
+        (3, 1),
+        "the leased row stays with its owner"
+    );
+    // The owner reports a temporary failure: in a cancelled campaign that ends the recipient.
+    let r = &claim.recipients[0];
+    let mut retry = record(
+        r,
+        NextState::Retry {
+            at: now + chrono::Duration::seconds(60),
+        },
+        AttemptOutcome::Transient,
+        421,
+    );
+    retry.started_at = now;
+    t.store.record_attempts("a", &[retry]).await.unwrap();
+    let r = t.store.recipient(r.id).await.unwrap().unwrap();
+    assert_eq!(
+        (r.status, r.retry_due_at),
+        (RecipientStatus::Cancelled, None)
+    );
+    let p = progress(&t, id).await;
+    assert_eq!((p.cancelled, p.queued, p.deferred), (4, 0, 0));
+}
+
+async fn records_are_append_only(t: TestStore) {
+    let id = running_campaign_with(&t, 1).await;
+    let claim = t.store.claim(id, "a", 0, 1, LEASE, at(0)).await.unwrap();
+    t.store
+        .record_attempts(
+            "a",
+            &[record(
+                &claim.recipients[0],
+                NextState::Sent,
+                AttemptOutcome::Sent,
+                250,
+            )],
+        )
+        .await
+        .unwrap();
+    for statement in [
+        "UPDATE delivery_attempts SET smtp_code = 200".to_string(),
+        "DELETE FROM delivery_attempts".to_string(),
+        "UPDATE campaign_events SET actor = 'nobody'".to_string(),
+        "DELETE FROM campaign_events".to_string(),
+        "DELETE FROM recipients".to_string(),
+        format!("DELETE FROM campaigns WHERE id = {id}"),
+        "UPDATE recipients SET customer_id = 'someone else'".to_string(),
+    ] {
+        let err = sql(&t, &statement).await.expect_err(&statement);
+        assert!(
+            err.contains("not allowed") || err.contains("cannot be changed"),
+            "{statement}: {err}"
+        );
+    }
+    assert_eq!(
+        t.store
+            .attempts(claim.recipients[0].id)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+}
+
+async fn instances_heartbeat_and_stop(t: TestStore) {
+    let info = |id: &str| InstanceInfo {
+        id: id.into(),
+        hostname: "host".into(),
+        pid: 42,
+        version: "0.1.0".into(),
+    };
+    t.store.heartbeat(&info("a"), at(0)).await.unwrap();
+    t.store.heartbeat(&info("b"), at(0)).await.unwrap();
+    t.store.heartbeat(&info("a"), at(20)).await.unwrap();
+    let ttl = Duration::from_secs(15);
+    assert_eq!(
+        t.store.live_instances(at(10), ttl).await.unwrap(),
+        vec!["a", "b"]
+    );
+    assert_eq!(
+        t.store.live_instances(at(30), ttl).await.unwrap(),
+        vec!["a"],
+        "b's heartbeat is stale"
+    );
+    t.store.instance_stopped("a", at(31)).await.unwrap();
+    assert!(
+        t.store
+            .live_instances(at(31), ttl)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    t.store.heartbeat(&info("a"), at(40)).await.unwrap();
+    assert_eq!(
+        t.store.live_instances(at(41), ttl).await.unwrap(),
+        vec!["a"],
+        "a restart revives it"
+    );
+}
+
+async fn progress_lists_every_campaign_from_counters(t: TestStore) {
+    let a = running_campaign_with(&t, 2).await;
+    let b = t
+        .store
+        .create_campaign(&new_campaign("second"), "test")
+        .await
+        .unwrap();
+    let all = t.store.progress(None).await.unwrap();
+    assert_eq!(
+        all.iter().map(|p| p.campaign_id).collect::<Vec<_>>(),
+        vec![a, b]
+    );
+    assert_eq!((all[0].total, all[0].state), (2, CampaignState::Running));
+    assert_eq!(
+        (all[1].total, all[1].state, all[1].name.as_str()),
+        (0, CampaignState::Draft, "second")
+    );
+    assert!(t.store.progress(Some(b + 1)).await.unwrap().is_empty());
+    // An operator's own SQL insert is counted too (the counters are kept by the database).
+    sql(&t, &format!("INSERT INTO recipients (campaign_id, customer_id, email) VALUES ({b}, 'sql-1', 'x@example.com')"))
+        .await
+        .unwrap();
+    assert_eq!(progress(&t, b).await.queued, 1);
+}
