@@ -25,11 +25,11 @@ pub const DEFAULT_FILE: &str = "config/default.toml";
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error(
-        "config file {path}: cannot read it ({source}); check the path given with --config or {ENV_CONFIG_FILE}"
+        "config file {path}: cannot read it ({reason}); check the path given with --config or {ENV_CONFIG_FILE}"
     )]
     Unreadable {
         path: PathBuf,
-        source: std::io::Error,
+        reason: std::io::Error,
     },
     #[error("config file {path}: {message}")]
     Invalid { path: PathBuf, message: String },
@@ -246,9 +246,9 @@ impl Settings {
             .map_err(|e| ConfigError::Value(format!("built-in defaults: {e}")))?;
         let mut builder = config::Config::builder().add_source(defaults);
         for path in default_file.into_iter().chain(explicit) {
-            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Unreadable {
+            let text = std::fs::read_to_string(path).map_err(|reason| ConfigError::Unreadable {
                 path: path.to_path_buf(),
-                source,
+                reason,
             })?;
             // Parsed alone first: toml reports the line, the column and the key of any problem.
             toml::from_str::<Settings>(&text).map_err(|e| ConfigError::Invalid {
