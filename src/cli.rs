@@ -61,6 +61,15 @@ pub enum Command {
     #[command(subcommand)]
     Campaign(CampaignCommand),
 
+    /// Print the exact message (headers and both parts) one customer would receive.
+    Preview {
+        #[arg(long, value_name = "ID")]
+        campaign: i64,
+        /// The customer_id from the imported list.
+        #[arg(long, value_name = "CUSTOMER_ID")]
+        customer: String,
+    },
+
     /// Run the whole thing end to end on the embedded default (SQLite, .eml files in ./outbox/), with
     /// the example campaign and 1,000 synthetic customers.
     Demo,

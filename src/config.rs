@@ -253,7 +253,7 @@ impl Settings {
             // Parsed alone first: toml reports the line, the column and the key of any problem.
             toml::from_str::<Settings>(&text).map_err(|e| ConfigError::Invalid {
                 path: path.to_path_buf(),
-                message: e.to_string().trim_end().replace('\n', " "),
+                message: toml_error(&text, &e),
             })?;
             builder = builder.add_source(config::File::from_str(&text, config::FileFormat::Toml));
             provenance.files.push(path.to_path_buf());
@@ -384,6 +384,19 @@ impl Settings {
     /// The database password from `password`/`password_file`, if configured.
     pub fn database_password(&self) -> Option<&str> {
         self.database.password.as_ref().map(|s| s.expose_secret())
+    }
+}
+
+/// A TOML error as `line L, column C: message`, on one line.
+pub fn toml_error(source: &str, e: &toml::de::Error) -> String {
+    match e.span() {
+        Some(span) => {
+            let before = &source[..span.start.min(source.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+            format!("line {line}, column {column}: {}", e.message().trim())
+        }
+        None => e.message().trim().to_string(),
     }
 }
 

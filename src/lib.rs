@@ -6,10 +6,20 @@
 //! - [`config`]: layered configuration, secrets, validation.
 //! - [`telemetry`]: logging (never personal data).
 //! - [`store`]: the database interface, PostgreSQL and SQLite.
+//! - [`intake`]: importing affected-customer lists (CSV), validated and reconciled.
+//! - [`campaign`]: campaign files and the stored campaign spec.
+//! - [`template`]: notice templates (minijinja, strict, auto-escaped).
+//! - [`message`]: the MIME message and its stable Message-ID.
+//! - [`preflight`]: checks run before a campaign sends its first message.
 //! - [`cli`]: the command line, and [`commands`]: what each command does.
 
+pub mod campaign;
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod intake;
+pub mod message;
+pub mod preflight;
 pub mod store;
 pub mod telemetry;
+pub mod template;

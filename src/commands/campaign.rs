@@ -6,15 +6,44 @@ use std::process::ExitCode;
 use anyhow::bail;
 
 use super::cli_actor;
+use crate::campaign::CampaignSpec;
 use crate::cli::{CampaignCommand, TransitionArgs};
-use crate::store::{CampaignState, Store};
+use crate::message;
+use crate::preflight;
+use crate::store::{CampaignState, NewCampaign, Store};
 
 pub async fn run(store: &Store, cmd: CampaignCommand) -> anyhow::Result<ExitCode> {
     match cmd {
-        CampaignCommand::Create { .. } => {
-            bail!(
-                "`breach-notifier campaign create` is not available in this build yet: campaign files and templates are still being built"
-            )
+        CampaignCommand::Create { file } => {
+            let spec = CampaignSpec::load(&file)?;
+            if let Some(s) = spec.supplements
+                && store.campaign(s).await?.is_none()
+            {
+                bail!(
+                    "{}: supplements = {s}, but campaign {s} does not exist",
+                    file.display()
+                );
+            }
+            let id = store
+                .create_campaign(
+                    &NewCampaign {
+                        name: spec.name.clone(),
+                        definition: spec.to_stored(),
+                        content_hash: spec.content_hash(),
+                        email_without_consent: spec.email_without_consent,
+                        discovered_at: spec.discovered_at,
+                        supplements: spec.supplements,
+                    },
+                    &cli_actor(),
+                )
+                .await?;
+            println!("{id}");
+            eprintln!(
+                "created campaign {id} ({}) as a draft; locales: {}; content hash {}",
+                spec.name,
+                spec.locales.keys().cloned().collect::<Vec<_>>().join(", "),
+                &spec.content_hash()[..16]
+            );
         }
         CampaignCommand::List => {
             let campaigns = store.campaigns().await?;
@@ -96,9 +125,51 @@ async fn transition(
                 .join(", ")
         );
     }
+    if to == CampaignState::Running {
+        let report = preflight::check(store, &current).await?;
+        if let Some(problem) = report.problem() {
+            bail!("campaign {} cannot start: {problem}", args.id);
+        }
+        eprintln!("pre-flight: {} sample render(s) passed", report.rendered);
+    }
     let c = store
         .set_campaign_state(args.id, to, &cli_actor(), args.reason.as_deref())
         .await?;
     println!("campaign {} is now {}", c.id, c.state);
     Ok(())
+}
+
+/// `breach-notifier preview`: the exact bytes one customer would receive (the Date header aside).
+pub async fn preview(
+    store: &Store,
+    campaign_id: i64,
+    customer_id: &str,
+) -> anyhow::Result<ExitCode> {
+    let campaign = store.require_campaign(campaign_id).await?;
+    let Some(recipient) = store
+        .recipient_by_customer(campaign_id, customer_id)
+        .await?
+    else {
+        bail!("campaign {campaign_id} has no recipient with customer_id {customer_id:?}");
+    };
+    let (spec, templates) = preflight::templates_of(&campaign)?;
+    let rendered = templates.render(&recipient)?;
+    let Some(to) = recipient.email.as_deref() else {
+        bail!(
+            "recipient row {} has no email address (channel {}): they are notified by letter",
+            recipient.id,
+            recipient.channel
+        );
+    };
+    let outgoing = message::build(
+        &spec,
+        &campaign.content_hash,
+        campaign.id,
+        recipient.id,
+        to,
+        &rendered,
+    )?;
+    use std::io::Write;
+    std::io::stdout().write_all(&outgoing.bytes)?;
+    Ok(ExitCode::SUCCESS)
 }

@@ -30,8 +30,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let store = open(&loaded.settings).await?;
             campaign::run(&store, cmd).await
         }
+        Command::Preview { campaign, customer } => {
+            let store = open(&loaded.settings).await?;
+            campaign::preview(&store, campaign, &customer).await
+        }
         Command::Run => not_yet("run", "the dispatcher"),
-        Command::Import(_) => not_yet("import", "intake"),
+        Command::Import(args) => {
+            let store = open(&loaded.settings).await?;
+            import(&store, args).await
+        }
         Command::Demo => not_yet("demo", "the dispatcher"),
     }
 }
@@ -81,6 +88,27 @@ async fn migrate(settings: &Settings) -> anyhow::Result<ExitCode> {
         );
     }
     store.close().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn import(store: &Store, args: crate::cli::ImportArgs) -> anyhow::Result<ExitCode> {
+    let opts = crate::intake::ImportOptions {
+        campaign_id: args.campaign,
+        source: args.file.clone(),
+        rejects: args.rejects.clone(),
+        dry_run: args.dry_run,
+        actor: cli_actor(),
+        progress: true,
+    };
+    let summary = crate::intake::import(store, &opts).await?;
+    print!(
+        "{}",
+        summary.render(
+            &args.file.display().to_string(),
+            args.campaign,
+            args.rejects.as_deref()
+        )
+    );
     Ok(ExitCode::SUCCESS)
 }
 

@@ -245,6 +245,52 @@ pub struct NewRecipient {
     /// Every other import column, for templates.
     pub attributes: serde_json::Map<String, serde_json::Value>,
     pub channel: Channel,
+    /// The import that brought this recipient in, if any.
+    pub import_id: Option<i64>,
+}
+
+/// The reconciliation of one imported list: `read = accepted + rejected + duplicates`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct ImportCounts {
+    /// Data rows read (the header excluded).
+    pub read: u64,
+    /// Rows refused, each written to the rejects file with its reason.
+    pub rejected: u64,
+    /// Rows whose customer was already in the campaign (or earlier in the same list).
+    pub duplicates: u64,
+    /// Accepted rows to be emailed.
+    pub email: u64,
+    /// Accepted rows that need a letter (no usable email, or no electronic consent).
+    pub postal: u64,
+    /// Of the postal rows, those that had an email value that could not be used.
+    pub unusable_email: u64,
+}
+
+impl ImportCounts {
+    pub fn accepted(&self) -> u64 {
+        self.email + self.postal
+    }
+
+    /// The identity every import must satisfy.
+    pub fn reconciles(&self) -> bool {
+        self.read == self.accepted() + self.rejected + self.duplicates
+    }
+}
+
+/// One row of `imports`.
+#[derive(Debug, Clone, Serialize)]
+pub struct ImportRecord {
+    pub id: i64,
+    pub campaign_id: i64,
+    /// The file name as given (or `-` for standard input).
+    pub source_name: String,
+    pub sha256: String,
+    pub counts: ImportCounts,
+    /// Addresses used by more than one customer of the campaign, after this import.
+    pub shared_addresses: u64,
+    pub actor: String,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: DateTime<Utc>,
 }
 
 /// A recipient row as stored.
@@ -523,6 +569,48 @@ impl Store {
         dispatch!(self.insert_recipients(campaign_id, rows))
     }
 
+    /// Which of these customer ids the campaign already has (for dry runs).
+    pub async fn existing_customers(
+        &self,
+        campaign_id: i64,
+        customer_ids: &[String],
+    ) -> Result<Vec<String>> {
+        if customer_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        dispatch!(self.existing_customers(campaign_id, customer_ids))
+    }
+
+    /// Reserves the id of an import about to run, so its recipients can point at it.
+    pub async fn next_import_id(&self) -> Result<i64> {
+        dispatch!(self.next_import_id())
+    }
+
+    /// Stores the reconciliation of a finished import. The database refuses counts that do not add up.
+    pub async fn record_import(&self, record: &ImportRecord) -> Result<()> {
+        dispatch!(self.record_import(record))
+    }
+
+    /// How many recipients one import added, per channel: (email, postal).
+    pub async fn import_channel_counts(
+        &self,
+        campaign_id: i64,
+        import_id: i64,
+    ) -> Result<(u64, u64)> {
+        dispatch!(self.import_channel_counts(campaign_id, import_id))
+    }
+
+    /// The imports of a campaign, oldest first.
+    pub async fn imports(&self, campaign_id: i64) -> Result<Vec<ImportRecord>> {
+        dispatch!(self.imports(campaign_id))
+    }
+
+    /// How many email addresses more than one customer of the campaign shares (each still gets their
+    /// own notice).
+    pub async fn shared_addresses(&self, campaign_id: i64) -> Result<u64> {
+        dispatch!(self.shared_addresses(campaign_id))
+    }
+
     pub async fn recipient(&self, id: i64) -> Result<Option<Recipient>> {
         dispatch!(self.recipient(id))
     }
@@ -533,6 +621,23 @@ impl Store {
         customer_id: &str,
     ) -> Result<Option<Recipient>> {
         dispatch!(self.recipient_by_customer(campaign_id, customer_id))
+    }
+
+    /// A sample for pre-flight checks: the first recipient of every (locale, jurisdiction) pair present
+    /// in the campaign, at most `limit` of them, in id order.
+    pub async fn sample_recipients(&self, campaign_id: i64, limit: u32) -> Result<Vec<Recipient>> {
+        dispatch!(self.sample_recipients(campaign_id, limit))
+    }
+
+    /// Up to `limit` recipients of a campaign with ids above `after_id`, in id order (for paging
+    /// through a campaign with flat memory).
+    pub async fn recipients_after(
+        &self,
+        campaign_id: i64,
+        after_id: i64,
+        limit: u32,
+    ) -> Result<Vec<Recipient>> {
+        dispatch!(self.recipients_after(campaign_id, after_id, limit))
     }
 
     /// Leases up to `limit` due email recipients of a campaign to `instance` until `now + lease`:

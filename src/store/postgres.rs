@@ -187,55 +187,185 @@ impl PgStore {
         campaign_id: i64,
         rows: &[NewRecipient],
     ) -> Result<InsertOutcome> {
-        let col = |f: fn(&NewRecipient) -> Option<String>| rows.iter().map(f).collect::<Vec<_>>();
-        let customer_ids: Vec<String> = rows.iter().map(|r| r.customer_id.clone()).collect();
-        let consent: Vec<bool> = rows.iter().map(|r| r.electronic_consent).collect();
-        let attributes: Vec<String> = rows
-            .iter()
-            .map(|r| serde_json::Value::Object(r.attributes.clone()).to_string())
-            .collect();
-        let channel: Vec<&str> = rows.iter().map(|r| r.channel.as_str()).collect();
-        let status: Vec<&str> = rows
-            .iter()
-            .map(|r| match r.channel {
-                Channel::Email => RecipientStatus::Queued.as_str(),
-                Channel::Postal => RecipientStatus::Postal.as_str(),
-            })
-            .collect();
+        // COPY into a per-connection staging table, then one INSERT … SELECT … ON CONFLICT DO NOTHING:
+        // COPY is the fastest way into PostgreSQL, and the conflict clause (which COPY lacks) makes a
+        // repeated customer a counted duplicate instead of an error. `ord` keeps file order, so queue
+        // order (ids) follows the list.
+        let mut data = Vec::with_capacity(rows.len() * 256);
+        {
+            let mut w = csv::WriterBuilder::new()
+                .has_headers(false)
+                .from_writer(&mut data);
+            for (i, r) in rows.iter().enumerate() {
+                let status = match r.channel {
+                    Channel::Email => RecipientStatus::Queued,
+                    Channel::Postal => RecipientStatus::Postal,
+                };
+                let attributes = serde_json::Value::Object(r.attributes.clone()).to_string();
+                let o = |v: &Option<String>| v.clone().unwrap_or_default();
+                w.write_record([
+                    i.to_string(),
+                    r.customer_id.clone(),
+                    o(&r.email),
+                    o(&r.first_name),
+                    o(&r.last_name),
+                    o(&r.locale),
+                    o(&r.jurisdiction),
+                    r.electronic_consent.to_string(),
+                    o(&r.address1),
+                    o(&r.address2),
+                    o(&r.city),
+                    o(&r.region),
+                    o(&r.postal_code),
+                    o(&r.country),
+                    attributes,
+                    r.channel.as_str().to_string(),
+                    status.as_str().to_string(),
+                    r.import_id.map(|v| v.to_string()).unwrap_or_default(),
+                ])
+                .map_err(|e| StoreError::Corrupt(format!("encoding a recipient for COPY: {e}")))?;
+            }
+            w.flush()
+                .map_err(|e| StoreError::Corrupt(format!("encoding recipients for COPY: {e}")))?;
+        }
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "CREATE TEMP TABLE IF NOT EXISTS bn_staging (ord BIGINT, customer_id TEXT, email TEXT, \
+             first_name TEXT, last_name TEXT, locale TEXT, jurisdiction TEXT, electronic_consent BOOLEAN, \
+             address1 TEXT, address2 TEXT, city TEXT, region TEXT, postal_code TEXT, country TEXT, \
+             attributes JSONB, channel TEXT, status TEXT, import_id BIGINT) ON COMMIT DELETE ROWS",
+        )
+        .execute(&mut *tx)
+        .await?;
+        let mut copy = tx
+            .copy_in_raw("COPY bn_staging FROM STDIN WITH (FORMAT csv)")
+            .await?;
+        copy.send(data).await?;
+        copy.finish().await?;
         let inserted = sqlx::query(
             "INSERT INTO recipients (campaign_id, customer_id, email, first_name, last_name, locale, \
              jurisdiction, electronic_consent, address1, address2, city, region, postal_code, country, \
-             attributes, channel, status) \
-             SELECT $1, u.* FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::text[], \
-             $7::text[], $8::bool[], $9::text[], $10::text[], $11::text[], $12::text[], $13::text[], \
-             $14::text[], $15::jsonb[], $16::text[], $17::text[]) AS u \
-             ON CONFLICT (campaign_id, customer_id) DO NOTHING",
+             attributes, channel, status, import_id) \
+             SELECT $1, customer_id, email, first_name, last_name, locale, jurisdiction, electronic_consent, \
+             address1, address2, city, region, postal_code, country, attributes, channel, status, import_id \
+             FROM bn_staging ORDER BY ord ON CONFLICT (campaign_id, customer_id) DO NOTHING",
         )
         .bind(campaign_id)
-        .bind(&customer_ids)
-        .bind(col(|r| r.email.clone()))
-        .bind(col(|r| r.first_name.clone()))
-        .bind(col(|r| r.last_name.clone()))
-        .bind(col(|r| r.locale.clone()))
-        .bind(col(|r| r.jurisdiction.clone()))
-        .bind(&consent)
-        .bind(col(|r| r.address1.clone()))
-        .bind(col(|r| r.address2.clone()))
-        .bind(col(|r| r.city.clone()))
-        .bind(col(|r| r.region.clone()))
-        .bind(col(|r| r.postal_code.clone()))
-        .bind(col(|r| r.country.clone()))
-        .bind(&attributes)
-        .bind(&channel)
-        .bind(&status)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await
         .map_err(|e| foreign_key_to_unknown_campaign(e, campaign_id))?
         .rows_affected();
+        tx.commit().await?;
         Ok(InsertOutcome {
             inserted,
             duplicates: rows.len() as u64 - inserted,
         })
+    }
+
+    pub(super) async fn existing_customers(
+        &self,
+        campaign_id: i64,
+        customer_ids: &[String],
+    ) -> Result<Vec<String>> {
+        Ok(sqlx::query_scalar(
+            "SELECT customer_id FROM recipients WHERE campaign_id = $1 AND customer_id = ANY($2)",
+        )
+        .bind(campaign_id)
+        .bind(customer_ids)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    pub(super) async fn next_import_id(&self) -> Result<i64> {
+        Ok(
+            sqlx::query_scalar("SELECT nextval(pg_get_serial_sequence('imports', 'id'))")
+                .fetch_one(&self.pool)
+                .await?,
+        )
+    }
+
+    pub(super) async fn record_import(&self, i: &ImportRecord) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO imports (id, campaign_id, source_name, sha256, rows_read, accepted, rejected, \
+             duplicates, email, postal, shared_addresses, actor, started_at, finished_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+        )
+        .bind(i.id)
+        .bind(i.campaign_id)
+        .bind(&i.source_name)
+        .bind(&i.sha256)
+        .bind(i.counts.read as i64)
+        .bind(i.counts.accepted() as i64)
+        .bind(i.counts.rejected as i64)
+        .bind(i.counts.duplicates as i64)
+        .bind(i.counts.email as i64)
+        .bind(i.counts.postal as i64)
+        .bind(i.shared_addresses as i64)
+        .bind(&i.actor)
+        .bind(i.started_at)
+        .bind(i.finished_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub(super) async fn imports(&self, campaign_id: i64) -> Result<Vec<ImportRecord>> {
+        let rows = sqlx::query(
+            "SELECT id, campaign_id, source_name, sha256, rows_read, rejected, duplicates, email, postal, \
+             shared_addresses, actor, started_at, finished_at FROM imports WHERE campaign_id = $1 ORDER BY id",
+        )
+        .bind(campaign_id)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| ImportRecord {
+                id: r.get("id"),
+                campaign_id: r.get("campaign_id"),
+                source_name: r.get("source_name"),
+                sha256: r.get("sha256"),
+                counts: ImportCounts {
+                    read: r.get::<i64, _>("rows_read") as u64,
+                    rejected: r.get::<i64, _>("rejected") as u64,
+                    duplicates: r.get::<i64, _>("duplicates") as u64,
+                    email: r.get::<i64, _>("email") as u64,
+                    postal: r.get::<i64, _>("postal") as u64,
+                    unusable_email: 0,
+                },
+                shared_addresses: r.get::<i64, _>("shared_addresses") as u64,
+                actor: r.get("actor"),
+                started_at: r.get("started_at"),
+                finished_at: r.get("finished_at"),
+            })
+            .collect())
+    }
+
+    pub(super) async fn import_channel_counts(
+        &self,
+        campaign_id: i64,
+        import_id: i64,
+    ) -> Result<(u64, u64)> {
+        let (email, postal): (i64, i64) = sqlx::query_as(
+            "SELECT coalesce(sum(CASE WHEN channel = 'email' THEN 1 ELSE 0 END), 0), \
+             coalesce(sum(CASE WHEN channel = 'postal' THEN 1 ELSE 0 END), 0) \
+             FROM recipients WHERE campaign_id = $1 AND import_id = $2",
+        )
+        .bind(campaign_id)
+        .bind(import_id)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok((email as u64, postal as u64))
+    }
+
+    pub(super) async fn shared_addresses(&self, campaign_id: i64) -> Result<u64> {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM (SELECT lower(email) FROM recipients WHERE campaign_id = $1 \
+             AND email IS NOT NULL GROUP BY lower(email) HAVING count(*) > 1) AS shared",
+        )
+        .bind(campaign_id)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(n as u64)
     }
 
     pub(super) async fn recipient(&self, id: i64) -> Result<Option<Recipient>> {
@@ -261,6 +391,39 @@ impl PgStore {
         .fetch_optional(&self.pool)
         .await?;
         row.map(|r| recipient_from_row(&r)).transpose()
+    }
+
+    pub(super) async fn sample_recipients(
+        &self,
+        campaign_id: i64,
+        limit: u32,
+    ) -> Result<Vec<Recipient>> {
+        let rows = sqlx::query(audited!(
+            "SELECT {RECIPIENT_COLUMNS} FROM recipients WHERE id IN (SELECT min(id) FROM recipients \
+             WHERE campaign_id = $1 GROUP BY locale, jurisdiction) ORDER BY id LIMIT $2"
+        ))
+        .bind(campaign_id)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(recipient_from_row).collect()
+    }
+
+    pub(super) async fn recipients_after(
+        &self,
+        campaign_id: i64,
+        after_id: i64,
+        limit: u32,
+    ) -> Result<Vec<Recipient>> {
+        let rows = sqlx::query(audited!(
+            "SELECT {RECIPIENT_COLUMNS} FROM recipients WHERE campaign_id = $1 AND id > $2 ORDER BY id LIMIT $3"
+        ))
+        .bind(campaign_id)
+        .bind(after_id)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(recipient_from_row).collect()
     }
 
     pub(super) async fn claim(

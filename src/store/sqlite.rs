@@ -209,7 +209,7 @@ impl SqliteStore {
             inserted += sqlx::query(
                 "INSERT INTO recipients (campaign_id, customer_id, email, first_name, last_name, locale, \
                  jurisdiction, electronic_consent, address1, address2, city, region, postal_code, country, \
-                 attributes, channel, status) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+                 attributes, channel, status, import_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
                  ON CONFLICT (campaign_id, customer_id) DO NOTHING",
             )
             .bind(campaign_id)
@@ -229,6 +229,7 @@ impl SqliteStore {
             .bind(serde_json::Value::Object(r.attributes.clone()).to_string())
             .bind(r.channel.as_str())
             .bind(status.as_str())
+            .bind(r.import_id)
             .execute(&mut *tx)
             .await
             .map_err(|e| match &e {
@@ -242,6 +243,120 @@ impl SqliteStore {
             inserted,
             duplicates: rows.len() as u64 - inserted,
         })
+    }
+
+    pub(super) async fn existing_customers(
+        &self,
+        campaign_id: i64,
+        customer_ids: &[String],
+    ) -> Result<Vec<String>> {
+        let mut found = Vec::new();
+        for id in customer_ids {
+            if let Some(c) = sqlx::query_scalar(
+                "SELECT customer_id FROM recipients WHERE campaign_id = ? AND customer_id = ?",
+            )
+            .bind(campaign_id)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            {
+                found.push(c);
+            }
+        }
+        Ok(found)
+    }
+
+    pub(super) async fn next_import_id(&self) -> Result<i64> {
+        // One writer per SQLite file (see the module header), so max + 1 is not racy in practice.
+        Ok(
+            sqlx::query_scalar("SELECT coalesce(max(id), 0) + 1 FROM imports")
+                .fetch_one(&self.pool)
+                .await?,
+        )
+    }
+
+    pub(super) async fn record_import(&self, i: &ImportRecord) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO imports (id, campaign_id, source_name, sha256, rows_read, accepted, rejected, \
+             duplicates, email, postal, shared_addresses, actor, started_at, finished_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(i.id)
+        .bind(i.campaign_id)
+        .bind(&i.source_name)
+        .bind(&i.sha256)
+        .bind(i.counts.read as i64)
+        .bind(i.counts.accepted() as i64)
+        .bind(i.counts.rejected as i64)
+        .bind(i.counts.duplicates as i64)
+        .bind(i.counts.email as i64)
+        .bind(i.counts.postal as i64)
+        .bind(i.shared_addresses as i64)
+        .bind(&i.actor)
+        .bind(to_ms(i.started_at))
+        .bind(to_ms(i.finished_at))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub(super) async fn imports(&self, campaign_id: i64) -> Result<Vec<ImportRecord>> {
+        let rows = sqlx::query(
+            "SELECT id, campaign_id, source_name, sha256, rows_read, rejected, duplicates, email, postal, \
+             shared_addresses, actor, started_at, finished_at FROM imports WHERE campaign_id = ? ORDER BY id",
+        )
+        .bind(campaign_id)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| ImportRecord {
+                id: r.get("id"),
+                campaign_id: r.get("campaign_id"),
+                source_name: r.get("source_name"),
+                sha256: r.get("sha256"),
+                counts: ImportCounts {
+                    read: r.get::<i64, _>("rows_read") as u64,
+                    rejected: r.get::<i64, _>("rejected") as u64,
+                    duplicates: r.get::<i64, _>("duplicates") as u64,
+                    email: r.get::<i64, _>("email") as u64,
+                    postal: r.get::<i64, _>("postal") as u64,
+                    unusable_email: 0,
+                },
+                shared_addresses: r.get::<i64, _>("shared_addresses") as u64,
+                actor: r.get("actor"),
+                started_at: from_ms(r.get("started_at")),
+                finished_at: from_ms(r.get("finished_at")),
+            })
+            .collect())
+    }
+
+    pub(super) async fn import_channel_counts(
+        &self,
+        campaign_id: i64,
+        import_id: i64,
+    ) -> Result<(u64, u64)> {
+        let (email, postal): (i64, i64) = sqlx::query_as(
+            "SELECT coalesce(sum(CASE WHEN channel = 'email' THEN 1 ELSE 0 END), 0), \
+             coalesce(sum(CASE WHEN channel = 'postal' THEN 1 ELSE 0 END), 0) \
+             FROM recipients WHERE campaign_id = ?1 AND import_id = ?2",
+        )
+        .bind(campaign_id)
+        .bind(import_id)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok((email as u64, postal as u64))
+    }
+
+    pub(super) async fn shared_addresses(&self, campaign_id: i64) -> Result<u64> {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM (SELECT lower(email) FROM recipients WHERE campaign_id = ? \
+             AND email IS NOT NULL GROUP BY lower(email) HAVING count(*) > 1)",
+        )
+        .bind(campaign_id)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(n as u64)
     }
 
     pub(super) async fn recipient(&self, id: i64) -> Result<Option<Recipient>> {
@@ -267,6 +382,39 @@ impl SqliteStore {
         .fetch_optional(&self.pool)
         .await?;
         row.map(|r| recipient_from_row(&r)).transpose()
+    }
+
+    pub(super) async fn sample_recipients(
+        &self,
+        campaign_id: i64,
+        limit: u32,
+    ) -> Result<Vec<Recipient>> {
+        let rows = sqlx::query(audited!(
+            "SELECT {RECIPIENT_COLUMNS} FROM recipients WHERE id IN (SELECT min(id) FROM recipients \
+             WHERE campaign_id = ?1 GROUP BY locale, jurisdiction) ORDER BY id LIMIT ?2"
+        ))
+        .bind(campaign_id)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(recipient_from_row).collect()
+    }
+
+    pub(super) async fn recipients_after(
+        &self,
+        campaign_id: i64,
+        after_id: i64,
+        limit: u32,
+    ) -> Result<Vec<Recipient>> {
+        let rows = sqlx::query(audited!(
+            "SELECT {RECIPIENT_COLUMNS} FROM recipients WHERE campaign_id = ?1 AND id > ?2 ORDER BY id LIMIT ?3"
+        ))
+        .bind(campaign_id)
+        .bind(after_id)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(recipient_from_row).collect()
     }
 
     pub(super) async fn claim(

@@ -1,0 +1,749 @@
+//! Intake: turning an investigator's CSV of affected customers into queued recipients, accounting for
+//! every row. A person missing from the queue is a person never notified, so each row ends up exactly
+//! once as accepted (email or postal), rejected (written to the rejects file with its line and reason)
+//! or a duplicate, and the three add up to the rows read.
+//!
+//! The file is streamed: a blocking thread parses and validates (the `csv` crate is synchronous) and
+//! hands batches to the async side, which stores them, so memory stays flat whatever the file size.
+
+use std::collections::HashSet;
+use std::io::{IsTerminal, Read, Write};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use chrono::Utc;
+use sha2::{Digest, Sha256};
+
+use crate::store::{Channel, ImportCounts, ImportRecord, NewRecipient, Store};
+
+/// Rows handed to the store per transaction.
+pub const BATCH_ROWS: usize = 10_000;
+
+/// The columns intake knows; any other column becomes an attribute.
+const KNOWN: &[&str] = &[
+    "customer_id",
+    "email",
+    "first_name",
+    "last_name",
+    "locale",
+    "jurisdiction",
+    "electronic_consent",
+    "address1",
+    "address2",
+    "city",
+    "region",
+    "postal_code",
+    "country",
+];
+
+/// Longest accepted value per field, in characters. An email address is at most 254 octets by
+/// RFC 5321; the rest are generous limits that still stop a runaway field.
+fn max_len(column: &str) -> usize {
+    match column {
+        "email" => 254,
+        "customer_id" | "first_name" | "last_name" | "address1" | "address2" | "city"
+        | "region" => 200,
+        "postal_code" | "country" | "locale" | "jurisdiction" | "electronic_consent" => 35,
+        _ => 2_000,
+    }
+}
+
+/// What to import and how.
+#[derive(Debug, Clone)]
+pub struct ImportOptions {
+    pub campaign_id: i64,
+    /// A file path, or `-` for standard input.
+    pub source: PathBuf,
+    pub rejects: Option<PathBuf>,
+    pub dry_run: bool,
+    pub actor: String,
+    /// Show progress on standard error (a live line on a terminal, periodic lines otherwise).
+    pub progress: bool,
+}
+
+/// The result of an import.
+#[derive(Debug, Clone)]
+pub struct ImportSummary {
+    pub import_id: Option<i64>,
+    pub counts: ImportCounts,
+    pub sha256: String,
+    pub shared_addresses: u64,
+    /// An earlier import of exactly the same bytes into this campaign, if any.
+    pub same_file_as: Option<i64>,
+    pub dry_run: bool,
+    pub elapsed: Duration,
+}
+
+impl ImportSummary {
+    /// The operator's summary, ending with the reconciliation line.
+    pub fn render(&self, source: &str, campaign_id: i64, rejects: Option<&Path>) -> String {
+        let c = &self.counts;
+        let mut out = String::new();
+        if self.dry_run {
+            out.push_str("dry run: nothing was stored\n");
+        }
+        out.push_str(&format!(
+            "import {}into campaign {campaign_id} from {source} (sha256 {})\n",
+            self.import_id.map(|i| format!("#{i} ")).unwrap_or_default(),
+            &self.sha256[..16]
+        ));
+        if let Some(earlier) = self.same_file_as {
+            out.push_str(&format!(
+                "  this exact file was already imported (import #{earlier}){}\n",
+                if c.accepted() == 0 {
+                    ": nothing new was added"
+                } else {
+                    ""
+                }
+            ));
+        }
+        out.push_str(&format!("  rows read:   {:>10}\n", c.read));
+        out.push_str(&format!(
+            "  accepted:    {:>10}  (email {}, postal {}{})\n",
+            c.accepted(),
+            c.email,
+            c.postal,
+            if c.unusable_email > 0 {
+                format!(
+                    ", of which {} had an unusable email address",
+                    c.unusable_email
+                )
+            } else {
+                String::new()
+            }
+        ));
+        out.push_str(&format!(
+            "  rejected:    {:>10}{}\n",
+            c.rejected,
+            match (rejects, c.rejected) {
+                (_, 0) => String::new(),
+                (Some(p), _) => format!("  (each with its line and reason in {})", p.display()),
+                (None, _) => "  (use --rejects FILE to keep them with their reasons)".into(),
+            }
+        ));
+        out.push_str(&format!(
+            "  duplicates:  {:>10}  (customer already in the campaign, left unchanged)\n",
+            c.duplicates
+        ));
+        out.push_str(&format!(
+            "  addresses shared by more than one customer: {} (each customer still gets their own notice)\n",
+            self.shared_addresses
+        ));
+        out.push_str(&format!(
+            "  read = accepted + rejected + duplicates: {} = {} + {} + {} {}\n",
+            c.read,
+            c.accepted(),
+            c.rejected,
+            c.duplicates,
+            if c.reconciles() {
+                "(reconciled)"
+            } else {
+                "(DOES NOT RECONCILE)"
+            }
+        ));
+        let secs = self.elapsed.as_secs_f64().max(1e-3);
+        out.push_str(&format!(
+            "  {:.1} s, {:.0} rows/s\n",
+            secs,
+            c.read as f64 / secs
+        ));
+        out
+    }
+}
+
+/// One validated row, or why not.
+enum Parsed {
+    Accepted(Box<NewRecipient>, bool),
+    Rejected(String),
+}
+
+/// What the parser thread sends to the storing side.
+enum Work {
+    Batch(Vec<NewRecipient>),
+    /// Parsing ended; the final counts of the parser's part and the checksum.
+    Done {
+        read: u64,
+        rejected: u64,
+        unusable_email: u64,
+        sha256: String,
+    },
+}
+
+/// Column positions of a header.
+struct Layout {
+    names: Vec<String>,
+    index: std::collections::HashMap<&'static str, usize>,
+    attributes: Vec<(usize, String)>,
+}
+
+impl Layout {
+    fn from_header(header: &csv::ByteRecord) -> anyhow::Result<Self> {
+        let mut names = Vec::new();
+        for (i, raw) in header.iter().enumerate() {
+            let name = std::str::from_utf8(raw)
+                .map_err(|_| {
+                    anyhow::anyhow!("line 1 (header): column {} is not valid UTF-8", i + 1)
+                })?
+                .trim()
+                .trim_start_matches('\u{feff}')
+                .to_ascii_lowercase();
+            if name.is_empty() {
+                bail!("line 1 (header): column {} has no name", i + 1);
+            }
+            if name.chars().any(char::is_control) || name.len() > 100 {
+                bail!("line 1 (header): column {} has an unusable name", i + 1);
+            }
+            if names.contains(&name) {
+                bail!("line 1 (header): column {name:?} appears twice");
+            }
+            names.push(name);
+        }
+        let mut index = std::collections::HashMap::new();
+        let mut attributes = Vec::new();
+        for (i, name) in names.iter().enumerate() {
+            match KNOWN.iter().find(|k| **k == name) {
+                Some(k) => {
+                    index.insert(*k, i);
+                }
+                None => attributes.push((i, name.clone())),
+            }
+        }
+        if !index.contains_key("customer_id") {
+            bail!(
+                "line 1 (header): there is no customer_id column (found: {}); the header must name customer_id and may name {}",
+                names.join(", "),
+                KNOWN[1..].join(", ")
+            );
+        }
+        Ok(Layout {
+            names,
+            index,
+            attributes,
+        })
+    }
+}
+
+/// Validates one data row.
+fn parse_row(layout: &Layout, record: &csv::ByteRecord, email_without_consent: bool) -> Parsed {
+    if record.len() != layout.names.len() {
+        return Parsed::Rejected(format!(
+            "the row has {} fields but the header has {}",
+            record.len(),
+            layout.names.len()
+        ));
+    }
+    let mut fields: Vec<&str> = Vec::with_capacity(record.len());
+    for (i, raw) in record.iter().enumerate() {
+        let Ok(text) = std::str::from_utf8(raw) else {
+            return Parsed::Rejected(format!("column {} is not valid UTF-8", layout.names[i]));
+        };
+        if let Some(c) = text.chars().find(|c| c.is_control()) {
+            return Parsed::Rejected(format!(
+                "column {} contains a control character (U+{:04X}); line breaks and other control characters are refused, not stripped",
+                layout.names[i], c as u32
+            ));
+        }
+        let limit = max_len(&layout.names[i]);
+        if text.chars().count() > limit {
+            return Parsed::Rejected(format!(
+                "column {} is longer than {limit} characters",
+                layout.names[i]
+            ));
+        }
+        fields.push(text.trim());
+    }
+    let get = |name: &str| {
+        layout
+            .index
+            .get(name)
+            .map(|&i| fields[i])
+            .filter(|v| !v.is_empty())
+            .map(str::to_string)
+    };
+    let Some(customer_id) = get("customer_id") else {
+        return Parsed::Rejected("customer_id is empty".into());
+    };
+    let locale = match get("locale") {
+        None => None,
+        Some(l) => match normalize_locale(&l) {
+            Some(l) => Some(l),
+            None => {
+                return Parsed::Rejected(format!(
+                    "locale {l:?} is not a language tag such as en-US or es-US"
+                ));
+            }
+        },
+    };
+    let jurisdiction = match get("jurisdiction") {
+        None => None,
+        Some(j) => match normalize_jurisdiction(&j) {
+            Some(j) => Some(j),
+            None => {
+                return Parsed::Rejected(format!(
+                    "jurisdiction {j:?} is not an ISO 3166 code such as US-CA (subdivision) or DE (country)"
+                ));
+            }
+        },
+    };
+    let electronic_consent = match get("electronic_consent")
+        .map(|v| v.to_ascii_lowercase())
+        .as_deref()
+    {
+        None => false,
+        Some("yes" | "y" | "true" | "t" | "1") => true,
+        Some("no" | "n" | "false" | "f" | "0") => false,
+        Some(other) => {
+            return Parsed::Rejected(format!(
+                "electronic_consent {other:?} is not yes/no, true/false or 1/0"
+            ));
+        }
+    };
+    let (email, unusable) = match get("email") {
+        None => (None, false),
+        Some(e) => match normalize_email(&e) {
+            Some(e) => (Some(e), false),
+            None => (None, true),
+        },
+    };
+    let channel = if email.is_some() && (electronic_consent || email_without_consent) {
+        Channel::Email
+    } else {
+        Channel::Postal
+    };
+    let mut attributes = serde_json::Map::new();
+    for (i, name) in &layout.attributes {
+        attributes.insert(
+            name.clone(),
+            serde_json::Value::String(fields[*i].to_string()),
+        );
+    }
+    Parsed::Accepted(
+        Box::new(NewRecipient {
+            customer_id,
+            email,
+            first_name: get("first_name"),
+            last_name: get("last_name"),
+            locale,
+            jurisdiction,
+            electronic_consent,
+            address1: get("address1"),
+            address2: get("address2"),
+            city: get("city"),
+            region: get("region"),
+            postal_code: get("postal_code"),
+            country: get("country").map(|c| c.to_ascii_uppercase()),
+            attributes,
+            channel,
+            import_id: None,
+        }),
+        unusable,
+    )
+}
+
+/// Parses an address with the mailer's own parser (lettre), trimmed, with the domain lower-cased.
+pub fn normalize_email(raw: &str) -> Option<String> {
+    let address = lettre::Address::from_str(raw.trim()).ok()?;
+    let normalized = format!("{}@{}", address.user(), address.domain().to_lowercase());
+    // Re-parse: what is stored is exactly what the mailer will accept.
+    lettre::Address::from_str(&normalized)
+        .ok()
+        .map(|a| a.to_string())
+}
+
+/// `en_us` → `en-US`; `None` when it is not a plausible BCP 47 tag.
+fn normalize_locale(raw: &str) -> Option<String> {
+    let parts: Vec<&str> = raw.split(['-', '_']).collect();
+    let lang = parts.first()?;
+    if !(2..=3).contains(&lang.len()) || !lang.chars().all(|c| c.is_ascii_alphabetic()) {
+        return None;
+    }
+    let mut out = lang.to_ascii_lowercase();
+    for p in &parts[1..] {
+        if p.is_empty() || p.len() > 8 || !p.chars().all(|c| c.is_ascii_alphanumeric()) {
+            return None;
+        }
+        out.push('-');
+        if p.len() == 2 {
+            out.push_str(&p.to_ascii_uppercase())
+        } else {
+            out.push_str(p)
+        }
+    }
+    Some(out)
+}
+
+/// `us-ca` → `US-CA`, `de` → `DE`; `None` unless ISO 3166-1 alpha-2 with an optional subdivision.
+fn normalize_jurisdiction(raw: &str) -> Option<String> {
+    let upper = raw.to_ascii_uppercase();
+    let (country, sub) = match upper.split_once('-') {
+        Some((c, s)) => (c, Some(s)),
+        None => (upper.as_str(), None),
+    };
+    let ok_country = country.len() == 2 && country.chars().all(|c| c.is_ascii_uppercase());
+    let ok_sub = sub
+        .is_none_or(|s| (1..=3).contains(&s.len()) && s.chars().all(|c| c.is_ascii_alphanumeric()));
+    (ok_country && ok_sub).then_some(upper)
+}
+
+/// A reader that hashes what passes through it, so the checksum covers exactly the bytes imported.
+struct Hashing<R> {
+    inner: R,
+    hasher: Sha256,
+}
+
+impl<R: Read> Read for Hashing<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+}
+
+/// Runs an import end to end and records it (unless a dry run).
+pub async fn import(store: &Store, opts: &ImportOptions) -> anyhow::Result<ImportSummary> {
+    let started = Instant::now();
+    let started_at = Utc::now();
+    let campaign = store.require_campaign(opts.campaign_id).await?;
+    if matches!(
+        campaign.state,
+        crate::store::CampaignState::Completed | crate::store::CampaignState::Cancelled
+    ) {
+        bail!(
+            "campaign {} is {}: recipients can no longer be added (create a supplementary campaign)",
+            campaign.id,
+            campaign.state
+        );
+    }
+    let import_id = if opts.dry_run {
+        None
+    } else {
+        Some(store.next_import_id().await?)
+    };
+    let input: Box<dyn Read + Send> = if opts.source.as_os_str() == "-" {
+        Box::new(std::io::stdin())
+    } else {
+        Box::new(
+            std::fs::File::open(&opts.source)
+                .with_context(|| format!("cannot open {} for reading", opts.source.display()))?,
+        )
+    };
+    let rejects = match &opts.rejects {
+        Some(p) => Some(
+            std::fs::File::create(p)
+                .with_context(|| format!("cannot write the rejects file {}", p.display()))?,
+        ),
+        None => None,
+    };
+
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<anyhow::Result<Work>>(2);
+    let email_without_consent = campaign.email_without_consent;
+    let parser = tokio::task::spawn_blocking(move || {
+        let result = parse_stream(input, rejects, email_without_consent, import_id, &tx);
+        if let Err(e) = result {
+            let _ = tx.blocking_send(Err(e));
+        }
+    });
+
+    let mut counts = ImportCounts::default();
+    let mut progress = Progress::new(opts.progress);
+    let mut seen_in_dry_run: HashSet<u64> = HashSet::new();
+    let mut sha256 = String::new();
+    let mut accepted_rows = 0u64;
+    while let Some(work) = rx.recv().await {
+        match work? {
+            Work::Batch(rows) => {
+                accepted_rows += rows.len() as u64;
+                if opts.dry_run {
+                    let ids: Vec<String> = rows.iter().map(|r| r.customer_id.clone()).collect();
+                    let existing: HashSet<String> = store
+                        .existing_customers(opts.campaign_id, &ids)
+                        .await?
+                        .into_iter()
+                        .collect();
+                    for r in &rows {
+                        // A dry run keeps an 8-byte hash per customer to spot repeats within the file.
+                        if existing.contains(&r.customer_id)
+                            || !seen_in_dry_run.insert(hash_id(&r.customer_id))
+                        {
+                            counts.duplicates += 1;
+                        } else if r.channel == Channel::Email {
+                            counts.email += 1;
+                        } else {
+                            counts.postal += 1;
+                        }
+                    }
+                } else {
+                    // Duplicates and channels are counted from what was stored, once, at the end.
+                    store.insert_recipients(opts.campaign_id, &rows).await?;
+                }
+                progress.tick(accepted_rows);
+            }
+            Work::Done {
+                read,
+                rejected,
+                unusable_email,
+                sha256: hash,
+            } => {
+                counts.read = read;
+                counts.rejected = rejected;
+                counts.unusable_email = unusable_email;
+                sha256 = hash;
+            }
+        }
+    }
+    parser
+        .await
+        .context("the CSV parser stopped unexpectedly")?;
+    progress.finish(accepted_rows);
+    if sha256.is_empty() {
+        bail!("the import stopped before the end of the file");
+    }
+    if let Some(id) = import_id {
+        // Real imports: the stored rows of this import are the accepted ones; everything else that
+        // was not rejected is a duplicate.
+        let (email, postal) = store.import_channel_counts(opts.campaign_id, id).await?;
+        counts.email = email;
+        counts.postal = postal;
+        counts.duplicates = counts.read - counts.rejected - counts.accepted();
+    }
+    if !counts.reconciles() {
+        bail!("internal error: the import does not reconcile ({counts:?}); nothing more was done");
+    }
+    let earlier = store
+        .imports(opts.campaign_id)
+        .await?
+        .into_iter()
+        .find(|i| i.sha256 == sha256)
+        .map(|i| i.id);
+    let shared_addresses = store.shared_addresses(opts.campaign_id).await?;
+    if let Some(id) = import_id {
+        store
+            .record_import(&ImportRecord {
+                id,
+                campaign_id: opts.campaign_id,
+                source_name: opts.source.display().to_string(),
+                sha256: sha256.clone(),
+                counts,
+                shared_addresses,
+                actor: opts.actor.clone(),
+                started_at,
+                finished_at: Utc::now(),
+            })
+            .await?;
+    }
+    tracing::info!(
+        campaign_id = opts.campaign_id,
+        import_id,
+        read = counts.read,
+        accepted = counts.accepted(),
+        rejected = counts.rejected,
+        duplicates = counts.duplicates,
+        dry_run = opts.dry_run,
+        "import finished"
+    );
+    Ok(ImportSummary {
+        import_id,
+        counts,
+        sha256,
+        shared_addresses,
+        same_file_as: earlier,
+        dry_run: opts.dry_run,
+        elapsed: started.elapsed(),
+    })
+}
+
+fn hash_id(id: &str) -> u64 {
+    let d = Sha256::digest(id.as_bytes());
+    u64::from_le_bytes(d[..8].try_into().expect("8 bytes"))
+}
+
+/// The blocking half: read, validate, write rejects, send batches.
+fn parse_stream(
+    input: Box<dyn Read + Send>,
+    rejects: Option<std::fs::File>,
+    email_without_consent: bool,
+    import_id: Option<i64>,
+    tx: &tokio::sync::mpsc::Sender<anyhow::Result<Work>>,
+) -> anyhow::Result<()> {
+    let mut hashing = Hashing {
+        inner: std::io::BufReader::with_capacity(1 << 20, input),
+        hasher: Sha256::new(),
+    };
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .from_reader(&mut hashing);
+    let mut record = csv::ByteRecord::new();
+    let mut rejects = rejects.map(|f| {
+        csv::WriterBuilder::new()
+            .flexible(true)
+            .from_writer(std::io::BufWriter::new(f))
+    });
+    let next = |reader: &mut csv::Reader<&mut Hashing<_>>,
+                record: &mut csv::ByteRecord|
+     -> anyhow::Result<bool> {
+        reader
+            .read_byte_record(record)
+            .map_err(|e| match e.position() {
+                Some(p) => anyhow::anyhow!(
+                    "line {}: the CSV cannot be read past this point ({e})",
+                    p.line()
+                ),
+                None => anyhow::anyhow!("the CSV cannot be read ({e})"),
+            })
+    };
+    if !next(&mut reader, &mut record)? {
+        bail!("the file is empty: expected a header line naming at least customer_id");
+    }
+    // A UTF-8 byte-order mark before the first column name is allowed.
+    if record
+        .get(0)
+        .is_some_and(|f| f.starts_with(b"\xEF\xBB\xBF"))
+    {
+        let mut fixed = csv::ByteRecord::new();
+        for (i, f) in record.iter().enumerate() {
+            fixed.push_field(if i == 0 { &f[3..] } else { f });
+        }
+        record = fixed;
+    }
+    let layout = Layout::from_header(&record)?;
+    if let Some(w) = rejects.as_mut() {
+        let mut header = vec!["line".to_string(), "reason".to_string()];
+        header.extend(layout.names.iter().cloned());
+        w.write_record(&header)?;
+    }
+    let (mut read, mut rejected, mut unusable_email) = (0u64, 0u64, 0u64);
+    let mut batch = Vec::with_capacity(BATCH_ROWS);
+    while next(&mut reader, &mut record)? {
+        read += 1;
+        let line = record.position().map(|p| p.line()).unwrap_or(0);
+        match parse_row(&layout, &record, email_without_consent) {
+            Parsed::Accepted(mut row, unusable) => {
+                row.import_id = import_id;
+                unusable_email += u64::from(unusable);
+                batch.push(*row);
+                if batch.len() == BATCH_ROWS
+                    && tx
+                        .blocking_send(Ok(Work::Batch(std::mem::take(&mut batch))))
+                        .is_err()
+                {
+                    return Ok(());
+                }
+            }
+            Parsed::Rejected(reason) => {
+                rejected += 1;
+                if let Some(w) = rejects.as_mut() {
+                    let mut out = csv::ByteRecord::new();
+                    out.push_field(line.to_string().as_bytes());
+                    out.push_field(reason.as_bytes());
+                    for f in record.iter() {
+                        out.push_field(f);
+                    }
+                    w.write_byte_record(&out)?;
+                }
+            }
+        }
+    }
+    if !batch.is_empty() && tx.blocking_send(Ok(Work::Batch(batch))).is_err() {
+        return Ok(());
+    }
+    if let Some(mut w) = rejects {
+        w.flush()?;
+        w.into_inner()
+            .map_err(|e| anyhow::anyhow!("writing the rejects file: {e}"))?
+            .flush()?;
+    }
+    drop(reader);
+    let sha256 = hex::encode(std::mem::take(&mut hashing.hasher).finalize());
+    let _ = tx.blocking_send(Ok(Work::Done {
+        read,
+        rejected,
+        unusable_email,
+        sha256,
+    }));
+    Ok(())
+}
+
+/// Progress on standard error: a live line on a terminal, a plain line every 10 seconds otherwise.
+struct Progress {
+    enabled: bool,
+    tty: bool,
+    started: Instant,
+    last: Instant,
+}
+
+impl Progress {
+    fn new(enabled: bool) -> Self {
+        let now = Instant::now();
+        Progress {
+            enabled,
+            tty: std::io::stderr().is_terminal(),
+            started: now,
+            last: now,
+        }
+    }
+
+    fn tick(&mut self, rows: u64) {
+        if !self.enabled {
+            return;
+        }
+        let every = if self.tty {
+            Duration::from_millis(250)
+        } else {
+            Duration::from_secs(10)
+        };
+        if self.last.elapsed() < every {
+            return;
+        }
+        self.last = Instant::now();
+        let rate = rows as f64 / self.started.elapsed().as_secs_f64().max(1e-3);
+        let mut err = std::io::stderr();
+        if self.tty {
+            let _ = write!(err, "\r  {rows} rows stored ({rate:.0} rows/s)   ");
+        } else {
+            let _ = writeln!(
+                err,
+                "import progress: {rows} rows stored ({rate:.0} rows/s)"
+            );
+        }
+    }
+
+    fn finish(&mut self, rows: u64) {
+        if self.enabled && self.tty && self.started.elapsed() > Duration::from_millis(250) {
+            let _ = writeln!(std::io::stderr(), "\r  {rows} rows stored{:20}", "");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn emails_are_parsed_by_the_mailer_and_domains_lowercased() {
+        assert_eq!(
+            normalize_email("  Ada.Lovelace@Example.COM "),
+            Some("Ada.Lovelace@example.com".into())
+        );
+        assert_eq!(normalize_email("not-an-address"), None);
+        assert_eq!(normalize_email("a@b@c.com"), None);
+        assert_eq!(
+            normalize_email("Ada <ada@example.com>"),
+            None,
+            "a bare address, not a mailbox"
+        );
+    }
+
+    #[test]
+    fn locales_and_jurisdictions_are_normalised() {
+        assert_eq!(normalize_locale("en_us").as_deref(), Some("en-US"));
+        assert_eq!(normalize_locale("es-US").as_deref(), Some("es-US"));
+        assert_eq!(normalize_locale("english"), None);
+        assert_eq!(normalize_jurisdiction("us-ca").as_deref(), Some("US-CA"));
+        assert_eq!(normalize_jurisdiction("DE").as_deref(), Some("DE"));
+        assert_eq!(normalize_jurisdiction("California"), None);
+        assert_eq!(normalize_jurisdiction("US-"), None);
+    }
+}

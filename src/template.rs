@@ -1,0 +1,271 @@
+//! Notice templates: minijinja with strict undefined variables and HTML auto-escaping.
+//!
+//! Recipient data is only ever a *value* in the render context: it is escaped in HTML and never parsed
+//! as a template, so `{{ … }}` or `<script>` in a name stays inert text. Rendered subjects must be one
+//! line; anything else is a render error, never a header.
+
+use minijinja::{AutoEscape, Environment, UndefinedBehavior, Value, context};
+use serde::Serialize;
+
+use crate::campaign::CampaignSpec;
+use crate::store::Recipient;
+
+/// A template that does not parse or does not render, with where and for whom.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("template {template}{}{}: {message}",
+    line.map(|l| format!(" line {l}")).unwrap_or_default(),
+    recipient_id.map(|r| format!(" (recipient row {r})")).unwrap_or_default())]
+pub struct TemplateError {
+    /// `LOCALE/subject`, `LOCALE/text` or `LOCALE/html`.
+    pub template: String,
+    pub line: Option<usize>,
+    pub recipient_id: Option<i64>,
+    pub message: String,
+}
+
+/// One recipient's notice, rendered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rendered {
+    pub locale: String,
+    pub subject: String,
+    pub text: String,
+    pub html: String,
+}
+
+/// The three templates of each locale, compiled once per campaign.
+pub struct Templates {
+    env: Environment<'static>,
+    campaign: CampaignContext,
+    default_locale: String,
+    locales: Vec<String>,
+}
+
+/// What templates see as `campaign`.
+#[derive(Debug, Clone, Serialize)]
+struct CampaignContext {
+    id: i64,
+    name: String,
+    discovered_at: Option<String>,
+    from: String,
+    reply_to: Option<String>,
+}
+
+/// What templates see as `recipient`: the person's own fields and the import's extra columns.
+#[derive(Debug, Clone, Serialize)]
+pub struct RecipientContext<'a> {
+    pub id: i64,
+    pub customer_id: &'a str,
+    pub email: Option<&'a str>,
+    pub first_name: Option<&'a str>,
+    pub last_name: Option<&'a str>,
+    pub locale: Option<&'a str>,
+    pub jurisdiction: Option<&'a str>,
+    pub electronic_consent: bool,
+    pub address1: Option<&'a str>,
+    pub address2: Option<&'a str>,
+    pub city: Option<&'a str>,
+    pub region: Option<&'a str>,
+    pub postal_code: Option<&'a str>,
+    pub country: Option<&'a str>,
+    pub attributes: &'a serde_json::Map<String, serde_json::Value>,
+}
+
+impl<'a> From<&'a Recipient> for RecipientContext<'a> {
+    fn from(r: &'a Recipient) -> Self {
+        RecipientContext {
+            id: r.id,
+            customer_id: &r.customer_id,
+            email: r.email.as_deref(),
+            first_name: r.first_name.as_deref(),
+            last_name: r.last_name.as_deref(),
+            locale: r.locale.as_deref(),
+            jurisdiction: r.jurisdiction.as_deref(),
+            electronic_consent: r.electronic_consent,
+            address1: r.address1.as_deref(),
+            address2: r.address2.as_deref(),
+            city: r.city.as_deref(),
+            region: r.region.as_deref(),
+            postal_code: r.postal_code.as_deref(),
+            country: r.country.as_deref(),
+            attributes: &r.attributes,
+        }
+    }
+}
+
+const PARTS: [&str; 3] = ["subject", "text", "html"];
+
+impl Templates {
+    /// Compiles every locale's templates; a syntax error names the template and line.
+    pub fn new(spec: &CampaignSpec) -> Result<Self, TemplateError> {
+        Self::with_campaign_id(spec, 0)
+    }
+
+    /// As [`Templates::new`], for a stored campaign (templates may show `campaign.id`).
+    pub fn with_campaign_id(spec: &CampaignSpec, campaign_id: i64) -> Result<Self, TemplateError> {
+        let mut env = Environment::new();
+        env.set_undefined_behavior(UndefinedBehavior::Strict);
+        // Only the HTML part is escaped; subject and text are plain text.
+        env.set_auto_escape_callback(|name| {
+            if name.ends_with("/html") {
+                AutoEscape::Html
+            } else {
+                AutoEscape::None
+            }
+        });
+        env.set_keep_trailing_newline(true);
+        for (locale, t) in &spec.locales {
+            for (part, source) in PARTS.iter().zip([&t.subject, &t.text, &t.html]) {
+                let name = format!("{locale}/{part}");
+                env.add_template_owned(name.clone(), source.clone())
+                    .map_err(|e| TemplateError {
+                        template: name,
+                        line: e.line(),
+                        recipient_id: None,
+                        message: e
+                            .detail()
+                            .map(str::to_string)
+                            .unwrap_or_else(|| e.kind().to_string()),
+                    })?;
+            }
+        }
+        Ok(Templates {
+            env,
+            campaign: CampaignContext {
+                id: campaign_id,
+                name: spec.name.clone(),
+                discovered_at: spec.discovered_at.map(|d| d.to_string()),
+                from: spec.sender.from.clone(),
+                reply_to: spec.sender.reply_to.clone(),
+            },
+            default_locale: spec.default_locale.clone(),
+            locales: spec.locales.keys().cloned().collect(),
+        })
+    }
+
+    /// The locales that have templates.
+    pub fn locales(&self) -> &[String] {
+        &self.locales
+    }
+
+    /// The locale used for a recipient: theirs when it has templates, else the default.
+    pub fn locale_for(&self, locale: Option<&str>) -> String {
+        match locale {
+            Some(l) if self.locales.iter().any(|k| k == l) => l.to_string(),
+            _ => self.default_locale.clone(),
+        }
+    }
+
+    /// Renders one recipient's notice in their locale (or the default).
+    pub fn render(&self, recipient: &Recipient) -> Result<Rendered, TemplateError> {
+        let locale = self.locale_for(recipient.locale.as_deref());
+        self.render_in(&locale, &RecipientContext::from(recipient))
+    }
+
+    /// Renders a locale's templates for a recipient context.
+    pub fn render_in(
+        &self,
+        locale: &str,
+        recipient: &RecipientContext<'_>,
+    ) -> Result<Rendered, TemplateError> {
+        let ctx = context! { recipient => Value::from_serialize(recipient), campaign => Value::from_serialize(&self.campaign) };
+        let mut out = [String::new(), String::new(), String::new()];
+        for (i, part) in PARTS.iter().enumerate() {
+            let name = format!("{locale}/{part}");
+            let tmpl = self
+                .env
+                .get_template(&name)
+                .map_err(|e| self.error(&name, e, recipient.id))?;
+            out[i] = tmpl
+                .render(&ctx)
+                .map_err(|e| self.error(&name, e, recipient.id))?;
+        }
+        let [subject, text, html] = out;
+        let subject = subject.trim().to_string();
+        if subject.is_empty() {
+            return Err(TemplateError {
+                template: format!("{locale}/subject"),
+                line: None,
+                recipient_id: Some(recipient.id),
+                message: "the subject renders empty".into(),
+            });
+        }
+        if subject.chars().any(char::is_control) {
+            return Err(TemplateError {
+                template: format!("{locale}/subject"),
+                line: None,
+                recipient_id: Some(recipient.id),
+                message: "the subject renders with a line break or control character (refused: it could add a header)".into(),
+            });
+        }
+        Ok(Rendered {
+            locale: locale.to_string(),
+            subject,
+            text,
+            html,
+        })
+    }
+
+    /// Renders every locale for a synthetic recipient, with undefined variables tolerated (no real
+    /// recipient exists yet, so their attribute columns are unknown). Catches everything but missing
+    /// variables; [`Templates::render`] over real recipients catches those before a campaign starts.
+    pub fn check_sample(&self) -> Result<(), TemplateError> {
+        let mut lenient = self.env.clone();
+        lenient.set_undefined_behavior(UndefinedBehavior::Chainable);
+        let attributes = serde_json::Map::new();
+        let sample = sample_recipient(&attributes);
+        let ctx = context! { recipient => Value::from_serialize(&sample), campaign => Value::from_serialize(&self.campaign) };
+        for locale in &self.locales {
+            for part in PARTS {
+                let name = format!("{locale}/{part}");
+                let tmpl = lenient
+                    .get_template(&name)
+                    .map_err(|e| self.error(&name, e, 0))?;
+                tmpl.render(&ctx).map_err(|e| TemplateError {
+                    recipient_id: None,
+                    ..self.error(&name, e, 0)
+                })?;
+            }
+        }
+        Ok(())
+    }
+
+    fn error(&self, name: &str, e: minijinja::Error, recipient_id: i64) -> TemplateError {
+        let mut message = e
+            .detail()
+            .map(str::to_string)
+            .unwrap_or_else(|| e.kind().to_string());
+        if e.kind() == minijinja::ErrorKind::UndefinedError && e.detail().is_none() {
+            message =
+                "a variable used here is not defined for this recipient (undefined value)".into();
+        }
+        TemplateError {
+            template: name.to_string(),
+            line: e.line(),
+            recipient_id: Some(recipient_id),
+            message,
+        }
+    }
+}
+
+/// A made-up recipient with every field filled, for checks before real recipients exist.
+pub fn sample_recipient(
+    attributes: &serde_json::Map<String, serde_json::Value>,
+) -> RecipientContext<'_> {
+    RecipientContext {
+        id: 0,
+        customer_id: "SAMPLE-0001",
+        email: Some("sample.recipient@example.com"),
+        first_name: Some("Sample"),
+        last_name: Some("Recipient"),
+        locale: None,
+        jurisdiction: Some("US-CA"),
+        electronic_consent: true,
+        address1: Some("1 Sample Street"),
+        address2: None,
+        city: Some("Sampleville"),
+        region: Some("CA"),
+        postal_code: Some("90001"),
+        country: Some("US"),
+        attributes,
+    }
+}
