@@ -47,6 +47,97 @@ pub struct Settings {
     pub database: DatabaseSettings,
     pub log: LogSettings,
     pub transport: TransportSettings,
+    pub dispatch: DispatchSettings,
+    pub limits: LimitSettings,
+    /// DKIM signing of every notice; off unless configured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dkim: Option<DkimSettings>,
+}
+
+/// How the daemon claims, sends, retries and stops.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DispatchSettings {
+    /// This daemon's name in leases and heartbeats; empty means HOSTNAME-PID.
+    pub instance_id: String,
+    /// Recipients claimed per database round trip.
+    pub batch_size: u32,
+    /// Most recipients leased by this daemon at once (waiting for a rate limit or being sent). After a
+    /// crash, at most this many can be sent twice.
+    pub max_in_flight: u32,
+    /// Messages being handed to the transport at the same time.
+    pub concurrency: u32,
+    /// How long a claim holds a recipient before another daemon may take it (renewed while held).
+    pub lease_secs: u64,
+    /// How often to look for work when there was none (LISTEN/NOTIFY wakes PostgreSQL daemons sooner).
+    pub poll_interval_ms: u64,
+    /// How often to rescan a campaign from its start, for rows whose lease expired behind the cursor.
+    pub rescan_secs: u64,
+    /// On SIGTERM: how long in-flight sends may take before the rest is released.
+    pub drain_secs: u64,
+    pub heartbeat_secs: u64,
+    /// First retry delay after a temporary failure; doubles each attempt (with jitter) up to the cap.
+    pub retry_base_secs: u64,
+    pub retry_cap_secs: u64,
+    /// A recipient still deferred this long after its first attempt fails with reason `expired`.
+    pub give_up_hours: u64,
+    /// Outcomes are written in batches of at most this many, at least every `flush_ms`.
+    pub flush_max: u32,
+    pub flush_ms: u64,
+}
+
+impl Default for DispatchSettings {
+    fn default() -> Self {
+        Self {
+            instance_id: String::new(),
+            batch_size: 500,
+            max_in_flight: 2000,
+            concurrency: 16,
+            lease_secs: 300,
+            poll_interval_ms: 1000,
+            rescan_secs: 60,
+            drain_secs: 20,
+            heartbeat_secs: 5,
+            retry_base_secs: 300,
+            retry_cap_secs: 4 * 3600,
+            give_up_hours: 72,
+            flush_max: 500,
+            flush_ms: 100,
+        }
+    }
+}
+
+/// Rate limits (GCRA). A missing rate means no limit at that level.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitSettings {
+    /// Messages per second for the whole cluster (split among live daemons).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub global_per_second: Option<f64>,
+    /// Messages that may leave at once above the steady rate (default: one second's worth).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub global_burst: Option<u32>,
+    /// Per recipient domain without its own entry in `domains`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub domain_default_per_second: Option<f64>,
+    /// Per recipient domain, e.g. `"gmail.com" = 20`.
+    pub domains: std::collections::BTreeMap<String, f64>,
+}
+
+/// DKIM signing key and identity.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DkimSettings {
+    /// PEM (PKCS#1) RSA key, or base64 Ed25519 key.
+    pub key_file: PathBuf,
+    pub selector: String,
+    pub domain: String,
+    #[serde(default = "default_dkim_algorithm")]
+    pub algorithm: String,
+}
+
+fn default_dkim_algorithm() -> String {
+    "rsa".into()
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -351,6 +442,45 @@ impl Settings {
             return Err(ConfigError::Value(
                 "database.max_connections must be at least 1".into(),
             ));
+        }
+        let d = &self.dispatch;
+        for (key, v) in [
+            ("dispatch.batch_size", u64::from(d.batch_size)),
+            ("dispatch.max_in_flight", u64::from(d.max_in_flight)),
+            ("dispatch.concurrency", u64::from(d.concurrency)),
+            ("dispatch.lease_secs", d.lease_secs),
+            ("dispatch.poll_interval_ms", d.poll_interval_ms),
+            ("dispatch.retry_base_secs", d.retry_base_secs),
+            ("dispatch.flush_max", u64::from(d.flush_max)),
+            ("dispatch.heartbeat_secs", d.heartbeat_secs),
+        ] {
+            if v == 0 {
+                return Err(ConfigError::Value(format!("{key} must be at least 1")));
+            }
+        }
+        if d.heartbeat_secs * 3 > d.lease_secs {
+            return Err(ConfigError::Value(
+                "dispatch.lease_secs must be at least three heartbeats (dispatch.heartbeat_secs * 3), or leases expire while held".into(),
+            ));
+        }
+        let l = &self.limits;
+        for (key, v) in [
+            ("limits.global_per_second", l.global_per_second),
+            (
+                "limits.domain_default_per_second",
+                l.domain_default_per_second,
+            ),
+        ]
+        .into_iter()
+        .chain(l.domains.iter().map(|(k, v)| (k.as_str(), Some(*v))))
+        {
+            if let Some(v) = v
+                && !(v > 0.0 && v.is_finite())
+            {
+                return Err(ConfigError::Value(format!(
+                    "limits: {key} = {v} must be a positive number of messages per second"
+                )));
+            }
         }
         let smtp = &self.transport.smtp;
         if self.transport.kind == TransportKind::Smtp {

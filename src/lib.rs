@@ -11,15 +11,20 @@
 //! - [`template`]: notice templates (minijinja, strict, auto-escaped).
 //! - [`message`]: the MIME message and its stable Message-ID.
 //! - [`preflight`]: checks run before a campaign sends its first message.
+//! - [`dispatch`]: the daemon: claims, sends, records; [`limits`]: rate limits; [`transport`]: SMTP
+//!   and the file outbox.
 //! - [`cli`]: the command line, and [`commands`]: what each command does.
 
 pub mod campaign;
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod dispatch;
 pub mod intake;
+pub mod limits;
 pub mod message;
 pub mod preflight;
 pub mod store;
 pub mod telemetry;
 pub mod template;
+pub mod transport;

@@ -57,6 +57,7 @@ pub fn build(
     recipient_id: i64,
     to: &str,
     rendered: &Rendered,
+    dkim: Option<&lettre::message::dkim::DkimConfig>,
 ) -> Result<Outgoing, MessageError> {
     let to_address = Address::from_str(to).map_err(|_| MessageError::BadAddress(recipient_id))?;
     let from = spec.from_mailbox();
@@ -73,12 +74,15 @@ pub fn build(
                 .map_err(|e| MessageError::Build(recipient_id, e.to_string()))?,
         );
     }
-    let message = builder
+    let mut message = builder
         .multipart(MultiPart::alternative_plain_html(
             rendered.text.clone(),
             rendered.html.clone(),
         ))
         .map_err(|e| MessageError::Build(recipient_id, e.to_string()))?;
+    if let Some(config) = dkim {
+        message.sign(config);
+    }
     let return_path = match &spec.sender.return_path {
         Some(rp) => {
             Mailbox::from_str(rp)

@@ -106,6 +106,8 @@ CREATE TABLE delivery_attempts (
     message_id   TEXT NOT NULL
 );
 CREATE INDEX delivery_attempts_recipient ON delivery_attempts (recipient_id);
+-- Daily caps count today's sends per campaign.
+CREATE INDEX delivery_attempts_campaign_time ON delivery_attempts (campaign_id, finished_at);
 
 -- O(1) progress: one row per campaign, counts per recipient status.
 CREATE TABLE campaign_counters (

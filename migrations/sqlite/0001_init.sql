@@ -90,6 +90,8 @@ CREATE TABLE delivery_attempts (
     message_id   TEXT NOT NULL
 );
 CREATE INDEX delivery_attempts_recipient ON delivery_attempts (recipient_id);
+-- Daily caps count today's sends per campaign.
+CREATE INDEX delivery_attempts_campaign_time ON delivery_attempts (campaign_id, finished_at);
 
 CREATE TABLE campaign_counters (
     campaign_id INTEGER PRIMARY KEY REFERENCES campaigns (id),

@@ -168,6 +168,7 @@ pub async fn preview(
         recipient.id,
         to,
         &rendered,
+        None,
     )?;
     use std::io::Write;
     std::io::stdout().write_all(&outgoing.bytes)?;

@@ -4,11 +4,12 @@
 //! error whose message names the problem and the fix; `main` prints it on one line.
 
 mod campaign;
+mod daemon;
 mod status;
 
 use std::process::ExitCode;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 
 use crate::cli::{Cli, Command};
 use crate::config::{Loaded, Settings};
@@ -34,24 +35,18 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let store = open(&loaded.settings).await?;
             campaign::preview(&store, campaign, &customer).await
         }
-        Command::Run => not_yet("run", "the dispatcher"),
+        Command::Run => daemon::run(&loaded.settings).await,
         Command::Import(args) => {
             let store = open(&loaded.settings).await?;
             import(&store, args).await
         }
-        Command::Demo => not_yet("demo", "the dispatcher"),
+        Command::Demo => daemon::demo(&loaded.settings).await,
     }
 }
 
 /// Opens the store, refusing a schema that is not current.
 pub async fn open(settings: &Settings) -> anyhow::Result<Store> {
     Ok(Store::open(&settings.database, settings.database_password()).await?)
-}
-
-fn not_yet(command: &str, part: &str) -> anyhow::Result<ExitCode> {
-    bail!(
-        "`breach-notifier {command}` is not available in this build yet: {part} is still being built"
-    )
 }
 
 fn check_config(loaded: &Loaded) -> anyhow::Result<ExitCode> {

@@ -687,6 +687,17 @@ impl Store {
         dispatch!(self.record_attempts(instance, records))
     }
 
+    /// Notices of a campaign accepted (outcome `sent`) since `since`: what a daily cap counts.
+    pub async fn sent_since(&self, campaign_id: i64, since: DateTime<Utc>) -> Result<u64> {
+        dispatch!(self.sent_since(campaign_id, since))
+    }
+
+    /// Ends the open recipients of a cancelled campaign that nobody holds a live lease on (rows that
+    /// were in flight when it was cancelled, released or abandoned since). Returns how many.
+    pub async fn settle_cancelled(&self, campaign_id: i64, now: DateTime<Utc>) -> Result<u64> {
+        dispatch!(self.settle_cancelled(campaign_id, now))
+    }
+
     /// The attempts made for one recipient, oldest first.
     pub async fn attempts(&self, recipient_id: i64) -> Result<Vec<Attempt>> {
         dispatch!(self.attempts(recipient_id))

@@ -602,6 +602,36 @@ impl PgStore {
         Ok(changed)
     }
 
+    pub(super) async fn sent_since(&self, campaign_id: i64, since: DateTime<Utc>) -> Result<u64> {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM delivery_attempts WHERE campaign_id = $1 AND finished_at >= $2 AND outcome = 'sent'",
+        )
+        .bind(campaign_id)
+        .bind(since)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(n as u64)
+    }
+
+    pub(super) async fn settle_cancelled(
+        &self,
+        campaign_id: i64,
+        now: DateTime<Utc>,
+    ) -> Result<u64> {
+        Ok(sqlx::query(
+            "UPDATE recipients SET status = 'cancelled', retry_due_at = NULL, fail_reason = 'campaign cancelled', \
+             finished_at = $2, lease_owner = NULL, lease_expires_at = NULL \
+             WHERE campaign_id = $1 AND status IN ('queued', 'deferred') \
+             AND (lease_expires_at IS NULL OR lease_expires_at <= $2) \
+             AND EXISTS (SELECT 1 FROM campaigns c WHERE c.id = $1 AND c.state = 'cancelled')",
+        )
+        .bind(campaign_id)
+        .bind(now)
+        .execute(&self.pool)
+        .await?
+        .rows_affected())
+    }
+
     pub(super) async fn attempts(&self, recipient_id: i64) -> Result<Vec<Attempt>> {
         let rows = sqlx::query(
             "SELECT id, recipient_id, campaign_id, attempt, instance, started_at, finished_at, outcome, \

@@ -1,0 +1,192 @@
+//! `breach-notifier run` (the service) and `breach-notifier demo` (the whole thing end to end on the
+//! embedded default, with the example campaign).
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use tokio::sync::watch;
+
+use super::{cli_actor, open, status};
+use crate::campaign::CampaignSpec;
+use crate::config::{Settings, TransportKind};
+use crate::dispatch::{Dispatcher, RunMode};
+use crate::intake::{ImportOptions, import};
+use crate::preflight;
+use crate::store::{CampaignState, NewCampaign, Store};
+use crate::transport::Transport;
+
+/// A watch that turns true on SIGTERM or SIGINT (Ctrl-C).
+fn shutdown_signal() -> anyhow::Result<watch::Receiver<bool>> {
+    let (tx, rx) = watch::channel(false);
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("cannot listen for SIGTERM")?;
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM received"),
+            _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+        }
+        let _ = tx.send(true);
+    });
+    Ok(rx)
+}
+
+pub async fn run(settings: &Settings) -> anyhow::Result<ExitCode> {
+    let store = open(settings).await?;
+    let transport = Transport::from_settings(&settings.transport)?;
+    transport.check().await?;
+    let dispatcher = Dispatcher::new(store.clone(), transport, settings)?;
+    let shutdown = shutdown_signal()?;
+    dispatcher.run(RunMode::Forever, shutdown).await?;
+    store.close().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The example campaign and list, built into the binary so `demo` works from any directory.
+const EXAMPLE_FILES: &[(&str, &str)] = &[
+    (
+        "campaign.toml",
+        include_str!("../../examples/campaign.toml"),
+    ),
+    (
+        "templates/en-US.txt.j2",
+        include_str!("../../examples/templates/en-US.txt.j2"),
+    ),
+    (
+        "templates/en-US.html.j2",
+        include_str!("../../examples/templates/en-US.html.j2"),
+    ),
+    (
+        "templates/es-US.txt.j2",
+        include_str!("../../examples/templates/es-US.txt.j2"),
+    ),
+    (
+        "templates/es-US.html.j2",
+        include_str!("../../examples/templates/es-US.html.j2"),
+    ),
+    (
+        "recipients.csv",
+        include_str!("../../examples/recipients.csv"),
+    ),
+];
+
+/// The demo database, beside the outbox in the working directory.
+pub const DEMO_DATABASE: &str = "sqlite://breach-notifier-demo.db";
+
+pub async fn demo(base: &Settings) -> anyhow::Result<ExitCode> {
+    // The demo never touches a configured database or relay: SQLite and the file outbox, always.
+    let mut settings = base.clone();
+    settings.database.url = DEMO_DATABASE.into();
+    settings.database.password = None;
+    settings.transport.kind = TransportKind::File;
+    settings.dispatch.poll_interval_ms = 200;
+    let outbox = settings.transport.file.dir.clone();
+
+    let examples = tempfile_dir()?;
+    for (name, text) in EXAMPLE_FILES {
+        let path = examples.join(name);
+        std::fs::create_dir_all(path.parent().expect("a parent"))?;
+        std::fs::write(&path, text)?;
+    }
+    println!(
+        "breach-notifier demo: SQLite database breach-notifier-demo.db, notices written to {}/",
+        outbox.display()
+    );
+
+    let store = Store::connect(&settings.database, None, true).await?;
+    store.migrate().await?;
+    let spec = CampaignSpec::load(&examples.join("campaign.toml"))?;
+    let campaign_id = store
+        .create_campaign(
+            &NewCampaign {
+                name: spec.name.clone(),
+                definition: spec.to_stored(),
+                content_hash: spec.content_hash(),
+                email_without_consent: spec.email_without_consent,
+                discovered_at: spec.discovered_at,
+                supplements: None,
+            },
+            &cli_actor(),
+        )
+        .await?;
+    println!("1. created campaign {campaign_id}: {}", spec.name);
+
+    let summary = import(
+        &store,
+        &ImportOptions {
+            campaign_id,
+            source: examples.join("recipients.csv"),
+            rejects: None,
+            dry_run: false,
+            actor: cli_actor(),
+            progress: false,
+        },
+    )
+    .await?;
+    let c = summary.counts;
+    println!(
+        "2. imported {} customers: {} to email, {} need a letter (no address or no electronic consent), {} rejected, {} duplicates",
+        c.read, c.email, c.postal, c.rejected, c.duplicates
+    );
+
+    let campaign = store.require_campaign(campaign_id).await?;
+    let report = preflight::check(&store, &campaign).await?;
+    if let Some(problem) = report.problem() {
+        anyhow::bail!("the example campaign failed its pre-flight check: {problem}");
+    }
+    store
+        .set_campaign_state(
+            campaign_id,
+            CampaignState::Running,
+            &cli_actor(),
+            Some("demo"),
+        )
+        .await?;
+    let rate = spec
+        .rate
+        .per_second
+        .map(|r| format!(" at up to {r} per second"))
+        .unwrap_or_default();
+    println!(
+        "3. started the campaign ({} pre-flight renders passed); sending{rate}…",
+        report.rendered
+    );
+
+    let transport = Transport::from_settings(&settings.transport)?;
+    transport.check().await?;
+    let dispatcher = Dispatcher::new(store.clone(), transport, &settings)?;
+    let shutdown = shutdown_signal()?;
+    dispatcher.run(RunMode::UntilIdle, shutdown).await?;
+
+    let progress = store.progress(Some(campaign_id)).await?;
+    println!("4. done. Campaign status:\n");
+    print!("{}", status::render_table(&progress));
+    let files = std::fs::read_dir(&outbox)
+        .map(|d| {
+            d.filter(|e| {
+                e.as_ref()
+                    .is_ok_and(|e| e.path().extension().is_some_and(|x| x == "eml"))
+            })
+            .count()
+        })
+        .unwrap_or(0);
+    println!(
+        "\nThe notices are in {}/ ({files} .eml files). Try: breach-notifier --config <file> status, or open one .eml in a mail client.",
+        outbox.display()
+    );
+    store.close().await;
+    let _ = std::fs::remove_dir_all(&examples);
+    let done = progress
+        .first()
+        .is_some_and(|p| p.state == CampaignState::Completed);
+    Ok(if done {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn tempfile_dir() -> anyhow::Result<std::path::PathBuf> {
+    let dir = std::env::temp_dir().join(format!("breach-notifier-demo-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    Ok(dir)
+}

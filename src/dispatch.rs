@@ -1,0 +1,905 @@
+//! The dispatcher: `breach-notifier run`. Claims due recipients of running campaigns with a lease,
+//! sends outside any transaction, records every outcome, and never loses anyone.
+//!
+//! Shape of one daemon:
+//! - the **main loop** refreshes the campaigns (pause, resume and cancel take effect at the next turn,
+//!   at most `poll_interval_ms` later), claims batches while fewer than `max_in_flight` recipients are
+//!   held, and spawns one task per claimed recipient;
+//! - each **delivery task** waits for its rate-limit permits (its own domain first, so a slow domain
+//!   never blocks another), takes one of `concurrency` send slots, renders, sends, and hands the
+//!   outcome to the recorder;
+//! - the **recorder** writes outcomes in batches (`record_attempts`: attempt rows plus status changes
+//!   in one transaction) and gives back leases of recipients that were not attempted;
+//! - **housekeeping** renews the leases still held, refreshes the heartbeat and the share of the
+//!   cluster-wide rates.
+//!
+//! Crash safety comes from the order of events: a recipient is leased before it is sent and changes
+//! status only after the outcome is known. A crash between the two leaves a lease that expires; the
+//! recipient is then due again and is sent a second time with the same Message-ID. Only recipients
+//! held at the moment of the crash can be duplicated, so at most `max_in_flight`.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use rand::Rng;
+use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::task::JoinSet;
+
+use crate::campaign::CampaignSpec;
+use crate::config::{DispatchSettings, Settings};
+use crate::limits::{Limits, is_throttling};
+use crate::message;
+use crate::preflight;
+use crate::store::{
+    AttemptOutcome, AttemptRecord, Backend, CampaignState, InstanceInfo, NextState, Recipient,
+    Store,
+};
+use crate::template::Templates;
+use crate::transport::Transport;
+
+/// When the daemon stops by itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunMode {
+    /// Until a shutdown signal (the service).
+    Forever,
+    /// Until no campaign is running and nothing is in flight (the demo, tests).
+    UntilIdle,
+}
+
+/// Counters of one run, for logs, status lines and tests.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub claimed: AtomicU64,
+    pub sent: AtomicU64,
+    pub deferred: AtomicU64,
+    pub failed: AtomicU64,
+    pub released: AtomicU64,
+    pub lease_renewals: AtomicU64,
+    pub rate_limit_waits: AtomicU64,
+}
+
+/// What a delivery task reports.
+enum Finished {
+    Attempted(AttemptRecord),
+    /// Not attempted (shutdown, pause or cancel before sending, template failure): give the lease back.
+    Released {
+        recipient_id: i64,
+    },
+    /// The campaign's templates failed for a real recipient: pause the campaign.
+    TemplateFailed {
+        campaign_id: i64,
+        recipient_id: i64,
+        message: String,
+    },
+}
+
+/// A running campaign as the daemon sees it.
+struct Active {
+    spec: Arc<CampaignSpec>,
+    templates: Arc<Templates>,
+    content_hash: String,
+    cursor: i64,
+    last_rescan: Instant,
+    /// Set when the fresh scan found nothing: wait for the poll interval before scanning again.
+    idle_until: Instant,
+    state: watch::Sender<CampaignState>,
+}
+
+/// The dispatcher of one daemon.
+pub struct Dispatcher {
+    store: Store,
+    transport: Transport,
+    settings: DispatchSettings,
+    limits: Arc<Limits>,
+    dkim: Option<Arc<lettre::message::dkim::DkimConfig>>,
+    pub instance: InstanceInfo,
+    pub stats: Arc<Stats>,
+}
+
+impl Dispatcher {
+    pub fn new(store: Store, transport: Transport, settings: &Settings) -> anyhow::Result<Self> {
+        let d = &settings.dispatch;
+        let hostname = std::env::var("HOSTNAME")
+            .ok()
+            .or_else(|| {
+                std::fs::read_to_string("/etc/hostname")
+                    .ok()
+                    .map(|h| h.trim().to_string())
+            })
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "localhost".into());
+        let pid = std::process::id();
+        let id = if d.instance_id.is_empty() {
+            format!("{hostname}-{pid}")
+        } else {
+            d.instance_id.clone()
+        };
+        let dkim = match &settings.dkim {
+            None => None,
+            Some(k) => {
+                let key = std::fs::read_to_string(&k.key_file).map_err(|e| {
+                    anyhow::anyhow!(
+                        "dkim.key_file {}: cannot read it ({e})",
+                        k.key_file.display()
+                    )
+                })?;
+                let algorithm = match k.algorithm.as_str() {
+                    "rsa" => lettre::message::dkim::DkimSigningAlgorithm::Rsa,
+                    "ed25519" => lettre::message::dkim::DkimSigningAlgorithm::Ed25519,
+                    other => {
+                        anyhow::bail!("dkim.algorithm = {other:?}: use \"rsa\" or \"ed25519\"")
+                    }
+                };
+                let signing = lettre::message::dkim::DkimSigningKey::new(key.trim(), algorithm)
+                    .map_err(|e| {
+                        anyhow::anyhow!(
+                            "dkim.key_file {}: not a usable key ({e})",
+                            k.key_file.display()
+                        )
+                    })?;
+                Some(Arc::new(lettre::message::dkim::DkimConfig::default_config(
+                    k.selector.clone(),
+                    k.domain.clone(),
+                    signing,
+                )))
+            }
+        };
+        Ok(Dispatcher {
+            store,
+            transport,
+            settings: d.clone(),
+            limits: Arc::new(Limits::new(settings.limits.clone())),
+            dkim,
+            instance: InstanceInfo {
+                id,
+                hostname,
+                pid: pid as i32,
+                version: env!("CARGO_PKG_VERSION").into(),
+            },
+            stats: Arc::new(Stats::default()),
+        })
+    }
+
+    /// Runs until `shutdown` turns true (or, in [`RunMode::UntilIdle`], until there is nothing to do).
+    pub async fn run(
+        &self,
+        mode: RunMode,
+        mut shutdown: watch::Receiver<bool>,
+    ) -> anyhow::Result<()> {
+        let now = Utc::now();
+        let heartbeat_ttl = Duration::from_secs(self.settings.heartbeat_secs * 3);
+        if self.store.backend() == Backend::Sqlite {
+            let others: Vec<String> = self
+                .store
+                .live_instances(now, heartbeat_ttl)
+                .await?
+                .into_iter()
+                .filter(|i| *i != self.instance.id)
+                .collect();
+            if !others.is_empty() {
+                anyhow::bail!(
+                    "another daemon ({}) is running on this SQLite database; SQLite allows one daemon (use PostgreSQL for several)",
+                    others.join(", ")
+                );
+            }
+        }
+        self.store.heartbeat(&self.instance, now).await?;
+        tracing::info!(instance = %self.instance.id, backend = %self.store.backend(), "dispatcher started");
+
+        let in_flight: Arc<Mutex<HashSet<i64>>> = Arc::default();
+        let send_slots = Arc::new(Semaphore::new(self.settings.concurrency as usize));
+        let (done_tx, done_rx) =
+            mpsc::channel::<Finished>(self.settings.max_in_flight as usize + 16);
+        let (pause_tx, mut pause_rx) = mpsc::unbounded_channel::<(i64, i64, String)>();
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let recorder = tokio::spawn(record_loop(
+            self.store.clone(),
+            self.instance.id.clone(),
+            done_rx,
+            in_flight.clone(),
+            pause_tx,
+            self.stats.clone(),
+            self.settings.flush_max as usize,
+            Duration::from_millis(self.settings.flush_ms),
+        ));
+        let housekeeping = tokio::spawn(housekeeping_loop(
+            self.store.clone(),
+            self.instance.clone(),
+            in_flight.clone(),
+            self.limits.clone(),
+            self.settings.clone(),
+            self.stats.clone(),
+            stop_rx.clone(),
+        ));
+
+        let mut tasks = JoinSet::new();
+        let mut active: HashMap<i64, Active> = HashMap::new();
+        let poll = Duration::from_millis(self.settings.poll_interval_ms);
+        let mut last_refresh = Instant::now() - poll;
+        let mut result = Ok(());
+        loop {
+            if *shutdown.borrow() {
+                break;
+            }
+            while let Ok((campaign_id, recipient_id, message)) = pause_rx.try_recv() {
+                self.pause_for_template(campaign_id, recipient_id, &message)
+                    .await;
+            }
+            while tasks.try_join_next().is_some() {}
+            if last_refresh.elapsed() >= poll.min(Duration::from_millis(500)) {
+                if let Err(e) = self.refresh(&mut active).await {
+                    tracing::warn!(error = %format!("{e:#}"), "cannot refresh campaigns; retrying");
+                    tokio::time::sleep(poll).await;
+                    continue;
+                }
+                last_refresh = Instant::now();
+            }
+            let claimed = match self
+                .claim_round(
+                    &mut active,
+                    &in_flight,
+                    &mut tasks,
+                    &done_tx,
+                    &send_slots,
+                    &stop_rx,
+                )
+                .await
+            {
+                Ok(n) => n,
+                Err(e) => {
+                    tracing::warn!(error = %format!("{e:#}"), "claiming failed; retrying");
+                    0
+                }
+            };
+            if claimed == 0 {
+                if mode == RunMode::UntilIdle
+                    && active.is_empty()
+                    && in_flight.lock().expect("lock").is_empty()
+                    && tasks.is_empty()
+                {
+                    break;
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(poll.min(Duration::from_millis(200))) => {}
+                    _ = shutdown.changed() => {}
+                }
+            }
+        }
+
+        // Shutdown: stop claiming, let in-flight sends finish within the drain time, release the rest.
+        tracing::info!(
+            in_flight = in_flight.lock().expect("lock").len(),
+            "stopping: draining in-flight work"
+        );
+        let _ = stop_tx.send(true);
+        let drain = Duration::from_secs(self.settings.drain_secs);
+        let drained =
+            tokio::time::timeout(drain, async { while tasks.join_next().await.is_some() {} }).await;
+        if drained.is_err() {
+            tracing::warn!(
+                "drain time over: aborting sends still running; their recipients are released"
+            );
+            tasks.abort_all();
+            while tasks.join_next().await.is_some() {}
+        }
+        drop(done_tx);
+        if let Err(e) = recorder
+            .await
+            .unwrap_or_else(|e| Err(anyhow::anyhow!("recorder task: {e}")))
+        {
+            result = Err(e);
+        }
+        let leftover: Vec<i64> = in_flight.lock().expect("lock").drain().collect();
+        if !leftover.is_empty() {
+            let n = self
+                .store
+                .release_leases(&self.instance.id, &leftover)
+                .await?;
+            self.stats.released.fetch_add(n, Ordering::Relaxed);
+        }
+        housekeeping.abort();
+        self.store
+            .instance_stopped(&self.instance.id, Utc::now())
+            .await?;
+        tracing::info!(
+            sent = self.stats.sent.load(Ordering::Relaxed),
+            deferred = self.stats.deferred.load(Ordering::Relaxed),
+            failed = self.stats.failed.load(Ordering::Relaxed),
+            released = self.stats.released.load(Ordering::Relaxed),
+            "dispatcher stopped"
+        );
+        result
+    }
+
+    /// Loads newly running campaigns (with a pre-flight check), forgets stopped ones, completes
+    /// finished ones, and settles cancelled ones.
+    async fn refresh(&self, active: &mut HashMap<i64, Active>) -> anyhow::Result<()> {
+        let campaigns = self.store.campaigns().await?;
+        let now = Utc::now();
+        for c in &campaigns {
+            if let Some(a) = active.get(&c.id) {
+                let _ = a.state.send(c.state);
+            }
+            match c.state {
+                CampaignState::Running if !active.contains_key(&c.id) => {
+                    let report = preflight::check(&self.store, c).await?;
+                    if let Some(problem) = report.problem() {
+                        tracing::error!(
+                            campaign_id = c.id,
+                            "pre-flight failed; pausing the campaign"
+                        );
+                        let _ = self
+                            .store
+                            .set_campaign_state(
+                                c.id,
+                                CampaignState::Paused,
+                                &self.actor(),
+                                Some(&format!("pre-flight failed: {problem}")),
+                            )
+                            .await;
+                        continue;
+                    }
+                    let (spec, templates) = preflight::templates_of(c)?;
+                    let (state, _) = watch::channel(c.state);
+                    active.insert(
+                        c.id,
+                        Active {
+                            spec: Arc::new(spec),
+                            templates: Arc::new(templates),
+                            content_hash: c.content_hash.clone(),
+                            cursor: 0,
+                            last_rescan: Instant::now(),
+                            idle_until: Instant::now(),
+                            state,
+                        },
+                    );
+                    tracing::info!(campaign_id = c.id, "sending for campaign");
+                }
+                CampaignState::Cancelled => {
+                    if self
+                        .store
+                        .progress(Some(c.id))
+                        .await?
+                        .first()
+                        .is_some_and(|p| p.open() > 0)
+                    {
+                        let n = self.store.settle_cancelled(c.id, now).await?;
+                        if n > 0 {
+                            tracing::info!(
+                                campaign_id = c.id,
+                                recipients = n,
+                                "cancelled recipients settled"
+                            );
+                        }
+                    }
+                    active.remove(&c.id);
+                }
+                CampaignState::Running => {}
+                _ => {
+                    active.remove(&c.id);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// One pass over the running campaigns: claim what is due and fits. Returns how many were claimed.
+    async fn claim_round(
+        &self,
+        active: &mut HashMap<i64, Active>,
+        in_flight: &Arc<Mutex<HashSet<i64>>>,
+        tasks: &mut JoinSet<()>,
+        done_tx: &mpsc::Sender<Finished>,
+        send_slots: &Arc<Semaphore>,
+        stop_rx: &watch::Receiver<bool>,
+    ) -> anyhow::Result<usize> {
+        let mut claimed_total = 0;
+        let rescan = Duration::from_secs(self.settings.rescan_secs.max(1));
+        let lease = Duration::from_secs(self.settings.lease_secs);
+        let mut finished = Vec::new();
+        for (&campaign_id, a) in active.iter_mut() {
+            if *a.state.borrow() != CampaignState::Running {
+                continue;
+            }
+            let held = in_flight.lock().expect("lock").len() as u32;
+            let room = self
+                .settings
+                .max_in_flight
+                .saturating_sub(held)
+                .min(self.settings.batch_size);
+            if room == 0 {
+                break;
+            }
+            if a.idle_until > Instant::now() {
+                continue;
+            }
+            if a.last_rescan.elapsed() >= rescan {
+                a.cursor = 0;
+                a.last_rescan = Instant::now();
+            }
+            let mut limit = room;
+            if let Some(cap) = a.spec.rate.daily_cap {
+                let midnight = Utc::now()
+                    .date_naive()
+                    .and_hms_opt(0, 0, 0)
+                    .expect("midnight")
+                    .and_utc();
+                let sent = self.store.sent_since(campaign_id, midnight).await?;
+                let mine = in_flight.lock().expect("lock").len() as u64;
+                let left = cap.saturating_sub(sent + mine);
+                if left == 0 {
+                    a.idle_until = Instant::now() + Duration::from_secs(30);
+                    continue;
+                }
+                limit = limit.min(left.min(u64::from(u32::MAX)) as u32);
+            }
+            let claim = self
+                .store
+                .claim(
+                    campaign_id,
+                    &self.instance.id,
+                    a.cursor,
+                    limit,
+                    lease,
+                    Utc::now(),
+                )
+                .await?;
+            a.cursor = claim.cursor;
+            if claim.exhausted {
+                a.idle_until =
+                    Instant::now() + Duration::from_millis(self.settings.poll_interval_ms);
+            }
+            if claim.recipients.is_empty() {
+                if claim.exhausted {
+                    finished.push(campaign_id);
+                }
+                continue;
+            }
+            claimed_total += claim.recipients.len();
+            self.stats
+                .claimed
+                .fetch_add(claim.recipients.len() as u64, Ordering::Relaxed);
+            {
+                let mut held = in_flight.lock().expect("lock");
+                held.extend(claim.recipients.iter().map(|r| r.id));
+            }
+            tracing::debug!(campaign_id, claimed = claim.recipients.len(), "claimed");
+            for r in claim.recipients {
+                let job = Delivery {
+                    recipient: r,
+                    campaign_id,
+                    spec: a.spec.clone(),
+                    templates: a.templates.clone(),
+                    content_hash: a.content_hash.clone(),
+                    campaign_state: a.state.subscribe(),
+                    stop: stop_rx.clone(),
+                    limits: self.limits.clone(),
+                    transport: self.transport.clone(),
+                    slots: send_slots.clone(),
+                    done: done_tx.clone(),
+                    settings: self.settings.clone(),
+                    stats: self.stats.clone(),
+                    dkim: self.dkim.clone(),
+                };
+                tasks.spawn(job.run());
+            }
+        }
+        for campaign_id in finished {
+            self.complete_if_done(campaign_id, in_flight, active)
+                .await?;
+        }
+        Ok(claimed_total)
+    }
+
+    /// A running campaign with no open recipient and nothing in flight is completed.
+    async fn complete_if_done(
+        &self,
+        campaign_id: i64,
+        in_flight: &Arc<Mutex<HashSet<i64>>>,
+        active: &mut HashMap<i64, Active>,
+    ) -> anyhow::Result<()> {
+        let Some(p) = self
+            .store
+            .progress(Some(campaign_id))
+            .await?
+            .into_iter()
+            .next()
+        else {
+            return Ok(());
+        };
+        if p.open() > 0
+            || p.state != CampaignState::Running
+            || !in_flight.lock().expect("lock").is_empty()
+        {
+            return Ok(());
+        }
+        match self
+            .store
+            .set_campaign_state(
+                campaign_id,
+                CampaignState::Completed,
+                &self.actor(),
+                Some("every recipient has a final status"),
+            )
+            .await
+        {
+            Ok(_) => {
+                tracing::info!(
+                    campaign_id,
+                    sent = p.sent,
+                    failed = p.failed,
+                    postal = p.postal,
+                    "campaign completed"
+                );
+                active.remove(&campaign_id);
+            }
+            // Another daemon completed it first, or an operator paused it meanwhile.
+            Err(crate::store::StoreError::IllegalTransition { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+        Ok(())
+    }
+
+    async fn pause_for_template(&self, campaign_id: i64, recipient_id: i64, message: &str) {
+        tracing::error!(
+            campaign_id,
+            recipient_id,
+            "template failed for a recipient; pausing the campaign"
+        );
+        let reason = format!("template failed for recipient row {recipient_id}: {message}");
+        if let Err(e) = self
+            .store
+            .set_campaign_state(
+                campaign_id,
+                CampaignState::Paused,
+                &self.actor(),
+                Some(&reason),
+            )
+            .await
+        {
+            tracing::warn!(campaign_id, error = %e, "could not pause the campaign");
+        }
+    }
+
+    fn actor(&self) -> String {
+        format!("daemon:{}", self.instance.id)
+    }
+}
+
+/// One recipient's journey through limits, rendering and the transport.
+struct Delivery {
+    recipient: Recipient,
+    campaign_id: i64,
+    spec: Arc<CampaignSpec>,
+    templates: Arc<Templates>,
+    content_hash: String,
+    campaign_state: watch::Receiver<CampaignState>,
+    stop: watch::Receiver<bool>,
+    limits: Arc<Limits>,
+    transport: Transport,
+    slots: Arc<Semaphore>,
+    done: mpsc::Sender<Finished>,
+    settings: DispatchSettings,
+    stats: Arc<Stats>,
+    dkim: Option<Arc<lettre::message::dkim::DkimConfig>>,
+}
+
+impl Delivery {
+    async fn run(mut self) {
+        let id = self.recipient.id;
+        let release = Finished::Released { recipient_id: id };
+        let Some(to) = self.recipient.email.clone() else {
+            let _ = self.done.send(release).await;
+            return;
+        };
+        let domain = to
+            .rsplit_once('@')
+            .map(|(_, d)| d.to_string())
+            .unwrap_or_default();
+        // Wait for permits, unless the daemon stops or the campaign is no longer running.
+        let waited = tokio::select! {
+            w = self.limits.acquire(&domain, self.campaign_id, &self.spec.rate) => Some(w),
+            _ = self.stop.wait_for(|s| *s) => None,
+            _ = self.campaign_state.wait_for(|s| *s == CampaignState::Cancelled) => None,
+        };
+        let Some(waited) = waited else {
+            let _ = self.done.send(release).await;
+            return;
+        };
+        if waited > Duration::from_millis(1) {
+            self.stats.rate_limit_waits.fetch_add(1, Ordering::Relaxed);
+        }
+        let permit = tokio::select! {
+            p = self.slots.clone().acquire_owned() => p.ok(),
+            _ = self.stop.wait_for(|s| *s) => None,
+        };
+        let Some(_permit) = permit else {
+            let _ = self.done.send(release).await;
+            return;
+        };
+        let rendered = match self.templates.render(&self.recipient) {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = self
+                    .done
+                    .send(Finished::TemplateFailed {
+                        campaign_id: self.campaign_id,
+                        recipient_id: id,
+                        message: e.to_string(),
+                    })
+                    .await;
+                return;
+            }
+        };
+        let started_at = Utc::now();
+        let (outcome, code, reply, message_id) = match message::build(
+            &self.spec,
+            &self.content_hash,
+            self.campaign_id,
+            id,
+            &to,
+            &rendered,
+            self.dkim.as_deref(),
+        ) {
+            Ok(out) => {
+                let d = self
+                    .transport
+                    .send(&out, &format!("{}-{}", self.campaign_id, id))
+                    .await;
+                (d.outcome, d.code, d.reply, out.message_id)
+            }
+            // The stored address no longer parses (it did at import): nothing can ever be sent.
+            Err(e) => (
+                AttemptOutcome::Permanent,
+                None,
+                e.to_string(),
+                message::message_id(&self.content_hash, self.campaign_id, id, "invalid"),
+            ),
+        };
+        let finished_at = Utc::now();
+        let next = next_state(
+            &self.settings,
+            &self.recipient,
+            outcome,
+            code,
+            &reply,
+            finished_at,
+        );
+        match (&outcome, &next) {
+            (AttemptOutcome::Sent, _) => {
+                self.limits.delivered(&domain);
+                self.stats.sent.fetch_add(1, Ordering::Relaxed);
+            }
+            (_, NextState::Retry { .. }) => {
+                if is_throttling(code, &reply) {
+                    self.limits.throttled(&domain);
+                }
+                self.stats.deferred.fetch_add(1, Ordering::Relaxed);
+            }
+            _ => {
+                self.stats.failed.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        tracing::debug!(recipient_id = id, campaign_id = self.campaign_id, outcome = %outcome, code, "attempt");
+        let record = AttemptRecord {
+            recipient_id: id,
+            campaign_id: self.campaign_id,
+            started_at,
+            finished_at,
+            outcome,
+            smtp_code: code,
+            reply: Some(truncate(&reply, 1000)),
+            message_id,
+            next,
+        };
+        let _ = self.done.send(Finished::Attempted(record)).await;
+    }
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}
+
+/// What an attempt's outcome means for the recipient: sent; failed (5xx, or temporary failures for
+/// longer than `give_up_hours` since the first attempt: reason `expired`); or retry after an
+/// exponential backoff with jitter.
+pub fn next_state(
+    settings: &DispatchSettings,
+    recipient: &Recipient,
+    outcome: AttemptOutcome,
+    code: Option<i32>,
+    reply: &str,
+    now: DateTime<Utc>,
+) -> NextState {
+    match outcome {
+        AttemptOutcome::Sent => NextState::Sent,
+        AttemptOutcome::Permanent => NextState::Failed {
+            reason: format!(
+                "permanent: {}",
+                truncate(
+                    &format!(
+                        "{} {reply}",
+                        code.map(|c| c.to_string()).unwrap_or_default()
+                    )
+                    .trim()
+                    .to_string(),
+                    300
+                )
+            ),
+        },
+        AttemptOutcome::Transient | AttemptOutcome::Ambiguous => {
+            let first = recipient.first_attempt_at.unwrap_or(now);
+            let give_up = chrono::Duration::hours(settings.give_up_hours as i64);
+            if now - first >= give_up {
+                return NextState::Failed {
+                    reason: "expired".into(),
+                };
+            }
+            let delay = backoff(settings, recipient.attempts as u32, &mut rand::rng());
+            NextState::Retry {
+                at: now + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::hours(1)),
+            }
+        }
+    }
+}
+
+/// `base × 2^attempts`, capped, times a jitter in [0.5, 1.0] so that retries of one wave spread out.
+/// Saturating: no overflow whatever the attempt count.
+pub fn backoff(settings: &DispatchSettings, attempts_before: u32, rng: &mut impl Rng) -> Duration {
+    let exp = 1u64
+        .checked_shl(attempts_before.min(32))
+        .unwrap_or(u64::MAX);
+    let secs = settings
+        .retry_base_secs
+        .saturating_mul(exp)
+        .min(settings.retry_cap_secs.max(1));
+    let jitter = rng.random_range(0.5..=1.0);
+    Duration::from_secs_f64((secs as f64 * jitter).max(1.0))
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn record_loop(
+    store: Store,
+    instance: String,
+    mut rx: mpsc::Receiver<Finished>,
+    in_flight: Arc<Mutex<HashSet<i64>>>,
+    pause: mpsc::UnboundedSender<(i64, i64, String)>,
+    stats: Arc<Stats>,
+    flush_max: usize,
+    flush_every: Duration,
+) -> anyhow::Result<()> {
+    let mut records: Vec<AttemptRecord> = Vec::new();
+    let mut releases: Vec<i64> = Vec::new();
+    let mut closed = false;
+    while !closed {
+        let deadline = tokio::time::sleep(flush_every);
+        tokio::pin!(deadline);
+        loop {
+            tokio::select! {
+                msg = rx.recv() => match msg {
+                    Some(Finished::Attempted(r)) => records.push(r),
+                    Some(Finished::Released { recipient_id }) => releases.push(recipient_id),
+                    Some(Finished::TemplateFailed { campaign_id, recipient_id, message }) => {
+                        releases.push(recipient_id);
+                        let _ = pause.send((campaign_id, recipient_id, message));
+                    }
+                    None => { closed = true; break; }
+                },
+                _ = &mut deadline => break,
+            }
+            if records.len() + releases.len() >= flush_max {
+                break;
+            }
+        }
+        // Outcomes must reach the database: retry until they do (the database may be restarting).
+        let mut delay = Duration::from_millis(200);
+        while !records.is_empty() || !releases.is_empty() {
+            let result = async {
+                if !records.is_empty() {
+                    store.record_attempts(&instance, &records).await?;
+                }
+                if !releases.is_empty() {
+                    let n = store.release_leases(&instance, &releases).await?;
+                    stats.released.fetch_add(n, Ordering::Relaxed);
+                }
+                Ok::<_, crate::store::StoreError>(())
+            }
+            .await;
+            match result {
+                Ok(()) => {
+                    let mut held = in_flight.lock().expect("lock");
+                    for r in &records {
+                        held.remove(&r.recipient_id);
+                    }
+                    for id in &releases {
+                        held.remove(id);
+                    }
+                    records.clear();
+                    releases.clear();
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, pending = records.len() + releases.len(), "cannot record outcomes yet; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn housekeeping_loop(
+    store: Store,
+    instance: InstanceInfo,
+    in_flight: Arc<Mutex<HashSet<i64>>>,
+    limits: Arc<Limits>,
+    settings: DispatchSettings,
+    stats: Arc<Stats>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let every = Duration::from_secs(settings.heartbeat_secs);
+    let lease = chrono::Duration::seconds(settings.lease_secs as i64);
+    let ttl = Duration::from_secs(settings.heartbeat_secs * 3);
+    let mut last_renewal = Instant::now();
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = stop.changed() => {}
+        }
+        let now = Utc::now();
+        if let Err(e) = store.heartbeat(&instance, now).await {
+            tracing::warn!(error = %e, "heartbeat failed");
+        }
+        match store.live_instances(now, ttl).await {
+            Ok(live) => limits.set_share(live.len() as u32),
+            Err(e) => tracing::warn!(error = %e, "cannot count live daemons"),
+        }
+        // Renew leases every third of their length (and during the drain, so none lapses).
+        if last_renewal.elapsed() >= Duration::from_secs(settings.lease_secs / 3) || *stop.borrow()
+        {
+            let ids: Vec<i64> = in_flight.lock().expect("lock").iter().copied().collect();
+            if !ids.is_empty() {
+                match store.renew_leases(&instance.id, &ids, now + lease).await {
+                    Ok(n) => {
+                        stats.lease_renewals.fetch_add(n, Ordering::Relaxed);
+                    }
+                    Err(e) => tracing::warn!(error = %e, "lease renewal failed"),
+                }
+            }
+            last_renewal = Instant::now();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_is_capped_and_never_overflows() {
+        let s = DispatchSettings {
+            retry_base_secs: 300,
+            retry_cap_secs: 3600,
+            ..Default::default()
+        };
+        let mut rng = rand::rng();
+        for attempts in [0u32, 1, 2, 3, 10, 63, 64, 1000, u32::MAX] {
+            let d = backoff(&s, attempts, &mut rng).as_secs_f64();
+            let full = (300.0 * 2f64.powi(attempts.min(40) as i32)).min(3600.0);
+            assert!(
+                d >= full * 0.5 - 1e-6 && d <= full + 1e-6,
+                "attempts {attempts}: {d}"
+            );
+        }
+    }
+}
