@@ -603,7 +603,8 @@ impl Delivery {
         let waited = tokio::select! {
             w = self.limits.acquire(&domain, self.campaign_id, &self.spec.rate) => Some(w),
             _ = self.stop.wait_for(|s| *s) => None,
-            _ = self.campaign_state.wait_for(|s| *s == CampaignState::Cancelled) => None,
+            // Paused or cancelled before this notice left: give it back untouched.
+            _ = self.campaign_state.wait_for(|s| *s != CampaignState::Running) => None,
         };
         let Some(waited) = waited else {
             let _ = self.done.send(release).await;
@@ -620,6 +621,10 @@ impl Delivery {
             let _ = self.done.send(release).await;
             return;
         };
+        if *self.campaign_state.borrow() != CampaignState::Running {
+            let _ = self.done.send(release).await;
+            return;
+        }
         let rendered = match self.templates.render(&self.recipient) {
             Ok(r) => r,
             Err(e) => {
@@ -723,20 +728,12 @@ pub fn next_state(
 ) -> NextState {
     match outcome {
         AttemptOutcome::Sent => NextState::Sent,
-        AttemptOutcome::Permanent => NextState::Failed {
-            reason: format!(
-                "permanent: {}",
-                truncate(
-                    &format!(
-                        "{} {reply}",
-                        code.map(|c| c.to_string()).unwrap_or_default()
-                    )
-                    .trim()
-                    .to_string(),
-                    300
-                )
-            ),
-        },
+        AttemptOutcome::Permanent => {
+            let code = code.map(|c| format!("{c} ")).unwrap_or_default();
+            NextState::Failed {
+                reason: format!("permanent: {}", truncate(&format!("{code}{reply}"), 300)),
+            }
+        }
         AttemptOutcome::Transient | AttemptOutcome::Ambiguous => {
             let first = recipient.first_attempt_at.unwrap_or(now);
             let give_up = chrono::Duration::hours(settings.give_up_hours as i64);

@@ -731,14 +731,15 @@ fn prefixed(prefix: &str, columns: &str) -> String {
         .join(", ")
 }
 
-/// Splits the next states of a batch into the columns the batch update binds.
-pub(super) fn next_state_columns(
-    records: &[AttemptRecord],
-) -> (
+/// Status, retry time and failure reason per record: the columns a batch update binds.
+pub(super) type NextStateColumns = (
     Vec<&'static str>,
     Vec<Option<DateTime<Utc>>>,
     Vec<Option<String>>,
-) {
+);
+
+/// Splits the next states of a batch into the columns the batch update binds.
+pub(super) fn next_state_columns(records: &[AttemptRecord]) -> NextStateColumns {
     let mut statuses = Vec::with_capacity(records.len());
     let mut retry_at = Vec::with_capacity(records.len());
     let mut reasons = Vec::with_capacity(records.len());

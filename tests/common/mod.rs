@@ -6,6 +6,8 @@
 //! in a temporary directory. Nothing is mocked.
 #![allow(dead_code)]
 
+pub mod smtp;
+
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 

@@ -1,0 +1,654 @@
+//! The dispatcher against real databases and a real SMTP conversation over TCP (the scriptable server
+//! in `tests/common/smtp.rs`): outcomes, retries, limits, control, shutdown, several daemons, and a
+//! daemon killed with SIGKILL mid-campaign.
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use breach_notifier::campaign::{CampaignSpec, LocaleTemplates, RateSpec, SenderSpec};
+use breach_notifier::config::{Settings, SmtpTls, TransportKind};
+use breach_notifier::dispatch::{Dispatcher, RunMode};
+use breach_notifier::store::*;
+use breach_notifier::transport::Transport;
+use common::TestStore;
+use common::smtp::{Behaviour, Script, SmtpServer};
+use tokio::sync::watch;
+
+macro_rules! both {
+    ($($case:ident),+ $(,)?) => {
+        mod postgres {
+            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $case() { super::$case(super::common::postgres().await).await } )+
+        }
+        mod sqlite {
+            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $case() { super::$case(super::common::sqlite().await).await } )+
+        }
+    };
+}
+
+both!(
+    every_recipient_is_sent_once_and_the_campaign_completes,
+    temporary_failures_are_retried_with_the_same_message_id,
+    permanent_failures_fail_and_flag_a_letter,
+    temporary_failures_past_the_give_up_age_expire,
+    a_dropped_connection_is_retried,
+    pause_stops_sending_within_two_seconds_and_resume_finishes,
+    cancel_ends_everyone_not_yet_notified,
+    sigterm_drains_and_leaves_no_lease,
+    recipients_added_while_running_are_sent_without_restart,
+    a_template_failure_pauses_the_campaign,
+    the_global_rate_is_kept,
+    a_slow_domain_does_not_hold_up_the_others,
+);
+
+fn spec(rate: Option<f64>, text: &str) -> CampaignSpec {
+    let mut locales = std::collections::BTreeMap::new();
+    locales.insert(
+        "en-US".to_string(),
+        LocaleTemplates {
+            subject: "Notice of Data Breach".into(),
+            text: text.into(),
+            html: format!("<p>{text}</p>"),
+        },
+    );
+    CampaignSpec {
+        name: "test campaign".into(),
+        discovered_at: None,
+        email_without_consent: false,
+        supplements: None,
+        default_locale: "en-US".into(),
+        sender: SenderSpec {
+            from: "Notices <notices@example.com>".into(),
+            reply_to: None,
+            return_path: None,
+        },
+        locales,
+        rate: RateSpec {
+            per_second: rate,
+            burst: None,
+            daily_cap: None,
+        },
+        waves: Vec::new(),
+        source: String::new(),
+    }
+}
+
+fn person(i: usize, domain: &str) -> NewRecipient {
+    NewRecipient {
+        customer_id: format!("C{i:06}"),
+        email: Some(format!("user{i}@{domain}")),
+        first_name: Some(format!("Person{i}")),
+        electronic_consent: true,
+        ..Default::default()
+    }
+}
+
+async fn create(t: &TestStore, spec: &CampaignSpec, rows: &[NewRecipient], start: bool) -> i64 {
+    let id = t
+        .store
+        .create_campaign(
+            &NewCampaign {
+                name: spec.name.clone(),
+                definition: spec.to_stored(),
+                content_hash: spec.content_hash(),
+                email_without_consent: false,
+                discovered_at: None,
+                supplements: None,
+            },
+            "test",
+        )
+        .await
+        .unwrap();
+    t.store.insert_recipients(id, rows).await.unwrap();
+    if start {
+        t.store
+            .set_campaign_state(id, CampaignState::Running, "test", None)
+            .await
+            .unwrap();
+    }
+    id
+}
+
+fn settings(t: &TestStore, smtp: &SmtpServer) -> Settings {
+    let mut s = Settings::default();
+    s.database.url = t.url.clone();
+    s.transport.kind = TransportKind::Smtp;
+    s.transport.smtp.host = "127.0.0.1".into();
+    s.transport.smtp.port = smtp.port();
+    s.transport.smtp.tls = SmtpTls::None;
+    s.transport.smtp.timeout_secs = 5;
+    s.transport.smtp.pool_size = 4;
+    s.dispatch.poll_interval_ms = 100;
+    s.dispatch.heartbeat_secs = 1;
+    s.dispatch.lease_secs = 30;
+    s.dispatch.retry_base_secs = 1;
+    s.dispatch.retry_cap_secs = 1;
+    s.dispatch.rescan_secs = 1;
+    s.dispatch.drain_secs = 5;
+    s.dispatch.concurrency = 4;
+    s
+}
+
+/// A dispatcher running in the background, with its stop switch.
+struct Running {
+    stop: watch::Sender<bool>,
+    handle: tokio::task::JoinHandle<anyhow::Result<()>>,
+    stats: Arc<breach_notifier::dispatch::Stats>,
+}
+
+fn start(t: &TestStore, settings: &Settings, mode: RunMode) -> Running {
+    let transport = Transport::from_settings(&settings.transport).unwrap();
+    let dispatcher = Dispatcher::new(t.store.clone(), transport, settings).unwrap();
+    let stats = dispatcher.stats.clone();
+    let (stop, rx) = watch::channel(false);
+    let handle = tokio::spawn(async move { dispatcher.run(mode, rx).await });
+    Running {
+        stop,
+        handle,
+        stats,
+    }
+}
+
+async fn run_until_idle(t: &TestStore, settings: &Settings, limit: Duration) {
+    let r = start(t, settings, RunMode::UntilIdle);
+    tokio::time::timeout(limit, r.handle)
+        .await
+        .expect("dispatcher finished in time")
+        .unwrap()
+        .unwrap();
+}
+
+async fn progress(t: &TestStore, id: i64) -> CampaignProgress {
+    t.store.progress(Some(id)).await.unwrap().remove(0)
+}
+
+async fn wait_until<F, Fut>(limit: Duration, mut f: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if f().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
+async fn every_recipient_is_sent_once_and_the_campaign_completes(t: TestStore) {
+    let smtp = SmtpServer::start(Script::new()).await;
+    let mut rows: Vec<_> = (0..40).map(|i| person(i, "example.com")).collect();
+    rows.push(NewRecipient {
+        customer_id: "letter".into(),
+        channel: Channel::Postal,
+        ..Default::default()
+    });
+    let id = create(
+        &t,
+        &spec(None, "Hello {{ recipient.first_name }}"),
+        &rows,
+        true,
+    )
+    .await;
+    run_until_idle(&t, &settings(&t, &smtp), Duration::from_secs(60)).await;
+
+    let p = progress(&t, id).await;
+    assert_eq!(
+        (p.state, p.sent, p.postal, p.queued, p.deferred),
+        (CampaignState::Completed, 40, 1, 0, 0)
+    );
+    let received = smtp.received();
+    assert_eq!(received.len(), 40);
+    let by_id = smtp.count_by_message_id();
+    assert_eq!(by_id.len(), 40, "one distinct Message-ID per recipient");
+    assert!(by_id.values().all(|n| *n == 1), "nobody got two copies");
+    for i in 0..40 {
+        let r = t
+            .store
+            .recipient_by_customer(id, &format!("C{i:06}"))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (r.status, r.attempts, r.last_code),
+            (RecipientStatus::Sent, 1, Some(250))
+        );
+        assert!(r.lease_owner.is_none());
+        let mid = r.message_id.clone().unwrap();
+        let got = received
+            .iter()
+            .find(|m| m.message_id.as_deref() == Some(mid.as_str()))
+            .expect("received");
+        assert_eq!(
+            got.rcpt_to,
+            vec![format!("user{i}@example.com")],
+            "one recipient per envelope"
+        );
+        assert!(got.text().contains(&format!("Person{i}")));
+        assert!(
+            r.last_reply
+                .as_deref()
+                .unwrap_or_default()
+                .contains("queued as"),
+            "the relay's queue id is kept"
+        );
+        let attempts = t.store.attempts(r.id).await.unwrap();
+        assert_eq!(attempts.len(), 1);
+        assert_eq!(attempts[0].message_id, mid);
+    }
+    let events = t.store.campaign_events(id).await.unwrap();
+    assert!(events.last().unwrap().actor.starts_with("daemon:"));
+}
+
+async fn temporary_failures_are_retried_with_the_same_message_id(t: TestStore) {
+    let script = Script::new().for_address(
+        "user1@example.com",
+        Behaviour::fail_first(2, 451, "4.7.1 Try again later"),
+    );
+    let smtp = SmtpServer::start(script).await;
+    let rows: Vec<_> = (0..3).map(|i| person(i, "example.com")).collect();
+    let id = create(&t, &spec(None, "Hi"), &rows, true).await;
+    run_until_idle(&t, &settings(&t, &smtp), Duration::from_secs(60)).await;
+
+    let r = t
+        .store
+        .recipient_by_customer(id, "C000001")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((r.status, r.attempts), (RecipientStatus::Sent, 3));
+    let attempts = t.store.attempts(r.id).await.unwrap();
+    let outcomes: Vec<_> = attempts.iter().map(|a| (a.outcome, a.smtp_code)).collect();
+    assert_eq!(
+        outcomes,
+        vec![
+            (AttemptOutcome::Transient, Some(451)),
+            (AttemptOutcome::Transient, Some(451)),
+            (AttemptOutcome::Sent, Some(250))
+        ]
+    );
+    assert!(
+        attempts
+            .iter()
+            .all(|a| Some(&a.message_id) == r.message_id.as_ref()),
+        "same Message-ID on every retry"
+    );
+    assert!(
+        attempts[1].started_at - attempts[0].finished_at >= chrono::Duration::milliseconds(400),
+        "backoff waited"
+    );
+    assert_eq!(smtp.rcpt_attempts("user1@example.com"), 3);
+    assert_eq!(progress(&t, id).await.sent, 3);
+}
+
+async fn permanent_failures_fail_and_flag_a_letter(t: TestStore) {
+    let script = Script::new().for_address(
+        "user0@example.com",
+        Behaviour::reply(550, "5.1.1 No such user"),
+    );
+    let smtp = SmtpServer::start(script).await;
+    let rows: Vec<_> = (0..2).map(|i| person(i, "example.com")).collect();
+    let id = create(&t, &spec(None, "Hi"), &rows, true).await;
+    run_until_idle(&t, &settings(&t, &smtp), Duration::from_secs(60)).await;
+
+    let r = t
+        .store
+        .recipient_by_customer(id, "C000000")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (r.status, r.postal_followup, r.attempts, r.last_code),
+        (RecipientStatus::Failed, true, 1, Some(550))
+    );
+    assert!(
+        r.fail_reason
+            .as_deref()
+            .unwrap()
+            .starts_with("permanent: 550"),
+        "{:?}",
+        r.fail_reason
+    );
+    let p = progress(&t, id).await;
+    assert_eq!(
+        (p.failed, p.sent, p.state),
+        (1, 1, CampaignState::Completed)
+    );
+}
+
+async fn temporary_failures_past_the_give_up_age_expire(t: TestStore) {
+    let smtp = SmtpServer::start(
+        Script::new().default_behaviour(Behaviour::reply(421, "4.7.0 Try later")),
+    )
+    .await;
+    let id = create(&t, &spec(None, "Hi"), &[person(0, "example.com")], true).await;
+    let mut s = settings(&t, &smtp);
+    s.dispatch.give_up_hours = 0;
+    run_until_idle(&t, &s, Duration::from_secs(60)).await;
+    let r = t
+        .store
+        .recipient_by_customer(id, "C000000")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (r.status, r.fail_reason.as_deref(), r.postal_followup),
+        (RecipientStatus::Failed, Some("expired"), true)
+    );
+}
+
+async fn a_dropped_connection_is_retried(t: TestStore) {
+    let script = Script::new().for_address("user0@example.com", Behaviour::DisconnectAtRcpt);
+    let smtp = SmtpServer::start(script).await;
+    let id = create(
+        &t,
+        &spec(None, "Hi"),
+        &[person(0, "example.com"), person(1, "example.com")],
+        true,
+    )
+    .await;
+    let r = start(&t, &settings(&t, &smtp), RunMode::Forever);
+    let deferred = wait_until(Duration::from_secs(20), || async {
+        progress(&t, id).await.deferred == 1
+    })
+    .await;
+    assert!(deferred, "a dropped connection is a temporary failure");
+    let first = t
+        .store
+        .recipient_by_customer(id, "C000000")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(first.status, RecipientStatus::Deferred);
+    // The relay recovers: the deferred recipient is sent at its retry time.
+    smtp.set_script(Script::new());
+    let sent = wait_until(Duration::from_secs(20), || async {
+        progress(&t, id).await.sent == 2
+    })
+    .await;
+    assert!(sent);
+    r.stop.send(true).unwrap();
+    r.handle.await.unwrap().unwrap();
+    assert_eq!(smtp.received_count(), 2);
+}
+
+async fn pause_stops_sending_within_two_seconds_and_resume_finishes(t: TestStore) {
+    let smtp = SmtpServer::start(Script::new()).await;
+    let rows: Vec<_> = (0..60).map(|i| person(i, "example.com")).collect();
+    let id = create(&t, &spec(Some(10.0), "Hi"), &rows, true).await;
+    let r = start(&t, &settings(&t, &smtp), RunMode::Forever);
+    assert!(smtp.wait_for(5, Duration::from_secs(20)).await);
+    // Paused by an operator's SQL, as documented.
+    let sql = format!(
+        "UPDATE campaigns SET state = 'paused', change_reason = 'legal review' WHERE id = {id}"
+    );
+    match &t.store {
+        Store::Postgres(s) => sqlx::query(sqlx::AssertSqlSafe(sql))
+            .execute(s.pool())
+            .await
+            .map(|_| ()),
+        Store::Sqlite(s) => sqlx::query(sqlx::AssertSqlSafe(sql))
+            .execute(s.pool())
+            .await
+            .map(|_| ()),
+    }
+    .unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let at_pause = smtp.received_count();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        smtp.received_count(),
+        at_pause,
+        "nothing leaves two seconds after a pause"
+    );
+    assert!(at_pause < 60);
+    let held = t
+        .store
+        .recipients_after(id, 0, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.lease_owner.is_some())
+        .count();
+    assert_eq!(
+        held, 0,
+        "a paused campaign's unsent recipients are released"
+    );
+    t.store
+        .set_campaign_state(id, CampaignState::Running, "test", None)
+        .await
+        .unwrap();
+    let done = wait_until(Duration::from_secs(30), || async {
+        progress(&t, id).await.state == CampaignState::Completed
+    })
+    .await;
+    assert!(done);
+    r.stop.send(true).unwrap();
+    r.handle.await.unwrap().unwrap();
+    assert_eq!(smtp.received_count(), 60);
+    assert!(smtp.count_by_message_id().values().all(|n| *n == 1));
+}
+
+async fn cancel_ends_everyone_not_yet_notified(t: TestStore) {
+    let smtp = SmtpServer::start(Script::new()).await;
+    let rows: Vec<_> = (0..50).map(|i| person(i, "example.com")).collect();
+    let id = create(&t, &spec(Some(10.0), "Hi"), &rows, true).await;
+    let r = start(&t, &settings(&t, &smtp), RunMode::Forever);
+    assert!(smtp.wait_for(3, Duration::from_secs(20)).await);
+    t.store
+        .set_campaign_state(id, CampaignState::Cancelled, "test", Some("wrong list"))
+        .await
+        .unwrap();
+    let settled = wait_until(Duration::from_secs(10), || async {
+        progress(&t, id).await.open() == 0
+    })
+    .await;
+    assert!(settled, "every open recipient is settled");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    r.stop.send(true).unwrap();
+    r.handle.await.unwrap().unwrap();
+    let p = progress(&t, id).await;
+    assert_eq!(p.sent + p.cancelled, 50, "{p:?}");
+    assert_eq!(
+        p.sent as usize,
+        smtp.received_count(),
+        "what was sent is exactly what the relay got"
+    );
+    assert!(p.cancelled > 0);
+    assert_eq!(p.total, 50, "nothing deleted");
+}
+
+async fn sigterm_drains_and_leaves_no_lease(t: TestStore) {
+    let smtp = SmtpServer::start(Script::new()).await;
+    let rows: Vec<_> = (0..100).map(|i| person(i, "example.com")).collect();
+    let id = create(&t, &spec(Some(20.0), "Hi"), &rows, true).await;
+    let r = start(&t, &settings(&t, &smtp), RunMode::Forever);
+    assert!(smtp.wait_for(5, Duration::from_secs(20)).await);
+    let asked = Instant::now();
+    let stats = r.stats.clone();
+    r.stop.send(true).unwrap();
+    tokio::time::timeout(Duration::from_secs(6), r.handle)
+        .await
+        .expect("stops within the drain time")
+        .unwrap()
+        .unwrap();
+    assert!(asked.elapsed() < Duration::from_secs(6));
+    let rows = t.store.recipients_after(id, 0, 200).await.unwrap();
+    assert!(
+        rows.iter().all(|r| r.lease_owner.is_none()),
+        "no lease left held"
+    );
+    let p = progress(&t, id).await;
+    assert_eq!(p.sent as usize, smtp.received_count());
+    assert_eq!(p.sent + p.queued, 100);
+    assert!(
+        t.store
+            .live_instances(chrono::Utc::now(), Duration::from_secs(60))
+            .await
+            .unwrap()
+            .is_empty(),
+        "marked stopped"
+    );
+    let sent = stats.sent.load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(sent, p.sent as u64, "the daemon's own count agrees");
+    assert!(
+        stats.released.load(std::sync::atomic::Ordering::Relaxed) > 0,
+        "unsent work was released, not abandoned"
+    );
+}
+
+async fn recipients_added_while_running_are_sent_without_restart(t: TestStore) {
+    let smtp = SmtpServer::start(Script::new()).await;
+    let rows: Vec<_> = (0..20).map(|i| person(i, "example.com")).collect();
+    let id = create(&t, &spec(Some(10.0), "Hi"), &rows, true).await;
+    let mut s = settings(&t, &smtp);
+    s.dispatch.rescan_secs = 3600; // new rows must be found past the cursor, not by a rescan
+    let r = start(&t, &s, RunMode::UntilIdle);
+    assert!(smtp.wait_for(3, Duration::from_secs(20)).await);
+    assert_eq!(
+        t.store.require_campaign(id).await.unwrap().state,
+        CampaignState::Running
+    );
+    let more: Vec<_> = (100..105).map(|i| person(i, "example.net")).collect();
+    t.store.insert_recipients(id, &more).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(60), r.handle)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let p = progress(&t, id).await;
+    assert_eq!(
+        (p.sent, p.total, p.state),
+        (25, 25, CampaignState::Completed)
+    );
+    assert_eq!(smtp.received_count(), 25);
+}
+
+async fn a_template_failure_pauses_the_campaign(t: TestStore) {
+    let smtp = SmtpServer::start(Script::new()).await;
+    // Passes the create-time check (lenient), fails for real recipients (strict): no such attribute.
+    let id = create(
+        &t,
+        &spec(None, "Code: {{ recipient.attributes.enrollment_code }}"),
+        &[person(0, "example.com")],
+        true,
+    )
+    .await;
+    run_until_idle(&t, &settings(&t, &smtp), Duration::from_secs(30)).await;
+    let c = t.store.require_campaign(id).await.unwrap();
+    assert_eq!(c.state, CampaignState::Paused);
+    let reason = c.state_reason.unwrap();
+    assert!(
+        reason.contains("pre-flight failed") && reason.contains("recipient row"),
+        "{reason}"
+    );
+    assert_eq!(smtp.received_count(), 0);
+    assert_eq!(
+        progress(&t, id).await.queued,
+        1,
+        "the recipient is still pending"
+    );
+}
+
+async fn the_global_rate_is_kept(t: TestStore) {
+    let smtp = SmtpServer::start(Script::new()).await;
+    let rows: Vec<_> = (0..45).map(|i| person(i, "example.com")).collect();
+    create(&t, &spec(None, "Hi"), &rows, true).await;
+    let mut s = settings(&t, &smtp);
+    s.limits.global_per_second = Some(15.0);
+    s.limits.global_burst = Some(5);
+    run_until_idle(&t, &s, Duration::from_secs(60)).await;
+    let mut times: Vec<Instant> = smtp.received().iter().map(|m| m.at).collect();
+    times.sort();
+    assert_eq!(times.len(), 45);
+    // GCRA: at most burst + rate × window in any window. Lower bounds only: a slow machine can only
+    // make it slower.
+    for (i, t0) in times.iter().enumerate() {
+        let in_window = times[i..]
+            .iter()
+            .take_while(|t| t.duration_since(*t0) < Duration::from_secs(1))
+            .count();
+        assert!(
+            in_window <= 5 + 15,
+            "{in_window} messages within one second"
+        );
+    }
+    let span = times.last().unwrap().duration_since(times[0]);
+    assert!(
+        span >= Duration::from_millis(2500),
+        "45 messages at 15/s with a burst of 5 take over 2.6 s, took {span:?}"
+    );
+}
+
+async fn a_slow_domain_does_not_hold_up_the_others(t: TestStore) {
+    let smtp = SmtpServer::start(Script::new()).await;
+    let mut rows: Vec<_> = (0..6).map(|i| person(i, "slow.example")).collect();
+    rows.extend((6..46).map(|i| person(i, "fast.example")));
+    create(&t, &spec(None, "Hi"), &rows, true).await;
+    let mut s = settings(&t, &smtp);
+    s.limits.domains.insert("slow.example".into(), 1.0);
+    run_until_idle(&t, &s, Duration::from_secs(60)).await;
+    let received = smtp.received();
+    let last = |domain: &str| {
+        received
+            .iter()
+            .filter(|m| m.rcpt_to[0].ends_with(domain))
+            .map(|m| m.at)
+            .max()
+            .unwrap()
+    };
+    let first_slow = received
+        .iter()
+        .filter(|m| m.rcpt_to[0].ends_with("slow.example"))
+        .map(|m| m.at)
+        .min()
+        .unwrap();
+    assert!(
+        last("slow.example").duration_since(first_slow) >= Duration::from_secs(4),
+        "the slow domain kept 1/s"
+    );
+    assert!(
+        last("fast.example") < last("slow.example") - Duration::from_secs(2),
+        "the fast domain finished long before"
+    );
+    let per_domain: HashMap<bool, usize> = received.iter().fold(HashMap::new(), |mut m, r| {
+        *m.entry(r.rcpt_to[0].ends_with("fast.example")).or_default() += 1;
+        m
+    });
+    assert_eq!((per_domain[&true], per_domain[&false]), (40, 6));
+}
+
+/// Two daemons on one PostgreSQL: every recipient sent exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_daemons_on_one_postgres_send_each_recipient_once() {
+    let t = common::postgres().await;
+    let smtp = SmtpServer::start(Script::new()).await;
+    let rows: Vec<_> = (0..300).map(|i| person(i, "example.com")).collect();
+    let id = create(&t, &spec(None, "Hi"), &rows, true).await;
+    let mut a = settings(&t, &smtp);
+    a.dispatch.instance_id = "daemon-a".into();
+    a.dispatch.batch_size = 20;
+    let mut b = a.clone();
+    b.dispatch.instance_id = "daemon-b".into();
+    let ra = start(&t, &a, RunMode::UntilIdle);
+    let rb = start(&t, &b, RunMode::UntilIdle);
+    for r in [ra, rb] {
+        tokio::time::timeout(Duration::from_secs(60), r.handle)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+    }
+    let p = progress(&t, id).await;
+    assert_eq!((p.sent, p.state), (300, CampaignState::Completed));
+    let counts = smtp.count_by_message_id();
+    assert_eq!(counts.len(), 300);
+    assert!(
+        counts.values().all(|n| *n == 1),
+        "no duplicates between daemons"
+    );
+}
