@@ -524,7 +524,19 @@ pub fn toml_error(source: &str, e: &toml::de::Error) -> String {
             let before = &source[..span.start.min(source.len())];
             let line = before.matches('\n').count() + 1;
             let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
-            format!("line {line}, column {column}: {}", e.message().trim())
+            // Name the key of that line (never its value: it may be a secret).
+            let text = source.lines().nth(line - 1).unwrap_or_default();
+            let key = text
+                .split_once('=')
+                .map(|(k, _)| k.trim())
+                .filter(|k| !k.is_empty() && !k.starts_with('['));
+            match key {
+                Some(key) => format!(
+                    "line {line}, column {column}, key `{key}`: {}",
+                    e.message().trim()
+                ),
+                None => format!("line {line}, column {column}: {}", e.message().trim()),
+            }
         }
         None => e.message().trim().to_string(),
     }

@@ -80,12 +80,16 @@ async fn migrate_then_status(url: &str) {
 
     // A campaign with recipients, made through the library on the same database.
     let store = Store::open(&common::settings(url), None).await.unwrap();
+    let spec = breach_notifier::campaign::CampaignSpec::load(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/campaign.toml"),
+    )
+    .unwrap();
     let id = store
         .create_campaign(
             &breach_notifier::store::NewCampaign {
                 name: "Notice of Data Breach".into(),
-                definition: String::new(),
-                content_hash: "h".into(),
+                definition: spec.to_stored(),
+                content_hash: spec.content_hash(),
                 email_without_consent: false,
                 discovered_at: None,
                 supplements: None,
