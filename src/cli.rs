@@ -70,6 +70,23 @@ pub enum Command {
         customer: String,
     },
 
+    /// Send rendered samples of a campaign's notice to seed addresses (your own mailboxes) through the
+    /// configured transport, without touching any recipient's status.
+    TestSend {
+        #[arg(long, value_name = "ID")]
+        campaign: i64,
+        /// Seed addresses to send the samples to.
+        #[arg(long = "to", value_name = "ADDRESS", required = true, num_args = 1..)]
+        to: Vec<String>,
+        /// Render the sample for this customer (default: one real recipient per locale).
+        #[arg(long, value_name = "CUSTOMER_ID")]
+        customer: Option<String>,
+    },
+
+    /// Write evidence (one line per recipient with every attempt) or the postal follow-up list.
+    #[command(subcommand)]
+    Export(ExportCommand),
+
     /// Run the whole thing end to end on the embedded default (SQLite, .eml files in ./outbox/), with
     /// the example campaign and 1,000 synthetic customers.
     Demo,
@@ -83,6 +100,31 @@ pub struct StatusArgs {
     /// Machine-readable output: one JSON array of campaign objects.
     #[arg(long)]
     pub json: bool,
+    /// Refresh every few seconds until interrupted.
+    #[arg(long)]
+    pub watch: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ExportCommand {
+    /// Evidence for regulators: per recipient, customer id, channel, final status, every attempt's time,
+    /// SMTP code and reply, Message-ID, and the campaign's template content hash.
+    Evidence(ExportArgs),
+    /// Everyone who needs a letter (no email, no electronic consent, or a permanent email failure), with
+    /// their postal address, for a print-and-mail vendor.
+    Postal(ExportArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    #[arg(long, value_name = "ID")]
+    pub campaign: i64,
+    /// Output file (default: standard output).
+    #[arg(long, short = 'o', value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// csv or jsonl.
+    #[arg(long, default_value = "csv", value_parser = ["csv", "jsonl"])]
+    pub format: String,
 }
 
 #[derive(Debug, Args)]
@@ -123,6 +165,8 @@ pub enum CampaignCommand {
     Resume(TransitionArgs),
     /// Cancel a campaign: recipients not yet notified become `cancelled`. Nothing is deleted.
     Cancel(TransitionArgs),
+    /// Release the next wave of a campaign whose wave plan has a `manual` wave waiting.
+    ReleaseWave(TransitionArgs),
 }
 
 #[derive(Debug, Args)]

@@ -85,6 +85,11 @@ struct Active {
     last_rescan: Instant,
     /// Set when the fresh scan found nothing: wait for the poll interval before scanning again.
     idle_until: Instant,
+    /// How far fresh claims may go (the end of the released waves).
+    gate: crate::waves::Gate,
+    last_wave_check: Instant,
+    /// The last claim found no fresh work: the wave may be finished.
+    wave_drained: bool,
     state: watch::Sender<CampaignState>,
 }
 
@@ -353,6 +358,9 @@ impl Dispatcher {
                             cursor: 0,
                             last_rescan: Instant::now(),
                             idle_until: Instant::now(),
+                            gate: crate::waves::Gate::CLOSED,
+                            last_wave_check: Instant::now() - Duration::from_secs(3600),
+                            wave_drained: false,
                             state,
                         },
                     );
@@ -380,6 +388,28 @@ impl Dispatcher {
                 CampaignState::Running => {}
                 _ => {
                     active.remove(&c.id);
+                    continue;
+                }
+            }
+            // Waves: at most every two seconds per campaign (the checks cost queries; counting a
+            // wave's open members only once its fresh work ran dry).
+            if let Some(a) = active.get_mut(&c.id)
+                && a.last_wave_check.elapsed() >= Duration::from_secs(2)
+            {
+                a.gate = crate::waves::advance(
+                    &self.store,
+                    c.id,
+                    &a.spec,
+                    &self.actor(),
+                    now,
+                    a.wave_drained,
+                )
+                .await?;
+                a.last_wave_check = Instant::now();
+                a.wave_drained = false;
+                if a.gate == crate::waves::Gate::CLOSED {
+                    a.idle_until =
+                        Instant::now() + Duration::from_millis(self.settings.poll_interval_ms);
                 }
             }
         }
@@ -438,10 +468,11 @@ impl Dispatcher {
             }
             let claim = self
                 .store
-                .claim(
+                .claim_within(
                     campaign_id,
                     &self.instance.id,
                     a.cursor,
+                    a.gate.upper,
                     limit,
                     lease,
                     Utc::now(),
@@ -449,6 +480,7 @@ impl Dispatcher {
                 .await?;
             a.cursor = claim.cursor;
             if claim.exhausted {
+                a.wave_drained = true;
                 a.idle_until =
                     Instant::now() + Duration::from_millis(self.settings.poll_interval_ms);
             }

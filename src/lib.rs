@@ -13,6 +13,7 @@
 //! - [`preflight`]: checks run before a campaign sends its first message.
 //! - [`dispatch`]: the daemon: claims, sends, records; [`limits`]: rate limits; [`transport`]: SMTP
 //!   and the file outbox.
+//! - [`waves`]: the wave plan: releases, guards.
 //! - [`cli`]: the command line, and [`commands`]: what each command does.
 
 pub mod campaign;
@@ -28,3 +29,4 @@ pub mod store;
 pub mod telemetry;
 pub mod template;
 pub mod transport;
+pub mod waves;

@@ -49,7 +49,7 @@ pub fn message_id(
     )
 }
 
-/// Builds the notice for one recipient.
+/// Builds the notice for one recipient, with its stable Message-ID.
 pub fn build(
     spec: &CampaignSpec,
     spec_hash: &str,
@@ -59,9 +59,46 @@ pub fn build(
     rendered: &Rendered,
     dkim: Option<&lettre::message::dkim::DkimConfig>,
 ) -> Result<Outgoing, MessageError> {
+    let id = message_id(
+        spec_hash,
+        campaign_id,
+        recipient_id,
+        spec.from_mailbox().email.domain(),
+    );
+    build_with_id(spec, id, recipient_id, to, rendered, dkim)
+}
+
+/// A test copy for a seed mailbox: the same message under a Message-ID of its own
+/// (`<bn-test.CAMPAIGN.RECIPIENT.NANOS@DOMAIN>`), so it never shares the real notice's id.
+pub fn build_sample(
+    spec: &CampaignSpec,
+    campaign_id: i64,
+    recipient_id: i64,
+    to: &str,
+    rendered: &Rendered,
+    dkim: Option<&lettre::message::dkim::DkimConfig>,
+) -> Result<Outgoing, MessageError> {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let id = format!(
+        "<bn-test.{campaign_id}.{recipient_id}.{nanos}@{}>",
+        spec.from_mailbox().email.domain()
+    );
+    build_with_id(spec, id, recipient_id, to, rendered, dkim)
+}
+
+fn build_with_id(
+    spec: &CampaignSpec,
+    id: String,
+    recipient_id: i64,
+    to: &str,
+    rendered: &Rendered,
+    dkim: Option<&lettre::message::dkim::DkimConfig>,
+) -> Result<Outgoing, MessageError> {
     let to_address = Address::from_str(to).map_err(|_| MessageError::BadAddress(recipient_id))?;
     let from = spec.from_mailbox();
-    let id = message_id(spec_hash, campaign_id, recipient_id, from.email.domain());
     let mut builder = Message::builder()
         .from(from.clone())
         .to(Mailbox::new(None, to_address.clone()))

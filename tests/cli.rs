@@ -239,11 +239,11 @@ const FORGE_AHEAD: &str = "INSERT INTO _sqlx_migrations (version, description, s
 #[tokio::test]
 async fn schema_behind_or_ahead_is_refused_on_sqlite() {
     let dir = tempfile::tempdir().unwrap();
-    // Forget migration 2 and drop what it made, as if the binary had been upgraded since.
+    // Forget the latest migration and drop what it made, as if the binary had been upgraded since.
     schema_checks(
         &common::sqlite_url(dir.path()),
         FORGE_AHEAD,
-        "DELETE FROM _sqlx_migrations WHERE version = 2; DROP TABLE imports",
+        "DELETE FROM _sqlx_migrations WHERE version = 3; DROP VIEW wave_progress; DROP TABLE waves",
     )
     .await;
 }
@@ -253,7 +253,7 @@ async fn schema_behind_or_ahead_is_refused_on_postgres() {
     schema_checks(
         &common::fresh_postgres_url().await,
         &FORGE_AHEAD.replace("X'00'", "'\\x00'::bytea"),
-        "DELETE FROM _sqlx_migrations WHERE version = 2; DROP TABLE imports",
+        "DELETE FROM _sqlx_migrations WHERE version = 3; DROP VIEW wave_progress; DROP TABLE waves",
     )
     .await;
 }

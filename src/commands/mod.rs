@@ -5,6 +5,7 @@
 
 mod campaign;
 mod daemon;
+mod export;
 mod status;
 
 use std::process::ExitCode;
@@ -41,6 +42,18 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             import(&store, args).await
         }
         Command::Demo => daemon::demo(&loaded.settings).await,
+        Command::TestSend {
+            campaign,
+            to,
+            customer,
+        } => {
+            let store = open(&loaded.settings).await?;
+            campaign::test_send(&store, &loaded.settings, campaign, &to, customer.as_deref()).await
+        }
+        Command::Export(cmd) => {
+            let store = open(&loaded.settings).await?;
+            export::run(&store, cmd).await
+        }
     }
 }
 

@@ -424,6 +424,34 @@ pub struct InstanceInfo {
     pub version: String,
 }
 
+/// One wave of a campaign's plan, as stored in `waves`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Wave {
+    pub campaign_id: i64,
+    pub number: i32,
+    /// `1000`, `30%` or `rest`, as in the campaign file.
+    pub size_spec: String,
+    /// `auto` or `manual`.
+    pub release_rule: String,
+    pub hold_minutes: i64,
+    pub max_failure_rate: Option<f64>,
+    pub max_deferral_rate: Option<f64>,
+    pub released_at: Option<DateTime<Utc>>,
+    /// Members are the email recipients with `first_id < id <= last_id` (`last_id` None: no upper end).
+    pub first_id: Option<i64>,
+    pub last_id: Option<i64>,
+    pub planned: Option<i64>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+/// Attempts made for a wave's members since a time, for its guards.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WaveAttempts {
+    pub total: u64,
+    pub permanent: u64,
+    pub temporary: u64,
+}
+
 /// The storage handle. Cheap to clone (it wraps a connection pool).
 #[derive(Debug, Clone)]
 pub enum Store {
@@ -652,8 +680,89 @@ impl Store {
         lease: Duration,
         now: DateTime<Utc>,
     ) -> Result<Claim> {
+        self.claim_within(campaign_id, instance, cursor, i64::MAX, limit, lease, now)
+            .await
+    }
+
+    /// As [`Store::claim`], taking fresh rows only up to id `upper` (the end of the released waves).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn claim_within(
+        &self,
+        campaign_id: i64,
+        instance: &str,
+        cursor: i64,
+        upper: i64,
+        limit: u32,
+        lease: Duration,
+        now: DateTime<Utc>,
+    ) -> Result<Claim> {
         let until = now + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::MAX);
-        dispatch!(self.claim(campaign_id, instance, cursor, limit, now, until))
+        dispatch!(self.claim(campaign_id, instance, cursor, upper, limit, now, until))
+    }
+
+    /// A campaign's waves, in order.
+    pub async fn waves(&self, campaign_id: i64) -> Result<Vec<Wave>> {
+        dispatch!(self.waves(campaign_id))
+    }
+
+    /// Stores a campaign's wave plan (once: existing rows are left as they are).
+    pub async fn insert_waves(&self, waves: &[Wave]) -> Result<()> {
+        dispatch!(self.insert_waves(waves))
+    }
+
+    /// Fixes a wave's members and marks it released (keeping an operator's earlier `released_at`).
+    /// Returns false when its members were already fixed.
+    pub async fn release_wave(
+        &self,
+        campaign_id: i64,
+        number: i32,
+        first_id: i64,
+        last_id: Option<i64>,
+        planned: i64,
+        now: DateTime<Utc>,
+    ) -> Result<bool> {
+        dispatch!(self.release_wave(campaign_id, number, first_id, last_id, planned, now))
+    }
+
+    pub async fn finish_wave(
+        &self,
+        campaign_id: i64,
+        number: i32,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        dispatch!(self.finish_wave(campaign_id, number, now))
+    }
+
+    /// The id of the `n`-th email recipient after `after_id` (or the last one, when fewer remain), and
+    /// how many were counted.
+    pub async fn nth_email_recipient(
+        &self,
+        campaign_id: i64,
+        after_id: i64,
+        n: i64,
+    ) -> Result<Option<(i64, i64)>> {
+        dispatch!(self.nth_email_recipient(campaign_id, after_id, n))
+    }
+
+    /// Email recipients of `(first_id, last_id]` still queued or deferred.
+    pub async fn open_in_range(
+        &self,
+        campaign_id: i64,
+        first_id: i64,
+        last_id: Option<i64>,
+    ) -> Result<u64> {
+        dispatch!(self.open_in_range(campaign_id, first_id, last_id.unwrap_or(i64::MAX)))
+    }
+
+    /// Attempts for recipients of `(first_id, last_id]` finished since `since`.
+    pub async fn wave_attempts(
+        &self,
+        campaign_id: i64,
+        first_id: i64,
+        last_id: Option<i64>,
+        since: DateTime<Utc>,
+    ) -> Result<WaveAttempts> {
+        dispatch!(self.wave_attempts(campaign_id, first_id, last_id.unwrap_or(i64::MAX), since))
     }
 
     /// Extends the leases `instance` still holds on `ids`; returns how many it still held.

@@ -431,6 +431,7 @@ impl PgStore {
         campaign_id: i64,
         instance: &str,
         cursor: i64,
+        upper: i64,
         limit: u32,
         now: DateTime<Utc>,
         until: DateTime<Utc>,
@@ -459,7 +460,7 @@ impl PgStore {
             // status updates nothing. Rows leased by others are skipped; if their owner dies, they are
             // found again when the caller restarts the scan from 0.
             fresh = sqlx::query(audited!(
-                "WITH due AS (SELECT id FROM recipients WHERE campaign_id = $1 AND id > $2 \
+                "WITH due AS (SELECT id FROM recipients WHERE campaign_id = $1 AND id > $2 AND id <= $7 \
                    AND status = 'queued' AND (lease_expires_at IS NULL OR lease_expires_at <= $3) \
                    ORDER BY id LIMIT $4 FOR UPDATE SKIP LOCKED) \
                  UPDATE recipients r SET lease_owner = $5, lease_expires_at = $6 FROM due \
@@ -472,6 +473,7 @@ impl PgStore {
             .bind(remaining)
             .bind(instance)
             .bind(until)
+            .bind(upper)
             .fetch_all(&mut *tx)
             .await?;
         }
@@ -493,6 +495,159 @@ impl PgStore {
             recipients,
             cursor: next_cursor,
             exhausted,
+        })
+    }
+
+    pub(super) async fn waves(&self, campaign_id: i64) -> Result<Vec<Wave>> {
+        let rows = sqlx::query(
+            "SELECT campaign_id, number, size_spec, release_rule, hold_minutes, max_failure_rate, \
+             max_deferral_rate, released_at, first_id, last_id, planned, finished_at FROM waves \
+             WHERE campaign_id = $1 ORDER BY number",
+        )
+        .bind(campaign_id)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| Wave {
+                campaign_id: r.get("campaign_id"),
+                number: r.get("number"),
+                size_spec: r.get("size_spec"),
+                release_rule: r.get("release_rule"),
+                hold_minutes: r.get::<i32, _>("hold_minutes").into(),
+                max_failure_rate: r.get("max_failure_rate"),
+                max_deferral_rate: r.get("max_deferral_rate"),
+                released_at: r.get("released_at"),
+                first_id: r.get("first_id"),
+                last_id: r.get("last_id"),
+                planned: r.get("planned"),
+                finished_at: r.get("finished_at"),
+            })
+            .collect())
+    }
+
+    pub(super) async fn insert_waves(&self, waves: &[Wave]) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        for w in waves {
+            sqlx::query(
+                "INSERT INTO waves (campaign_id, number, size_spec, release_rule, hold_minutes, \
+                 max_failure_rate, max_deferral_rate) VALUES ($1, $2, $3, $4, $5, $6, $7) \
+                 ON CONFLICT (campaign_id, number) DO NOTHING",
+            )
+            .bind(w.campaign_id)
+            .bind(w.number)
+            .bind(&w.size_spec)
+            .bind(&w.release_rule)
+            .bind(w.hold_minutes as i32)
+            .bind(w.max_failure_rate)
+            .bind(w.max_deferral_rate)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub(super) async fn release_wave(
+        &self,
+        campaign_id: i64,
+        number: i32,
+        first_id: i64,
+        last_id: Option<i64>,
+        planned: i64,
+        now: DateTime<Utc>,
+    ) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE waves SET released_at = coalesce(released_at, $6), first_id = $3, last_id = $4, \
+             planned = $5 WHERE campaign_id = $1 AND number = $2 AND first_id IS NULL",
+        )
+        .bind(campaign_id)
+        .bind(number)
+        .bind(first_id)
+        .bind(last_id)
+        .bind(planned)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    pub(super) async fn finish_wave(
+        &self,
+        campaign_id: i64,
+        number: i32,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        sqlx::query(
+            "UPDATE waves SET finished_at = $3 WHERE campaign_id = $1 AND number = $2 AND finished_at IS NULL",
+        )
+        .bind(campaign_id)
+        .bind(number)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub(super) async fn nth_email_recipient(
+        &self,
+        campaign_id: i64,
+        after_id: i64,
+        n: i64,
+    ) -> Result<Option<(i64, i64)>> {
+        let row: (Option<i64>, i64) = sqlx::query_as(
+            "SELECT max(id), count(*) FROM (SELECT id FROM recipients WHERE campaign_id = $1 AND id > $2 \
+             AND channel = 'email' ORDER BY id LIMIT $3) AS w",
+        )
+        .bind(campaign_id)
+        .bind(after_id)
+        .bind(n)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(row.0.map(|id| (id, row.1)))
+    }
+
+    pub(super) async fn open_in_range(
+        &self,
+        campaign_id: i64,
+        first_id: i64,
+        last_id: i64,
+    ) -> Result<u64> {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM recipients WHERE campaign_id = $1 AND id > $2 AND id <= $3 \
+             AND status IN ('queued', 'deferred')",
+        )
+        .bind(campaign_id)
+        .bind(first_id)
+        .bind(last_id)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(n as u64)
+    }
+
+    pub(super) async fn wave_attempts(
+        &self,
+        campaign_id: i64,
+        first_id: i64,
+        last_id: i64,
+        since: DateTime<Utc>,
+    ) -> Result<WaveAttempts> {
+        let (total, permanent, temporary): (i64, i64, i64) = sqlx::query_as(
+            "SELECT count(*), coalesce(sum(CASE WHEN outcome = 'permanent' THEN 1 ELSE 0 END), 0), \
+             coalesce(sum(CASE WHEN outcome IN ('transient', 'ambiguous') THEN 1 ELSE 0 END), 0) \
+             FROM delivery_attempts WHERE recipient_id > $2 AND recipient_id <= $3 \
+             AND campaign_id = $1 AND finished_at >= $4",
+        )
+        .bind(campaign_id)
+        .bind(first_id)
+        .bind(last_id)
+        .bind(since)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(WaveAttempts {
+            total: total as u64,
+            permanent: permanent as u64,
+            temporary: temporary as u64,
         })
     }
 
