@@ -229,7 +229,7 @@ impl CampaignSpec {
             waves: file.waves,
             source,
         };
-        spec.check().map_err(|m| err(m))?;
+        spec.check().map_err(&err)?;
         crate::template::Templates::new(&spec)
             .and_then(|t| t.check_sample())
             .map_err(|e| err(e.to_string()))?;

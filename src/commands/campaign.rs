@@ -86,6 +86,11 @@ pub async fn run(store: &Store, cmd: CampaignCommand) -> anyhow::Result<ExitCode
         CampaignCommand::Resume(a) => {
             transition(store, a, CampaignState::Running, CampaignState::Paused).await?
         }
+        CampaignCommand::ReleaseWave(a) => {
+            let wave =
+                crate::waves::release_next(store, a.id, &cli_actor(), a.reason.as_deref()).await?;
+            println!("campaign {}: wave {} released", a.id, wave);
+        }
         CampaignCommand::Cancel(a) => {
             let c = store
                 .set_campaign_state(
@@ -173,4 +178,78 @@ pub async fn preview(
     use std::io::Write;
     std::io::stdout().write_all(&outgoing.bytes)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// `breach-notifier test-send`: rendered samples to seed addresses, through the configured transport,
+/// without touching any recipient.
+pub async fn test_send(
+    store: &Store,
+    settings: &crate::config::Settings,
+    campaign_id: i64,
+    seeds: &[String],
+    customer: Option<&str>,
+) -> anyhow::Result<ExitCode> {
+    let campaign = store.require_campaign(campaign_id).await?;
+    let (spec, templates) = preflight::templates_of(&campaign)?;
+    for seed in seeds {
+        if crate::intake::normalize_email(seed).is_none() {
+            bail!("--to {seed:?} is not a valid email address");
+        }
+    }
+    // One real recipient per locale (or the one asked for); a made-up one when the campaign has none.
+    let samples = match customer {
+        Some(c) => vec![
+            store
+                .recipient_by_customer(campaign_id, c)
+                .await?
+                .ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "campaign {campaign_id} has no recipient with customer_id {c:?}"
+                    )
+                })?,
+        ],
+        None => {
+            let mut by_locale = std::collections::BTreeMap::new();
+            for r in store.sample_recipients(campaign_id, 500).await? {
+                by_locale
+                    .entry(templates.locale_for(r.locale.as_deref()))
+                    .or_insert(r);
+            }
+            by_locale.into_values().collect()
+        }
+    };
+    let mut rendered = Vec::new();
+    for r in &samples {
+        rendered.push((r.id, templates.render(r)?));
+    }
+    if rendered.is_empty() {
+        let attributes = serde_json::Map::new();
+        let sample = crate::template::sample_recipient(&attributes);
+        for locale in templates.locales() {
+            rendered.push((0, templates.render_in(locale, &sample)?));
+        }
+    }
+    let transport = crate::transport::Transport::from_settings(&settings.transport)?;
+    let mut failures = 0;
+    for seed in seeds {
+        for (recipient_id, r) in &rendered {
+            let out = message::build_sample(&spec, campaign_id, *recipient_id, seed, r, None)?;
+            let name = format!("test-{campaign_id}-{recipient_id}-{}", r.locale);
+            let d = transport.send(&out, &name).await;
+            let ok = d.outcome == crate::store::AttemptOutcome::Sent;
+            failures += usize::from(!ok);
+            println!(
+                "{} sample ({}, recipient row {recipient_id}) to {seed}: {} {}",
+                if ok { "sent" } else { "FAILED" },
+                r.locale,
+                d.code.map(|c| c.to_string()).unwrap_or_default(),
+                d.reply
+            );
+        }
+    }
+    Ok(if failures == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
