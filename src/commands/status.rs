@@ -1,26 +1,98 @@
-//! `breach-notifier status`: each campaign's progress from the `campaign_progress` view, which reads
-//! O(1) counters (never a count over the queue), as a table or as JSON.
+//! `breach-notifier status`: each campaign's progress from the `campaign_progress` view (O(1)
+//! counters, never a count over the queue), its send rate over the last minute and hour, the ETA at the
+//! current rate, and its waves; as a table, as JSON, or refreshed with `--watch`.
 
 use std::process::ExitCode;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
 
 use crate::cli::StatusArgs;
-use crate::store::{CampaignProgress, Store, StoreError};
+use crate::store::{CampaignProgress, Store, StoreError, WaveProgress};
 
-pub async fn show(store: &Store, args: &StatusArgs) -> anyhow::Result<ExitCode> {
-    let rows = store.progress(args.campaign).await?;
-    if let (Some(id), true) = (args.campaign, rows.is_empty()) {
-        return Err(StoreError::UnknownCampaign(id).into());
-    }
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&rows)?);
-    } else {
-        print!("{}", render_table(&rows));
-    }
-    Ok(ExitCode::SUCCESS)
+/// A campaign's status line, as printed and as serialised by `--json`.
+#[derive(Debug, Clone, Serialize)]
+pub struct CampaignStatus {
+    #[serde(flatten)]
+    pub progress: CampaignProgress,
+    /// Notices sent in the last minute and in the last hour.
+    pub sent_last_minute: u64,
+    pub sent_last_hour: u64,
+    /// Seconds until every open recipient is attempted at the current rate (the last minute's, or the
+    /// last hour's when the last minute was quiet); none when nothing is moving.
+    pub eta_seconds: Option<u64>,
+    pub waves: Vec<WaveProgress>,
 }
 
-/// The human table: one line per campaign, counts right-aligned.
-pub fn render_table(rows: &[CampaignProgress]) -> String {
+pub async fn show(store: &Store, args: &StatusArgs) -> anyhow::Result<ExitCode> {
+    loop {
+        let rows = collect(store, args.campaign, Utc::now()).await?;
+        if args.watch && !args.json {
+            // Clear the screen and home the cursor: a live view, not a scroll of tables.
+            print!(
+                "\x1b[2J\x1b[H{}\n",
+                Utc::now().format("%Y-%m-%d %H:%M:%S UTC")
+            );
+        }
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&rows)?);
+        } else {
+            print!("{}", render(&rows));
+        }
+        if !args.watch {
+            return Ok(ExitCode::SUCCESS);
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+            _ = tokio::signal::ctrl_c() => return Ok(ExitCode::SUCCESS),
+        }
+    }
+}
+
+/// Reads the status of one campaign or all of them.
+pub async fn collect(
+    store: &Store,
+    campaign: Option<i64>,
+    now: DateTime<Utc>,
+) -> anyhow::Result<Vec<CampaignStatus>> {
+    let progress = store.progress(campaign).await?;
+    if let (Some(id), true) = (campaign, progress.is_empty()) {
+        return Err(StoreError::UnknownCampaign(id).into());
+    }
+    let mut out = Vec::with_capacity(progress.len());
+    for p in progress {
+        let (minute, hour) = store.send_rates(p.campaign_id, now).await?;
+        let per_second = if minute > 0 {
+            minute as f64 / 60.0
+        } else {
+            hour as f64 / 3600.0
+        };
+        let eta_seconds = (per_second > 0.0 && p.open() > 0)
+            .then(|| (p.open() as f64 / per_second).ceil() as u64);
+        let waves = store.wave_progress(p.campaign_id).await?;
+        out.push(CampaignStatus {
+            progress: p,
+            sent_last_minute: minute,
+            sent_last_hour: hour,
+            eta_seconds,
+            waves,
+        });
+    }
+    Ok(out)
+}
+
+fn eta(seconds: Option<u64>) -> String {
+    match seconds {
+        None => "-".into(),
+        Some(s) if s < 120 => format!("{s}s"),
+        Some(s) if s < 7200 => format!("{}m", s / 60),
+        Some(s) => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
+    }
+}
+
+/// The human view: one line per campaign, then its waves indented.
+pub fn render(rows: &[CampaignStatus]) -> String {
     if rows.is_empty() {
         return "no campaigns yet (create one with `breach-notifier campaign create FILE`)\n"
             .into();
@@ -36,10 +108,14 @@ pub fn render_table(rows: &[CampaignProgress]) -> String {
         "FAILED",
         "CANCELLED",
         "POSTAL",
+        "SENT/MIN",
+        "SENT/H",
+        "ETA",
         "LAST CHANGE (UTC)",
     ];
     let mut lines: Vec<Vec<String>> = vec![header.iter().map(|s| s.to_string()).collect()];
-    for r in rows {
+    for s in rows {
+        let r = &s.progress;
         lines.push(vec![
             r.campaign_id.to_string(),
             r.name.clone(),
@@ -51,10 +127,59 @@ pub fn render_table(rows: &[CampaignProgress]) -> String {
             r.failed.to_string(),
             r.cancelled.to_string(),
             r.postal.to_string(),
+            s.sent_last_minute.to_string(),
+            s.sent_last_hour.to_string(),
+            eta(s.eta_seconds),
             r.last_change_at.format("%Y-%m-%d %H:%M:%S").to_string(),
         ]);
     }
-    let widths: Vec<usize> = (0..header.len())
+    let mut out = table(&lines, &[1, 2, 13]);
+    for s in rows.iter().filter(|s| !s.waves.is_empty()) {
+        out.push_str(&format!("\ncampaign {} waves:\n", s.progress.campaign_id));
+        let mut w: Vec<Vec<String>> = vec![
+            [
+                "WAVE",
+                "SIZE",
+                "RELEASE",
+                "STATE",
+                "MEMBERS",
+                "QUEUED",
+                "DEFERRED",
+                "SENT",
+                "FAILED",
+                "CANCELLED",
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+        ];
+        for v in &s.waves {
+            w.push(vec![
+                v.number.to_string(),
+                v.size_spec.clone(),
+                v.release_rule.clone(),
+                v.state.clone(),
+                v.total.to_string(),
+                v.queued.to_string(),
+                v.deferred.to_string(),
+                v.sent.to_string(),
+                v.failed.to_string(),
+                v.cancelled.to_string(),
+            ]);
+        }
+        for line in table(&w, &[1, 2, 3]).lines() {
+            out.push_str("  ");
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+/// Aligns cells in columns: numbers to the right, the columns in `left` to the left.
+fn table(lines: &[Vec<String>], left: &[usize]) -> String {
+    let columns = lines[0].len();
+    let widths: Vec<usize> = (0..columns)
         .map(|c| {
             lines
                 .iter()
@@ -64,13 +189,12 @@ pub fn render_table(rows: &[CampaignProgress]) -> String {
         })
         .collect();
     let mut out = String::new();
-    for line in &lines {
+    for line in lines {
         let cells: Vec<String> = line
             .iter()
             .enumerate()
             .map(|(c, cell)| {
-                // Name, state and time read left to right; numbers line up on the right.
-                if matches!(c, 1 | 2 | 10) {
+                if left.contains(&c) {
                     format!("{cell:<w$}", w = widths[c])
                 } else {
                     format!("{cell:>w$}", w = widths[c])
@@ -81,4 +205,20 @@ pub fn render_table(rows: &[CampaignProgress]) -> String {
         out.push('\n');
     }
     out
+}
+
+/// The campaign table alone, for callers that have bare progress rows (the demo).
+pub fn render_table(rows: &[CampaignProgress]) -> String {
+    let rows: Vec<CampaignStatus> = rows
+        .iter()
+        .cloned()
+        .map(|progress| CampaignStatus {
+            progress,
+            sent_last_minute: 0,
+            sent_last_hour: 0,
+            eta_seconds: None,
+            waves: vec![],
+        })
+        .collect();
+    render(&rows)
 }

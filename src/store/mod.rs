@@ -444,6 +444,25 @@ pub struct Wave {
     pub finished_at: Option<DateTime<Utc>>,
 }
 
+/// One row of the `wave_progress` view.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct WaveProgress {
+    pub number: i32,
+    pub size_spec: String,
+    pub release_rule: String,
+    /// `waiting`, `sending` or `finished`.
+    pub state: String,
+    pub planned: Option<i64>,
+    pub total: i64,
+    pub queued: i64,
+    pub deferred: i64,
+    pub sent: i64,
+    pub failed: i64,
+    pub cancelled: i64,
+    pub released_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
 /// Attempts made for a wave's members since a time, for its guards.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct WaveAttempts {
@@ -799,6 +818,22 @@ impl Store {
     /// Notices of a campaign accepted (outcome `sent`) since `since`: what a daily cap counts.
     pub async fn sent_since(&self, campaign_id: i64, since: DateTime<Utc>) -> Result<u64> {
         dispatch!(self.sent_since(campaign_id, since))
+    }
+
+    /// Notices sent in the last minute and the last hour before `now` (for rates and ETAs).
+    pub async fn send_rates(&self, campaign_id: i64, now: DateTime<Utc>) -> Result<(u64, u64)> {
+        let minute = self
+            .sent_since(campaign_id, now - chrono::Duration::minutes(1))
+            .await?;
+        let hour = self
+            .sent_since(campaign_id, now - chrono::Duration::hours(1))
+            .await?;
+        Ok((minute, hour))
+    }
+
+    /// The `wave_progress` view for one campaign, in wave order.
+    pub async fn wave_progress(&self, campaign_id: i64) -> Result<Vec<WaveProgress>> {
+        dispatch!(self.wave_progress(campaign_id))
     }
 
     /// Ends the open recipients of a cancelled campaign that nobody holds a live lease on (rows that

@@ -651,6 +651,34 @@ impl PgStore {
         })
     }
 
+    pub(super) async fn wave_progress(&self, campaign_id: i64) -> Result<Vec<WaveProgress>> {
+        let rows = sqlx::query(
+            "SELECT number, size_spec, release_rule, state, planned, total, queued, deferred, sent, failed, \
+             cancelled, released_at, finished_at FROM wave_progress WHERE campaign_id = $1 ORDER BY number",
+        )
+        .bind(campaign_id)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| WaveProgress {
+                number: r.get("number"),
+                size_spec: r.get("size_spec"),
+                release_rule: r.get("release_rule"),
+                state: r.get("state"),
+                planned: r.get("planned"),
+                total: r.get("total"),
+                queued: r.get("queued"),
+                deferred: r.get("deferred"),
+                sent: r.get("sent"),
+                failed: r.get("failed"),
+                cancelled: r.get("cancelled"),
+                released_at: r.get("released_at"),
+                finished_at: r.get("finished_at"),
+            })
+            .collect())
+    }
+
     pub(super) async fn renew_leases(
         &self,
         instance: &str,
