@@ -5,17 +5,13 @@
 mod common;
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use breach_notifier::campaign::{CampaignSpec, LocaleTemplates, RateSpec, SenderSpec};
-use breach_notifier::config::{Settings, SmtpTls, TransportKind};
-use breach_notifier::dispatch::{Dispatcher, RunMode};
+use breach_notifier::dispatch::RunMode;
 use breach_notifier::store::*;
-use breach_notifier::transport::Transport;
 use common::TestStore;
+use common::running::*;
 use common::smtp::{Behaviour, Script, SmtpServer};
-use tokio::sync::watch;
 
 macro_rules! both {
     ($($case:ident),+ $(,)?) => {
@@ -42,142 +38,6 @@ both!(
     the_global_rate_is_kept,
     a_slow_domain_does_not_hold_up_the_others,
 );
-
-fn spec(rate: Option<f64>, text: &str) -> CampaignSpec {
-    let mut locales = std::collections::BTreeMap::new();
-    locales.insert(
-        "en-US".to_string(),
-        LocaleTemplates {
-            subject: "Notice of Data Breach".into(),
-            text: text.into(),
-            html: format!("<p>{text}</p>"),
-        },
-    );
-    CampaignSpec {
-        name: "test campaign".into(),
-        discovered_at: None,
-        email_without_consent: false,
-        supplements: None,
-        default_locale: "en-US".into(),
-        sender: SenderSpec {
-            from: "Notices <notices@example.com>".into(),
-            reply_to: None,
-            return_path: None,
-        },
-        locales,
-        rate: RateSpec {
-            per_second: rate,
-            burst: None,
-            daily_cap: None,
-        },
-        waves: Vec::new(),
-        source: String::new(),
-    }
-}
-
-fn person(i: usize, domain: &str) -> NewRecipient {
-    NewRecipient {
-        customer_id: format!("C{i:06}"),
-        email: Some(format!("user{i}@{domain}")),
-        first_name: Some(format!("Person{i}")),
-        electronic_consent: true,
-        ..Default::default()
-    }
-}
-
-async fn create(t: &TestStore, spec: &CampaignSpec, rows: &[NewRecipient], start: bool) -> i64 {
-    let id = t
-        .store
-        .create_campaign(
-            &NewCampaign {
-                name: spec.name.clone(),
-                definition: spec.to_stored(),
-                content_hash: spec.content_hash(),
-                email_without_consent: false,
-                discovered_at: None,
-                supplements: None,
-            },
-            "test",
-        )
-        .await
-        .unwrap();
-    t.store.insert_recipients(id, rows).await.unwrap();
-    if start {
-        t.store
-            .set_campaign_state(id, CampaignState::Running, "test", None)
-            .await
-            .unwrap();
-    }
-    id
-}
-
-fn settings(t: &TestStore, smtp: &SmtpServer) -> Settings {
-    let mut s = Settings::default();
-    s.database.url = t.url.clone();
-    s.transport.kind = TransportKind::Smtp;
-    s.transport.smtp.host = "127.0.0.1".into();
-    s.transport.smtp.port = smtp.port();
-    s.transport.smtp.tls = SmtpTls::None;
-    s.transport.smtp.timeout_secs = 5;
-    s.transport.smtp.pool_size = 4;
-    s.dispatch.poll_interval_ms = 100;
-    s.dispatch.heartbeat_secs = 1;
-    s.dispatch.lease_secs = 30;
-    s.dispatch.retry_base_secs = 1;
-    s.dispatch.retry_cap_secs = 1;
-    s.dispatch.rescan_secs = 1;
-    s.dispatch.drain_secs = 5;
-    s.dispatch.concurrency = 4;
-    s
-}
-
-/// A dispatcher running in the background, with its stop switch.
-struct Running {
-    stop: watch::Sender<bool>,
-    handle: tokio::task::JoinHandle<anyhow::Result<()>>,
-    stats: Arc<breach_notifier::dispatch::Stats>,
-}
-
-fn start(t: &TestStore, settings: &Settings, mode: RunMode) -> Running {
-    let transport = Transport::from_settings(&settings.transport).unwrap();
-    let dispatcher = Dispatcher::new(t.store.clone(), transport, settings).unwrap();
-    let stats = dispatcher.stats.clone();
-    let (stop, rx) = watch::channel(false);
-    let handle = tokio::spawn(async move { dispatcher.run(mode, rx).await });
-    Running {
-        stop,
-        handle,
-        stats,
-    }
-}
-
-async fn run_until_idle(t: &TestStore, settings: &Settings, limit: Duration) {
-    let r = start(t, settings, RunMode::UntilIdle);
-    tokio::time::timeout(limit, r.handle)
-        .await
-        .expect("dispatcher finished in time")
-        .unwrap()
-        .unwrap();
-}
-
-async fn progress(t: &TestStore, id: i64) -> CampaignProgress {
-    t.store.progress(Some(id)).await.unwrap().remove(0)
-}
-
-async fn wait_until<F, Fut>(limit: Duration, mut f: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if f().await {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    false
-}
 
 async fn every_recipient_is_sent_once_and_the_campaign_completes(t: TestStore) {
     let smtp = SmtpServer::start(Script::new()).await;
@@ -383,20 +243,13 @@ async fn pause_stops_sending_within_two_seconds_and_resume_finishes(t: TestStore
     let r = start(&t, &settings(&t, &smtp), RunMode::Forever);
     assert!(smtp.wait_for(5, Duration::from_secs(20)).await);
     // Paused by an operator's SQL, as documented.
-    let sql = format!(
-        "UPDATE campaigns SET state = 'paused', change_reason = 'legal review' WHERE id = {id}"
-    );
-    match &t.store {
-        Store::Postgres(s) => sqlx::query(sqlx::AssertSqlSafe(sql))
-            .execute(s.pool())
-            .await
-            .map(|_| ()),
-        Store::Sqlite(s) => sqlx::query(sqlx::AssertSqlSafe(sql))
-            .execute(s.pool())
-            .await
-            .map(|_| ()),
-    }
-    .unwrap();
+    sql(
+        &t,
+        &format!(
+            "UPDATE campaigns SET state = 'paused', change_reason = 'legal review' WHERE id = {id}"
+        ),
+    )
+    .await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let at_pause = smtp.received_count();
     tokio::time::sleep(Duration::from_secs(2)).await;
