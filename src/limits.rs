@@ -150,6 +150,9 @@ impl Limits {
         let mut map = self.cooldowns.lock().expect("limits lock");
         let now = Instant::now();
         let strikes = match map.get(domain) {
+            // Already cooling down: the other messages of the same burst say nothing new.
+            Some((until, _)) if *until > now => return,
+            // Throttled again soon after a cool-down ended: back off harder.
             Some((until, strikes)) if *until + Duration::from_secs(600) > now => strikes + 1,
             _ => 0,
         };
@@ -205,6 +208,23 @@ mod tests {
             allowed += 1;
         }
         assert_eq!(allowed, 25, "a quarter of the burst each");
+    }
+
+    #[test]
+    fn a_burst_of_throttling_replies_is_one_strike() {
+        let limits = Limits::new(LimitSettings::default());
+        for _ in 0..50 {
+            limits.throttled("example.net");
+        }
+        let until = limits.cooldown_until("example.net").expect("cooling down");
+        assert!(
+            until <= Instant::now() + Duration::from_secs(15),
+            "one strike: 15 s, not escalated by the burst"
+        );
+        assert!(
+            limits.cooldown_until("example.com").is_none(),
+            "other domains are not affected"
+        );
     }
 
     #[test]
