@@ -1,0 +1,194 @@
+#!/usr/bin/env bash
+# breach-notifier benchmark harness: one command, one table, every figure beside its reference measured
+# in the same run (machines are noisy: compare ratios, not absolute numbers).
+#
+#   bench/run.sh            full run (1,000,000-row import, 200,000-message dispatch, 60 s rate test)
+#   bench/run.sh --quick    a smaller run that finishes in under 3 minutes once the release build exists
+#
+# Needs: a release build (built here if missing), PostgreSQL (DATABASE_URL, else a throwaway cluster with
+# initdb/pg_ctl), Postfix's smtp-sink and smtp-source (installed with apt-get if missing), python3, psql,
+# /usr/bin/time. Everything runs on loopback. Results: the table on stdout and bench/results/latest.md.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+
+mode=full
+[ "${1:-}" = "--quick" ] && mode=quick
+if [ "$mode" = quick ]; then
+  n_import=200000; n_dispatch=30000; mem_sizes="100000"; rate_secs=15
+else
+  n_import=1000000; n_dispatch=200000; mem_sizes="100000 1000000"; rate_secs=60
+fi
+concurrency=20
+
+die() { echo "bench: $*" >&2; exit 1; }
+say() { echo "-- $*" >&2; }
+
+for tool in python3 psql bc; do command -v "$tool" >/dev/null || die "$tool not found (apt-get install python3 postgresql-client bc)"; done
+[ -x /usr/bin/time ] || die "/usr/bin/time not found (apt-get install time)"
+if ! command -v smtp-sink >/dev/null || ! command -v smtp-source >/dev/null; then
+  say "installing postfix for smtp-sink/smtp-source"
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postfix) >/dev/null \
+    || die "smtp-sink/smtp-source missing and apt-get install postfix failed"
+  postfix stop >/dev/null 2>&1 || true
+fi
+
+say "release build"
+cargo build --release --locked -q
+bin="$root/target/release/breach-notifier"
+
+work=$(mktemp -d "${TMPDIR:-/tmp}/bn-bench.XXXXXX")
+pids=()
+# shellcheck source=scripts/lib/postgres.sh
+. scripts/lib/postgres.sh
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  pg_throwaway_stop
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+if [ -n "${DATABASE_URL:-}" ]; then
+  base_url=$DATABASE_URL
+else
+  # Default durability (fsync on): the reference \copy and our import pay the same.
+  pg_throwaway_start
+  base_url=$PG_THROWAWAY_URL
+fi
+db="bn_bench_$$"
+psql "$base_url" -qAt -c "CREATE DATABASE $db" >/dev/null
+url="${base_url%/*}/$db"
+trap 'cleanup; psql "$base_url" -qAt -c "DROP DATABASE IF EXISTS $db" >/dev/null 2>&1 || true' EXIT
+
+export BREACH_NOTIFIER__DATABASE__URL="$url"
+export BREACH_NOTIFIER__LOG__LEVEL=warn
+bn() { "$bin" "$@"; }
+sql() { psql "$url" -X -qAt -c "$1"; }
+free_port() {
+  local p
+  for _ in $(seq 1 50); do
+    p=$(( 20000 + RANDOM % 40000 ))
+    if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then echo "$p"; return; fi
+  done
+  die "no free port"
+}
+# Median of psql's "Time: N ms" over 5 runs of a query.
+query_ms() {
+  local out
+  out=$(for _ in 1 2 3 4 5; do psql "$url" -X -q -c '\timing on' -c "$1" | sed -n 's/^Time: \([0-9.]*\) ms.*/\1/p'; done | sort -n)
+  echo "$out" | sed -n 3p
+}
+campaign() {  # campaign FILE.toml -> id
+  bn campaign create "$1" 2>/dev/null
+}
+rows=()
+row() { rows+=("| $1 | $2 | $3 | $4 | $5 |"); printf '%-44s %-22s %-30s %-8s %s\n' "$1" "$2" "$3" "$4" "$5" >&2; }
+
+bn migrate >/dev/null
+
+# 1. Import vs psql \copy ------------------------------------------------------------------------
+say "import: $n_import rows"
+python3 examples/generate_recipients.py "$n_import" 11 > "$work/import.csv"
+c_import=$(campaign bench/campaign.toml)
+/usr/bin/time -f "%e %M" -o "$work/import.time" "$bin" import --campaign "$c_import" "$work/import.csv" > "$work/import.out" 2>/dev/null
+read -r import_s import_kb < "$work/import.time"
+grep -q "(reconciled)" "$work/import.out" || die "the import did not reconcile: $(cat "$work/import.out")"
+sql "CREATE TABLE bench_copy (LIKE recipients INCLUDING DEFAULTS INCLUDING INDEXES) WITH (fillfactor = 70);
+     ALTER TABLE bench_copy ALTER COLUMN campaign_id SET DEFAULT 0, ADD COLUMN enrollment_code TEXT, ADD COLUMN data_exposed TEXT;" >/dev/null
+start=$(date +%s.%N)
+psql "$url" -X -q -c "\\copy bench_copy(customer_id, email, first_name, last_name, locale, jurisdiction, electronic_consent, address1, city, region, postal_code, country, enrollment_code, data_exposed) from '$work/import.csv' csv header"
+copy_s=$(echo "$(date +%s.%N) - $start" | bc -l)
+import_rate=$(echo "$n_import / $import_s" | bc -l)
+copy_rate=$(echo "$n_import / $copy_s" | bc -l)
+row "import $n_import rows (PostgreSQL)" "$(printf '%.0f rows/s' "$import_rate")" "$(printf 'psql \\copy %.0f rows/s' "$copy_rate")" \
+  "$(printf '%.2f' "$(echo "$import_rate / $copy_rate" | bc -l)")" "≥ 0.70"
+row "import peak memory" "$(printf '%.0f MB' "$(echo "$import_kb / 1024" | bc -l)")" "-" "-" "< 100 MB"
+
+# 2. campaign_progress vs count(*) at the import's size --------------------------------------------
+progress_ms=$(query_ms "SELECT * FROM campaign_progress WHERE campaign_id = $c_import")
+count_ms=$(query_ms "SELECT status, count(*) FROM recipients WHERE campaign_id = $c_import GROUP BY status")
+row "campaign_progress at $n_import recipients" "$progress_ms ms" "count(*) group by status $count_ms ms" \
+  "$(printf '%.0fx' "$(echo "$count_ms / $progress_ms" | bc -l)")" "< 10 ms"
+
+# 3. Dispatch vs smtp-source ---------------------------------------------------------------------------
+sink_port=$(free_port)
+smtp-sink -u nobody 127.0.0.1:"$sink_port" 1000 & pids+=($!)
+sleep 0.5
+export BREACH_NOTIFIER__TRANSPORT__KIND=smtp BREACH_NOTIFIER__TRANSPORT__SMTP__HOST=127.0.0.1 \
+  BREACH_NOTIFIER__TRANSPORT__SMTP__PORT="$sink_port" BREACH_NOTIFIER__TRANSPORT__SMTP__TLS=none \
+  BREACH_NOTIFIER__TRANSPORT__SMTP__POOL_SIZE=$concurrency BREACH_NOTIFIER__DISPATCH__CONCURRENCY=$concurrency \
+  BREACH_NOTIFIER__DISPATCH__POLL_INTERVAL_MS=100
+
+# Runs the daemon until campaign $1 completes (or $2 seconds pass); prints "seconds peak_kb".
+run_daemon() {
+  local id=$1 limit=$2 t0 pid state
+  /usr/bin/time -f "%M" -o "$work/daemon.mem" "$bin" run 2>"$work/daemon.log" & pid=$!
+  t0=$(date +%s.%N)
+  while :; do
+    state=$(sql "SELECT state FROM campaigns WHERE id = $id")
+    [ "$state" = completed ] && break
+    [ "$(echo "$(date +%s.%N) - $t0 > $limit" | bc -l)" = 1 ] && break
+    kill -0 "$pid" 2>/dev/null || { cat "$work/daemon.log" >&2; die "the daemon died"; }
+    sleep 0.2
+  done
+  local secs; secs=$(echo "$(date +%s.%N) - $t0" | bc -l)
+  kill -TERM "$pid"; wait "$pid" || true
+  echo "$secs $(cat "$work/daemon.mem")"
+}
+
+say "dispatch: $n_dispatch messages to smtp-sink"
+ALL_EMAIL=1 python3 examples/generate_recipients.py "$n_dispatch" 12 > "$work/dispatch.csv"
+c_dispatch=$(campaign bench/campaign.toml)
+bn import --campaign "$c_dispatch" "$work/dispatch.csv" >/dev/null 2>&1
+msg_size=$(bn preview --campaign "$c_dispatch" --customer C00000001 | wc -c)
+bn campaign start "$c_dispatch" >/dev/null 2>&1
+read -r dispatch_s dispatch_kb <<<"$(run_daemon "$c_dispatch" 1800)"
+sent=$(sql "SELECT sent FROM campaign_progress WHERE campaign_id = $c_dispatch")
+[ "$sent" = "$n_dispatch" ] || die "dispatch sent $sent of $n_dispatch"
+start=$(date +%s.%N)
+smtp-source -d -s $concurrency -m "$n_dispatch" -l "$msg_size" -f a@example.com -t b@example.com 127.0.0.1:"$sink_port"
+source_s=$(echo "$(date +%s.%N) - $start" | bc -l)
+ours=$(echo "$n_dispatch / $dispatch_s" | bc -l)
+ref=$(echo "$n_dispatch / $source_s" | bc -l)
+row "dispatch $n_dispatch messages (${msg_size} B, $concurrency conns)" "$(printf '%.0f msg/s' "$ours")" \
+  "$(printf 'smtp-source -d %.0f msg/s' "$ref")" "$(printf '%.2f' "$(echo "$ours / $ref" | bc -l)")" "≥ 0.50"
+row "daemon peak memory, dispatch run" "$(printf '%.0f MB' "$(echo "$dispatch_kb / 1024" | bc -l)")" "-" "-" "< 100 MB"
+
+# 4. Daemon memory by queue size: 30 s of sending with N recipients queued -----------------------------
+for n in $mem_sizes; do
+  say "memory: $n queued"
+  ALL_EMAIL=1 python3 examples/generate_recipients.py "$n" 13 > "$work/mem.csv"
+  c_mem=$(campaign bench/campaign.toml)
+  bn import --campaign "$c_mem" "$work/mem.csv" >/dev/null 2>&1
+  bn campaign start "$c_mem" >/dev/null 2>&1
+  read -r _ mem_kb <<<"$(run_daemon "$c_mem" 30)"
+  bn campaign cancel "$c_mem" >/dev/null 2>&1 || true
+  row "daemon peak memory, $n queued" "$(printf '%.0f MB' "$(echo "$mem_kb / 1024" | bc -l)")" "-" "-" "flat, < 100 MB"
+done
+
+# 5. Rate accuracy at 200 messages/second ---------------------------------------------------------------
+say "rate accuracy: 200/s for $rate_secs s"
+n_rate=$(( 200 * (rate_secs + 10) ))
+ALL_EMAIL=1 python3 examples/generate_recipients.py "$n_rate" 14 > "$work/rate.csv"
+c_rate=$(campaign bench/campaign.toml)
+bn import --campaign "$c_rate" "$work/rate.csv" >/dev/null 2>&1
+bn campaign start "$c_rate" >/dev/null 2>&1
+BREACH_NOTIFIER__LIMITS__GLOBAL_PER_SECOND=200 BREACH_NOTIFIER__LIMITS__GLOBAL_BURST=20 run_daemon "$c_rate" $(( rate_secs + 5 )) >/dev/null
+read -r measured max_window <<<"$(sql "
+  WITH a AS (SELECT finished_at AS t FROM delivery_attempts WHERE campaign_id = $c_rate),
+       w AS (SELECT min(t) + interval '2 seconds' AS t0 FROM a)
+  SELECT round((SELECT count(*) FROM a, w WHERE a.t >= w.t0 AND a.t < w.t0 + interval '$rate_secs seconds')::numeric / $rate_secs, 1),
+         (SELECT max(c) FROM (SELECT count(*) AS c FROM a x JOIN a y ON y.t >= x.t AND y.t < x.t + interval '1 second' GROUP BY x.t) s)" | tr '|' ' ')"
+row "rate at 200/s over $rate_secs s" "$measured msg/s" "configured 200/s" \
+  "$(printf '%.3f' "$(echo "$measured / 200" | bc -l)")" "within 2 %"
+row "busiest 1-second window" "$max_window msg" "rate + burst = 220" "-" "≤ 220"
+
+mkdir -p bench/results
+{
+  echo "Measured $(date -u +%Y-%m-%dT%H:%MZ) on $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB, PostgreSQL $(psql "$url" -X -qAt -c 'show server_version'), mode $mode: \`bench/run.sh${1:+ $1}\`"
+  echo
+  echo "| measure | breach-notifier | reference (same run) | ratio | target |"
+  echo "|---|---|---|---|---|"
+  printf '%s\n' "${rows[@]}"
+} > bench/results/latest.md
+cat bench/results/latest.md
