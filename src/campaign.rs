@@ -179,6 +179,11 @@ impl CampaignSpec {
         };
         let source =
             std::fs::read_to_string(path).map_err(|e| err(format!("cannot read it ({e})")))?;
+        // A problem with a key's value names the line of the key.
+        let at = |key: &[&str], message: String| match line_of(&source, key) {
+            Some(line) => err(format!("line {line}: {message}")),
+            None => err(message),
+        };
         let file: CampaignFile =
             toml::from_str(&source).map_err(|e| err(crate::config::toml_error(&source, &e)))?;
         let discovered_at = match file.discovered_at {
@@ -192,28 +197,34 @@ impl CampaignSpec {
                 _ => None,
             }
             .ok_or_else(|| {
-                err(format!(
-                    "discovered_at = {d}: expected a plain date such as 2023-11-02"
-                ))
+                at(
+                    &["discovered_at"],
+                    format!("discovered_at = {d}: expected a plain date such as 2023-11-02"),
+                )
             })
             .map(Some)?,
         };
         let base = path.parent().unwrap_or(Path::new("."));
         let mut locales = BTreeMap::new();
         for (locale, l) in &file.locales {
-            let read = |p: &Path| {
+            let read = |part: &str, p: &Path| {
                 let full = base.join(p);
-                std::fs::read_to_string(&full).map_err(|e| CampaignFileError {
-                    file: full.clone(),
-                    message: format!("template for locale {locale} cannot be read ({e})"),
+                std::fs::read_to_string(&full).map_err(|e| {
+                    at(
+                        &["locales", locale, part],
+                        format!(
+                            "locales.{locale}.{part}: the template {} cannot be read ({e})",
+                            full.display()
+                        ),
+                    )
                 })
             };
             locales.insert(
                 locale.clone(),
                 LocaleTemplates {
                     subject: l.subject.clone(),
-                    text: read(&l.text)?,
-                    html: read(&l.html)?,
+                    text: read("text", &l.text)?,
+                    html: read("html", &l.html)?,
                 },
             );
         }
@@ -227,77 +238,145 @@ impl CampaignSpec {
             locales,
             rate: file.rate,
             waves: file.waves,
-            source,
+            source: source.clone(),
         };
-        spec.check().map_err(&err)?;
+        spec.check_at().map_err(|(key, message)| {
+            at(&key.iter().map(String::as_str).collect::<Vec<_>>(), message)
+        })?;
         crate::template::Templates::new(&spec)
             .and_then(|t| t.check_sample())
-            .map_err(|e| err(e.to_string()))?;
+            .map_err(|e| {
+                // A text or HTML template's problem names its own file (the line is in the message);
+                // a subject's names the line of the campaign file where it is written.
+                let (locale, part) = e.template.rsplit_once('/').unwrap_or((&e.template, ""));
+                match (file.locales.get(locale), part) {
+                    (Some(l), "text") => CampaignFileError {
+                        file: base.join(&l.text),
+                        message: e.to_string(),
+                    },
+                    (Some(l), "html") => CampaignFileError {
+                        file: base.join(&l.html),
+                        message: e.to_string(),
+                    },
+                    _ => at(&["locales", locale, part], e.to_string()),
+                }
+            })?;
         Ok(spec)
     }
 
     /// Rules between fields: a default locale with templates, valid addresses, safe subjects, sane
     /// rates and waves.
     pub fn check(&self) -> Result<(), String> {
+        self.check_at().map_err(|(_, message)| message)
+    }
+
+    /// As [`CampaignSpec::check`], with the key the problem is at (`["sender", "from"]`), so that a
+    /// campaign file's error can name its line.
+    fn check_at(&self) -> Result<(), (Vec<String>, String)> {
+        let key = |k: &[&str]| k.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         if self.name.trim().is_empty() || self.name.chars().count() > 200 {
-            return Err("name must be 1 to 200 characters".into());
+            return Err((key(&["name"]), "name must be 1 to 200 characters".into()));
         }
         if self.locales.is_empty() {
-            return Err(
+            return Err((
+                key(&["locales"]),
                 "no [locales.*] section: at least the default locale needs a template".into(),
-            );
-        }
-        if !self.locales.contains_key(&self.default_locale) {
-            return Err(format!(
-                "default_locale {:?} has no [locales.{}] section (locales with templates: {})",
-                self.default_locale,
-                self.default_locale,
-                self.locales.keys().cloned().collect::<Vec<_>>().join(", ")
             ));
         }
-        for (key, value) in [
-            ("sender.from", Some(&self.sender.from)),
-            ("sender.reply_to", self.sender.reply_to.as_ref()),
-            ("sender.return_path", self.sender.return_path.as_ref()),
+        if !self.locales.contains_key(&self.default_locale) {
+            return Err((
+                key(&["default_locale"]),
+                format!(
+                    "default_locale {:?} has no [locales.{}] section (locales with templates: {})",
+                    self.default_locale,
+                    self.default_locale,
+                    self.locales.keys().cloned().collect::<Vec<_>>().join(", ")
+                ),
+            ));
+        }
+        for (name, value) in [
+            ("from", Some(&self.sender.from)),
+            ("reply_to", self.sender.reply_to.as_ref()),
+            ("return_path", self.sender.return_path.as_ref()),
         ] {
             if let Some(v) = value {
-                Mailbox::from_str(v)
-                    .map_err(|e| format!("{key} = {v:?} is not a valid address ({e})"))?;
+                Mailbox::from_str(v).map_err(|e| {
+                    (
+                        key(&["sender", name]),
+                        format!("sender.{name} = {v:?} is not a valid address ({e})"),
+                    )
+                })?;
             }
         }
         for (locale, t) in &self.locales {
+            let at = key(&["locales", locale, "subject"]);
             if t.subject.trim().is_empty() {
-                return Err(format!("locales.{locale}.subject is empty"));
+                return Err((at, format!("locales.{locale}.subject is empty")));
             }
             if t.subject.chars().any(char::is_control) {
-                return Err(format!(
-                    "locales.{locale}.subject contains a line break or control character: a subject is one line (header injection)"
+                return Err((
+                    at,
+                    format!(
+                        "locales.{locale}.subject contains a line break or control character: a subject is one line (header injection)"
+                    ),
                 ));
             }
         }
         if let Some(r) = self.rate.per_second
             && !(r > 0.0 && r.is_finite())
         {
-            return Err(format!("rate.per_second = {r} must be a positive number"));
+            return Err((
+                key(&["rate", "per_second"]),
+                format!("rate.per_second = {r} must be a positive number"),
+            ));
+        }
+        // Zero would silently never send (a cap) or never allow a message (a burst).
+        for (name, value) in [
+            ("daily_cap", self.rate.daily_cap),
+            ("burst", self.rate.burst.map(u64::from)),
+        ] {
+            if value == Some(0) {
+                return Err((
+                    key(&["rate", name]),
+                    format!(
+                        "rate.{name} = 0 would never send anything: use at least 1, or leave it out"
+                    ),
+                ));
+            }
         }
         for (i, w) in self.waves.iter().enumerate() {
-            for (key, v) in [
+            for (name, v) in [
                 ("max_failure_rate", w.max_failure_rate),
                 ("max_deferral_rate", w.max_deferral_rate),
             ] {
                 if let Some(v) = v
                     && !(0.0..=1.0).contains(&v)
                 {
-                    return Err(format!(
-                        "waves[{i}].{key} = {v} must be between 0.0 and 1.0"
+                    return Err((
+                        key(&["waves", &i.to_string(), name]),
+                        format!("waves[{i}].{name} = {v} must be between 0.0 and 1.0"),
                     ));
                 }
             }
             if w.size == WaveSize::Rest && i + 1 != self.waves.len() {
-                return Err(format!(
-                    "waves[{i}] has size \"rest\" but is not the last wave"
+                return Err((
+                    key(&["waves", &i.to_string(), "size"]),
+                    format!("waves[{i}] has size \"rest\" but is not the last wave"),
                 ));
             }
+        }
+        // Without an open-ended last wave, recipients beyond the planned sizes (or added later) would
+        // never be sent.
+        if let Some(last) = self.waves.last()
+            && last.size != WaveSize::Rest
+        {
+            let i = self.waves.len() - 1;
+            return Err((
+                key(&["waves", &i.to_string(), "size"]),
+                format!(
+                    "the last wave (waves[{i}]) must have size \"rest\", or recipients beyond the plan would never be sent"
+                ),
+            ));
         }
         Ok(())
     }
@@ -330,4 +409,32 @@ impl CampaignSpec {
             _ => &self.default_locale,
         }
     }
+}
+
+/// The line (1-based) on which a key of a TOML document is written, `["sender", "from"]` or
+/// `["waves", "1", "size"]`; `None` when the document or the key cannot be found.
+fn line_of(source: &str, key: &[&str]) -> Option<usize> {
+    use toml::de::{DeTable, DeValue};
+    let document = DeTable::parse(source).ok()?;
+    let mut table = document.get_ref();
+    let mut start = None;
+    let mut segments = key.iter().peekable();
+    while let Some(segment) = segments.next() {
+        let (k, mut value) = table.get_key_value(*segment)?;
+        start = Some(k.span().start);
+        // An array of tables: the next segment is the index.
+        if let DeValue::Array(items) = value.get_ref()
+            && let Some(index) = segments.peek().and_then(|i| i.parse::<usize>().ok())
+        {
+            segments.next();
+            value = items.get(index)?;
+            start = Some(value.span().start);
+        }
+        match value.get_ref() {
+            DeValue::Table(inner) => table = inner,
+            _ if segments.peek().is_some() => return None,
+            _ => {}
+        }
+    }
+    Some(source[..start?.min(source.len())].matches('\n').count() + 1)
 }

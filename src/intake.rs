@@ -6,7 +6,7 @@
 //! The file is streamed: a blocking thread parses and validates (the `csv` crate is synchronous) and
 //! hands batches to the async side, which stores them, so memory stays flat whatever the file size.
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::io::{IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -387,17 +387,75 @@ fn normalize_jurisdiction(raw: &str) -> Option<String> {
     (ok_country && ok_sub).then_some(upper)
 }
 
-/// A reader that hashes what passes through it, so the checksum covers exactly the bytes imported.
+/// A reader that hashes what passes through it, so the checksum covers exactly the bytes imported, and
+/// notes where lines begin, for the line numbers of rejected rows.
 struct Hashing<R> {
     inner: R,
     hasher: Sha256,
+    lines: LineIndex,
 }
 
 impl<R: Read> Read for Hashing<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let n = self.inner.read(buf)?;
         self.hasher.update(&buf[..n]);
+        self.lines.scan(&buf[..n]);
         Ok(n)
+    }
+}
+
+/// Line numbers of records. The csv crate's record position is where it stopped after the previous
+/// record, which lags behind blank lines and behind the `\n` of a CRLF line end. A record never begins
+/// with a line break, so it begins at the first byte at or after that position that follows a line
+/// break and is not one, and its line is one more than the `\n` bytes before it. Only the offsets
+/// ahead of the parser are kept, so memory stays flat.
+struct LineIndex {
+    /// Bytes seen so far.
+    offset: u64,
+    /// Whether the last byte seen was `\r` or `\n` (true at the start of the file).
+    after_break: bool,
+    /// Offsets of the `\n` bytes not yet passed, and how many were passed.
+    newlines: VecDeque<u64>,
+    passed: u64,
+    /// Offsets of the bytes that begin a line (follow a line break, are not one), not yet passed.
+    starts: VecDeque<u64>,
+}
+
+impl LineIndex {
+    fn new() -> Self {
+        LineIndex {
+            offset: 0,
+            after_break: true,
+            newlines: VecDeque::new(),
+            passed: 0,
+            starts: VecDeque::new(),
+        }
+    }
+
+    fn scan(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            let is_break = b == b'\n' || b == b'\r';
+            if b == b'\n' {
+                self.newlines.push_back(self.offset);
+            } else if !is_break && self.after_break {
+                self.starts.push_back(self.offset);
+            }
+            self.after_break = is_break;
+            self.offset += 1;
+        }
+    }
+
+    /// The line on which the record whose reading began at byte `from` starts.
+    fn line_of_record(&mut self, from: u64) -> u64 {
+        while self.starts.front().is_some_and(|&s| s < from) {
+            self.starts.pop_front();
+        }
+        let start = self.starts.front().copied().unwrap_or(from);
+        while self.newlines.front().is_some_and(|&n| n < start) {
+            self.newlines.pop_front();
+            self.passed += 1;
+        }
+        self.passed + 1
     }
 }
 
@@ -420,6 +478,12 @@ pub async fn import(store: &Store, opts: &ImportOptions) -> anyhow::Result<Impor
         None
     } else {
         Some(store.next_import_id().await?)
+    };
+    // Rows may carry this id already: an import killed before it recorded itself leaves its rows
+    // behind, and SQLite hands its id out again. Only what this import adds is counted.
+    let (email_before, postal_before) = match import_id {
+        Some(id) => store.import_channel_counts(opts.campaign_id, id).await?,
+        None => (0, 0),
     };
     let input: Box<dyn Read + Send> = if opts.source.as_os_str() == "-" {
         Box::new(std::io::stdin())
@@ -504,9 +568,14 @@ pub async fn import(store: &Store, opts: &ImportOptions) -> anyhow::Result<Impor
         // Real imports: the stored rows of this import are the accepted ones; everything else that
         // was not rejected is a duplicate.
         let (email, postal) = store.import_channel_counts(opts.campaign_id, id).await?;
-        counts.email = email;
-        counts.postal = postal;
-        counts.duplicates = counts.read - counts.rejected - counts.accepted();
+        counts.email = email.saturating_sub(email_before);
+        counts.postal = postal.saturating_sub(postal_before);
+        counts.duplicates = counts
+            .read
+            .checked_sub(counts.rejected + counts.accepted())
+            .with_context(|| {
+                format!("internal error: the import does not reconcile ({counts:?}); nothing more was done")
+            })?;
     }
     if !counts.reconciles() {
         bail!("internal error: the import does not reconcile ({counts:?}); nothing more was done");
@@ -570,6 +639,7 @@ fn parse_stream(
     let mut hashing = Hashing {
         inner: std::io::BufReader::with_capacity(1 << 20, input),
         hasher: Sha256::new(),
+        lines: LineIndex::new(),
     };
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(false)
@@ -618,7 +688,8 @@ fn parse_stream(
     let mut batch = Vec::with_capacity(BATCH_ROWS);
     while next(&mut reader, &mut record)? {
         read += 1;
-        let line = record.position().map(|p| p.line()).unwrap_or(0);
+        let from = record.position().map_or(0, |p| p.byte());
+        let line = reader.get_mut().lines.line_of_record(from);
         match parse_row(&layout, &record, email_without_consent) {
             Parsed::Accepted(mut row, unusable) => {
                 row.import_id = import_id;

@@ -220,10 +220,20 @@ impl Templates {
                 let tmpl = lenient
                     .get_template(&name)
                     .map_err(|e| self.error(&name, e, 0))?;
-                tmpl.render(&ctx).map_err(|e| TemplateError {
+                let out = tmpl.render(&ctx).map_err(|e| TemplateError {
                     recipient_id: None,
                     ..self.error(&name, e, 0)
                 })?;
+                // A subject that renders a line break from the template itself would be refused for
+                // every recipient: refuse the campaign file instead.
+                if part == "subject" && out.trim().chars().any(char::is_control) {
+                    return Err(TemplateError {
+                        template: name,
+                        line: None,
+                        recipient_id: None,
+                        message: "the subject renders with a line break or control character (refused: it could add a header)".into(),
+                    });
+                }
             }
         }
         Ok(())

@@ -426,6 +426,7 @@ impl PgStore {
         rows.iter().map(recipient_from_row).collect()
     }
 
+    #[allow(clippy::too_many_arguments)]
     pub(super) async fn claim(
         &self,
         campaign_id: i64,
@@ -821,6 +822,34 @@ impl PgStore {
              smtp_code, reply, message_id FROM delivery_attempts WHERE recipient_id = $1 ORDER BY id",
         )
         .bind(recipient_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(Attempt {
+                    id: r.get("id"),
+                    recipient_id: r.get("recipient_id"),
+                    campaign_id: r.get("campaign_id"),
+                    attempt: r.get("attempt"),
+                    instance: r.get("instance"),
+                    started_at: r.get("started_at"),
+                    finished_at: r.get("finished_at"),
+                    outcome: r.get::<String, _>("outcome").parse()?,
+                    smtp_code: r.get("smtp_code"),
+                    reply: r.get("reply"),
+                    message_id: r.get("message_id"),
+                })
+            })
+            .collect()
+    }
+
+    pub(super) async fn attempts_for(&self, recipient_ids: &[i64]) -> Result<Vec<Attempt>> {
+        let rows = sqlx::query(
+            "SELECT id, recipient_id, campaign_id, attempt, instance, started_at, finished_at, outcome, \
+             smtp_code, reply, message_id FROM delivery_attempts WHERE recipient_id = ANY($1) \
+             ORDER BY recipient_id, id",
+        )
+        .bind(recipient_ids)
         .fetch_all(&self.pool)
         .await?;
         rows.iter()

@@ -267,12 +267,14 @@ impl SqliteStore {
     }
 
     pub(super) async fn next_import_id(&self) -> Result<i64> {
-        // One writer per SQLite file (see the module header), so max + 1 is not racy in practice.
-        Ok(
-            sqlx::query_scalar("SELECT coalesce(max(id), 0) + 1 FROM imports")
-                .fetch_one(&self.pool)
-                .await?,
+        // One writer per SQLite file (see the module header), so max + 1 is not racy in practice. An
+        // interrupted import leaves recipients pointing at an id it never recorded: skip those too.
+        Ok(sqlx::query_scalar(
+            "SELECT max(coalesce((SELECT max(id) FROM imports), 0), \
+             coalesce((SELECT max(import_id) FROM recipients), 0)) + 1",
         )
+        .fetch_one(&self.pool)
+        .await?)
     }
 
     pub(super) async fn record_import(&self, i: &ImportRecord) -> Result<()> {
@@ -417,6 +419,7 @@ impl SqliteStore {
         rows.iter().map(recipient_from_row).collect()
     }
 
+    #[allow(clippy::too_many_arguments)]
     pub(super) async fn claim(
         &self,
         campaign_id: i64,
@@ -818,6 +821,45 @@ impl SqliteStore {
                 })
             })
             .collect()
+    }
+
+    pub(super) async fn attempts_for(&self, recipient_ids: &[i64]) -> Result<Vec<Attempt>> {
+        // An IN list written from integers (nothing else can reach the SQL), in chunks that keep each
+        // statement small; chunks follow each other in id order, so the result stays ordered.
+        let mut ids = recipient_ids.to_vec();
+        ids.sort_unstable();
+        ids.dedup();
+        let mut out = Vec::new();
+        for chunk in ids.chunks(500) {
+            let list = chunk
+                .iter()
+                .map(i64::to_string)
+                .collect::<Vec<_>>()
+                .join(", ");
+            let rows = sqlx::query(audited!(
+                "SELECT id, recipient_id, campaign_id, attempt, instance, started_at, finished_at, outcome, \
+                 smtp_code, reply, message_id FROM delivery_attempts WHERE recipient_id IN ({list}) \
+                 ORDER BY recipient_id, id"
+            ))
+            .fetch_all(&self.pool)
+            .await?;
+            for r in &rows {
+                out.push(Attempt {
+                    id: r.get("id"),
+                    recipient_id: r.get("recipient_id"),
+                    campaign_id: r.get("campaign_id"),
+                    attempt: r.get("attempt"),
+                    instance: r.get("instance"),
+                    started_at: from_ms(r.get("started_at")),
+                    finished_at: from_ms(r.get("finished_at")),
+                    outcome: r.get::<String, _>("outcome").parse()?,
+                    smtp_code: r.get("smtp_code"),
+                    reply: r.get("reply"),
+                    message_id: r.get("message_id"),
+                });
+            }
+        }
+        Ok(out)
     }
 
     pub(super) async fn progress(&self, campaign_id: Option<i64>) -> Result<Vec<CampaignProgress>> {
