@@ -122,7 +122,7 @@ export BREACH_NOTIFIER__TRANSPORT__KIND=smtp BREACH_NOTIFIER__TRANSPORT__SMTP__H
 # Runs the daemon until campaign $1 completes (or $2 seconds pass); prints "seconds peak_kb".
 run_daemon() {
   local id=$1 limit=$2 t0 pid state
-  /usr/bin/time -f "%M" -o "$work/daemon.mem" "$bin" run 2>"$work/daemon.log" & pid=$!
+  /usr/bin/time -f "%M" -o "$work/daemon.mem" "$bin" run >/dev/null 2>"$work/daemon.log" & pid=$!
   t0=$(date +%s.%N)
   while :; do
     state=$(sql "SELECT state FROM campaigns WHERE id = $id")
@@ -132,7 +132,8 @@ run_daemon() {
     sleep 0.2
   done
   local secs; secs=$(echo "$(date +%s.%N) - $t0" | bc -l)
-  kill -TERM "$pid"; wait "$pid" || true
+  # $pid is /usr/bin/time: signal the daemon, its child.
+  pkill -TERM -P "$pid" || true; wait "$pid" || true
   echo "$secs $(cat "$work/daemon.mem")"
 }
 

@@ -187,47 +187,57 @@ impl PgStore {
         campaign_id: i64,
         rows: &[NewRecipient],
     ) -> Result<InsertOutcome> {
-        // COPY into a per-connection staging table, then one INSERT … SELECT … ON CONFLICT DO NOTHING:
-        // COPY is the fastest way into PostgreSQL, and the conflict clause (which COPY lacks) makes a
-        // repeated customer a counted duplicate instead of an error. `ord` keeps file order, so queue
-        // order (ids) follows the list.
-        let mut data = Vec::with_capacity(rows.len() * 256);
-        {
-            let mut w = csv::WriterBuilder::new()
-                .has_headers(false)
-                .from_writer(&mut data);
-            for (i, r) in rows.iter().enumerate() {
-                let status = match r.channel {
-                    Channel::Email => RecipientStatus::Queued,
-                    Channel::Postal => RecipientStatus::Postal,
-                };
-                let attributes = serde_json::Value::Object(r.attributes.clone()).to_string();
-                let o = |v: &Option<String>| v.clone().unwrap_or_default();
-                w.write_record([
-                    i.to_string(),
-                    r.customer_id.clone(),
-                    o(&r.email),
-                    o(&r.first_name),
-                    o(&r.last_name),
-                    o(&r.locale),
-                    o(&r.jurisdiction),
-                    r.electronic_consent.to_string(),
-                    o(&r.address1),
-                    o(&r.address2),
-                    o(&r.city),
-                    o(&r.region),
-                    o(&r.postal_code),
-                    o(&r.country),
-                    attributes,
-                    r.channel.as_str().to_string(),
-                    status.as_str().to_string(),
-                    r.import_id.map(|v| v.to_string()).unwrap_or_default(),
-                ])
-                .map_err(|e| StoreError::Corrupt(format!("encoding a recipient for COPY: {e}")))?;
-            }
-            w.flush()
-                .map_err(|e| StoreError::Corrupt(format!("encoding recipients for COPY: {e}")))?;
+        // Fast path: one statement finds which customers the campaign already has (an index probe
+        // each), repeats within the batch are dropped, and the rest is COPYed straight into
+        // recipients: COPY is the fastest way into PostgreSQL. If another import adds one of the same
+        // customers meanwhile, the COPY fails on the unique key and the batch takes the slow path.
+        let ids: Vec<&str> = rows.iter().map(|r| r.customer_id.as_str()).collect();
+        let existing: std::collections::HashSet<String> = sqlx::query_scalar(
+            "SELECT customer_id FROM recipients WHERE campaign_id = $1 AND customer_id = ANY($2)",
+        )
+        .bind(campaign_id)
+        .bind(&ids)
+        .fetch_all(&self.pool)
+        .await?
+        .into_iter()
+        .collect();
+        let mut seen = std::collections::HashSet::with_capacity(rows.len());
+        let fresh: Vec<&NewRecipient> = rows
+            .iter()
+            .filter(|r| !existing.contains(&r.customer_id) && seen.insert(r.customer_id.as_str()))
+            .collect();
+        if fresh.is_empty() {
+            return Ok(InsertOutcome { inserted: 0, duplicates: rows.len() as u64 });
         }
+        let data = copy_csv(&fresh, |_| campaign_id.to_string())?;
+        let mut tx = self.pool.begin().await?;
+        let mut copy = tx
+            .copy_in_raw(
+                "COPY recipients (campaign_id, customer_id, email, first_name, last_name, locale, \
+                 jurisdiction, electronic_consent, address1, address2, city, region, postal_code, country, \
+                 attributes, channel, status, import_id) FROM STDIN WITH (FORMAT csv)",
+            )
+            .await?;
+        copy.send(data).await?;
+        match copy.finish().await {
+            Ok(inserted) => {
+                tx.commit().await?;
+                Ok(InsertOutcome { inserted, duplicates: rows.len() as u64 - inserted })
+            }
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                drop(tx);
+                self.insert_recipients_merging(campaign_id, rows).await
+            }
+            Err(e) => Err(foreign_key_to_unknown_campaign(e, campaign_id)),
+        }
+    }
+
+    /// The slow path: COPY into a per-connection staging table, then one INSERT … SELECT … ON CONFLICT
+    /// DO NOTHING, which makes a repeated customer a counted duplicate instead of an error whatever
+    /// runs concurrently. `ord` keeps file order, so queue order (ids) follows the list.
+    async fn insert_recipients_merging(&self, campaign_id: i64, rows: &[NewRecipient]) -> Result<InsertOutcome> {
+        let all: Vec<&NewRecipient> = rows.iter().collect();
+        let data = copy_csv(&all, |i| i.to_string())?;
         let mut tx = self.pool.begin().await?;
         sqlx::query(
             "CREATE TEMP TABLE IF NOT EXISTS bn_staging (ord BIGINT, customer_id TEXT, email TEXT, \
@@ -256,10 +266,7 @@ impl PgStore {
         .map_err(|e| foreign_key_to_unknown_campaign(e, campaign_id))?
         .rows_affected();
         tx.commit().await?;
-        Ok(InsertOutcome {
-            inserted,
-            duplicates: rows.len() as u64 - inserted,
-        })
+        Ok(InsertOutcome { inserted, duplicates: rows.len() as u64 - inserted })
     }
 
     pub(super) async fn existing_customers(
@@ -932,6 +939,44 @@ impl PgStore {
         .fetch_all(&self.pool)
         .await?)
     }
+}
+
+/// Encodes recipients as CSV rows for COPY: a leading column (`first(i)`: the campaign id, or the
+/// row's position for the staging table), then the recipient columns in table order.
+fn copy_csv(rows: &[&NewRecipient], first: impl Fn(usize) -> String) -> Result<Vec<u8>> {
+    let mut data = Vec::with_capacity(rows.len() * 256);
+    let mut w = csv::WriterBuilder::new().has_headers(false).from_writer(&mut data);
+    let o = |v: &Option<String>| v.clone().unwrap_or_default();
+    for (i, r) in rows.iter().enumerate() {
+        let status = match r.channel {
+            Channel::Email => RecipientStatus::Queued,
+            Channel::Postal => RecipientStatus::Postal,
+        };
+        w.write_record([
+            first(i),
+            r.customer_id.clone(),
+            o(&r.email),
+            o(&r.first_name),
+            o(&r.last_name),
+            o(&r.locale),
+            o(&r.jurisdiction),
+            r.electronic_consent.to_string(),
+            o(&r.address1),
+            o(&r.address2),
+            o(&r.city),
+            o(&r.region),
+            o(&r.postal_code),
+            o(&r.country),
+            serde_json::Value::Object(r.attributes.clone()).to_string(),
+            r.channel.as_str().to_string(),
+            status.as_str().to_string(),
+            r.import_id.map(|v| v.to_string()).unwrap_or_default(),
+        ])
+        .map_err(|e| StoreError::Corrupt(format!("encoding a recipient for COPY: {e}")))?;
+    }
+    w.flush().map_err(|e| StoreError::Corrupt(format!("encoding recipients for COPY: {e}")))?;
+    drop(w);
+    Ok(data)
 }
 
 /// `a, b` with prefix `r` becomes `r.a, r.b` (keeping `AS` aliases and casts intact).
