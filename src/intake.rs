@@ -479,12 +479,6 @@ pub async fn import(store: &Store, opts: &ImportOptions) -> anyhow::Result<Impor
     } else {
         Some(store.next_import_id().await?)
     };
-    // Rows may carry this id already: an import killed before it recorded itself leaves its rows
-    // behind, and SQLite hands its id out again. Only what this import adds is counted.
-    let (email_before, postal_before) = match import_id {
-        Some(id) => store.import_channel_counts(opts.campaign_id, id).await?,
-        None => (0, 0),
-    };
     let input: Box<dyn Read + Send> = if opts.source.as_os_str() == "-" {
         Box::new(std::io::stdin())
     } else {
@@ -539,8 +533,12 @@ pub async fn import(store: &Store, opts: &ImportOptions) -> anyhow::Result<Impor
                         }
                     }
                 } else {
-                    // Duplicates and channels are counted from what was stored, once, at the end.
-                    store.insert_recipients(opts.campaign_id, &rows).await?;
+                    // Counted from what the store says it added: a customer already in the
+                    // campaign (or earlier in this list) is a duplicate.
+                    let outcome = store.insert_recipients(opts.campaign_id, &rows).await?;
+                    counts.email += outcome.email;
+                    counts.postal += outcome.postal;
+                    counts.duplicates += outcome.duplicates;
                 }
                 progress.tick(accepted_rows);
             }
@@ -563,19 +561,6 @@ pub async fn import(store: &Store, opts: &ImportOptions) -> anyhow::Result<Impor
     progress.finish(accepted_rows);
     if sha256.is_empty() {
         bail!("the import stopped before the end of the file");
-    }
-    if let Some(id) = import_id {
-        // Real imports: the stored rows of this import are the accepted ones; everything else that
-        // was not rejected is a duplicate.
-        let (email, postal) = store.import_channel_counts(opts.campaign_id, id).await?;
-        counts.email = email.saturating_sub(email_before);
-        counts.postal = postal.saturating_sub(postal_before);
-        counts.duplicates = counts
-            .read
-            .checked_sub(counts.rejected + counts.accepted())
-            .with_context(|| {
-                format!("internal error: the import does not reconcile ({counts:?}); nothing more was done")
-            })?;
     }
     if !counts.reconciles() {
         bail!("internal error: the import does not reconcile ({counts:?}); nothing more was done");

@@ -29,6 +29,7 @@ conformance!(
     sql_transitions_are_recorded_as_sql,
     recipients_round_trip_and_duplicates_are_counted,
     insert_into_unknown_campaign_is_an_error,
+    a_customer_repeated_within_one_batch_is_one_recipient,
     claim_leases_due_rows_once_until_the_lease_expires,
     claim_follows_the_cursor_and_reports_exhaustion,
     renew_and_release_leases,
@@ -301,7 +302,9 @@ async fn recipients_round_trip_and_duplicates_are_counted(t: TestStore) {
         outcome,
         InsertOutcome {
             inserted: 2,
-            duplicates: 0
+            duplicates: 0,
+            email: 1,
+            postal: 1
         }
     );
     // Same customers again, plus one new: the two are duplicates and left untouched.
@@ -316,7 +319,9 @@ async fn recipients_round_trip_and_duplicates_are_counted(t: TestStore) {
         outcome,
         InsertOutcome {
             inserted: 1,
-            duplicates: 2
+            duplicates: 2,
+            email: 1,
+            postal: 0
         }
     );
 
@@ -385,6 +390,20 @@ async fn recipients_round_trip_and_duplicates_are_counted(t: TestStore) {
         (progress.total, progress.queued, progress.postal),
         (3, 2, 1)
     );
+}
+
+async fn a_customer_repeated_within_one_batch_is_one_recipient(t: TestStore) {
+    let id = t.store.create_campaign(&new_campaign("c"), "test").await.unwrap();
+    let mut again = person("R-1");
+    again.email = Some("second@example.com".into());
+    let outcome = t.store.insert_recipients(id, &[person("R-1"), again, person("R-2")]).await.unwrap();
+    assert_eq!((outcome.inserted, outcome.duplicates), (2, 1));
+    let r = t.store.recipient_by_customer(id, "R-1").await.unwrap().unwrap();
+    assert_eq!(r.email.as_deref(), Some("R-1@example.com"), "the first occurrence wins");
+    // A batch mixing new and known customers still stores the new ones (the merging path).
+    let outcome = t.store.insert_recipients(id, &[person("R-2"), person("R-3"), person("R-3")]).await.unwrap();
+    assert_eq!((outcome.inserted, outcome.duplicates, outcome.email), (1, 2, 1));
+    assert_eq!(progress(&t, id).await.total, 3);
 }
 
 async fn insert_into_unknown_campaign_is_an_error(t: TestStore) {

@@ -332,8 +332,12 @@ pub struct Recipient {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct InsertOutcome {
     pub inserted: u64,
-    /// Rows whose (campaign, customer_id) was already queued: left untouched.
+    /// Rows whose (campaign, customer_id) was already queued (or came earlier in the same batch):
+    /// left untouched.
     pub duplicates: u64,
+    /// Of the inserted rows, how many are to be emailed and how many need a letter.
+    pub email: u64,
+    pub postal: u64,
 }
 
 /// A batch of work leased to one instance.
@@ -847,6 +851,15 @@ impl Store {
         dispatch!(self.attempts(recipient_id))
     }
 
+    /// The attempts made for several recipients, in one query (a page of an export): ordered by
+    /// recipient id, then oldest first. Ids with no attempt contribute nothing.
+    pub async fn attempts_for(&self, recipient_ids: &[i64]) -> Result<Vec<Attempt>> {
+        if recipient_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        dispatch!(self.attempts_for(recipient_ids))
+    }
+
     /// `campaign_progress` for one campaign or all of them, in id order.
     pub async fn progress(&self, campaign_id: Option<i64>) -> Result<Vec<CampaignProgress>> {
         dispatch!(self.progress(campaign_id))
@@ -866,6 +879,19 @@ impl Store {
     pub async fn live_instances(&self, now: DateTime<Utc>, ttl: Duration) -> Result<Vec<String>> {
         let since = now - chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::MAX);
         dispatch!(self.live_instances(since))
+    }
+
+    /// The cheapest round trip (`SELECT 1`): is the database reachable? (For `/readyz`.)
+    pub async fn ping(&self) -> Result<()> {
+        match self {
+            Store::Postgres(s) => {
+                sqlx::query("SELECT 1").execute(s.pool()).await?;
+            }
+            Store::Sqlite(s) => {
+                sqlx::query("SELECT 1").execute(s.pool()).await?;
+            }
+        }
+        Ok(())
     }
 
     /// Closes the pool, waiting for connections to finish.

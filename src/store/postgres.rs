@@ -187,29 +187,13 @@ impl PgStore {
         campaign_id: i64,
         rows: &[NewRecipient],
     ) -> Result<InsertOutcome> {
-        // Fast path: one statement finds which customers the campaign already has (an index probe
-        // each), repeats within the batch are dropped, and the rest is COPYed straight into
-        // recipients: COPY is the fastest way into PostgreSQL. If another import adds one of the same
-        // customers meanwhile, the COPY fails on the unique key and the batch takes the slow path.
-        let ids: Vec<&str> = rows.iter().map(|r| r.customer_id.as_str()).collect();
-        let existing: std::collections::HashSet<String> = sqlx::query_scalar(
-            "SELECT customer_id FROM recipients WHERE campaign_id = $1 AND customer_id = ANY($2)",
-        )
-        .bind(campaign_id)
-        .bind(&ids)
-        .fetch_all(&self.pool)
-        .await?
-        .into_iter()
-        .collect();
+        // Fast path: repeats within the batch are dropped and the rest is COPYed straight into
+        // recipients, the fastest way into PostgreSQL. A customer the campaign already has makes the
+        // COPY fail on the unique key (at once, for a re-imported list); the batch then takes the
+        // merging path, which counts it as a duplicate.
         let mut seen = std::collections::HashSet::with_capacity(rows.len());
-        let fresh: Vec<&NewRecipient> = rows
-            .iter()
-            .filter(|r| !existing.contains(&r.customer_id) && seen.insert(r.customer_id.as_str()))
-            .collect();
-        if fresh.is_empty() {
-            return Ok(InsertOutcome { inserted: 0, duplicates: rows.len() as u64 });
-        }
-        let data = copy_csv(&fresh, |_| campaign_id.to_string())?;
+        let unique: Vec<&NewRecipient> = rows.iter().filter(|r| seen.insert(r.customer_id.as_str())).collect();
+        let data = copy_csv(&unique, |_| campaign_id.to_string())?;
         let mut tx = self.pool.begin().await?;
         let mut copy = tx
             .copy_in_raw(
@@ -222,7 +206,13 @@ impl PgStore {
         match copy.finish().await {
             Ok(inserted) => {
                 tx.commit().await?;
-                Ok(InsertOutcome { inserted, duplicates: rows.len() as u64 - inserted })
+                let email = unique.iter().filter(|r| r.channel == Channel::Email).count() as u64;
+                Ok(InsertOutcome {
+                    inserted,
+                    duplicates: rows.len() as u64 - inserted,
+                    email,
+                    postal: inserted - email,
+                })
             }
             Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
                 drop(tx);
@@ -252,21 +242,22 @@ impl PgStore {
             .await?;
         copy.send(data).await?;
         copy.finish().await?;
-        let inserted = sqlx::query(
+        let channels: Vec<String> = sqlx::query_scalar(
             "INSERT INTO recipients (campaign_id, customer_id, email, first_name, last_name, locale, \
              jurisdiction, electronic_consent, address1, address2, city, region, postal_code, country, \
              attributes, channel, status, import_id) \
              SELECT $1, customer_id, email, first_name, last_name, locale, jurisdiction, electronic_consent, \
              address1, address2, city, region, postal_code, country, attributes, channel, status, import_id \
-             FROM bn_staging ORDER BY ord ON CONFLICT (campaign_id, customer_id) DO NOTHING",
+             FROM bn_staging ORDER BY ord ON CONFLICT (campaign_id, customer_id) DO NOTHING RETURNING channel",
         )
         .bind(campaign_id)
-        .execute(&mut *tx)
+        .fetch_all(&mut *tx)
         .await
-        .map_err(|e| foreign_key_to_unknown_campaign(e, campaign_id))?
-        .rows_affected();
+        .map_err(|e| foreign_key_to_unknown_campaign(e, campaign_id))?;
         tx.commit().await?;
-        Ok(InsertOutcome { inserted, duplicates: rows.len() as u64 - inserted })
+        let inserted = channels.len() as u64;
+        let email = channels.iter().filter(|c| c.as_str() == "email").count() as u64;
+        Ok(InsertOutcome { inserted, duplicates: rows.len() as u64 - inserted, email, postal: inserted - email })
     }
 
     pub(super) async fn existing_customers(

@@ -200,13 +200,13 @@ impl SqliteStore {
         rows: &[NewRecipient],
     ) -> Result<InsertOutcome> {
         let mut tx = self.pool.begin().await?;
-        let mut inserted = 0;
+        let (mut inserted, mut email) = (0, 0);
         for r in rows {
             let status = match r.channel {
                 Channel::Email => RecipientStatus::Queued,
                 Channel::Postal => RecipientStatus::Postal,
             };
-            inserted += sqlx::query(
+            let added = sqlx::query(
                 "INSERT INTO recipients (campaign_id, customer_id, email, first_name, last_name, locale, \
                  jurisdiction, electronic_consent, address1, address2, city, region, postal_code, country, \
                  attributes, channel, status, import_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
@@ -237,11 +237,17 @@ impl SqliteStore {
                 _ => StoreError::Database(e),
             })?
             .rows_affected();
+            inserted += added;
+            if r.channel == Channel::Email {
+                email += added;
+            }
         }
         tx.commit().await?;
         Ok(InsertOutcome {
             inserted,
             duplicates: rows.len() as u64 - inserted,
+            email,
+            postal: inserted - email,
         })
     }
 
