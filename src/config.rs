@@ -8,7 +8,7 @@
 //! merge error. Secrets are [`SecretString`]s, may come from a file (`password_file`, for systemd
 //! credentials) and are printed only as `[redacted]`.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use secrecy::{ExposeSecret, SecretString};
@@ -49,6 +49,8 @@ pub struct Settings {
     pub transport: TransportSettings,
     pub dispatch: DispatchSettings,
     pub limits: LimitSettings,
+    /// The daemon's HTTP endpoint (`/healthz`, `/readyz`, `/metrics`); off unless enabled.
+    pub http: HttpSettings,
     /// DKIM signing of every notice; off unless configured.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dkim: Option<DkimSettings>,
@@ -103,6 +105,29 @@ impl Default for DispatchSettings {
             give_up_hours: 72,
             flush_max: 500,
             flush_ms: 100,
+        }
+    }
+}
+
+/// The daemon's HTTP endpoint for health checks and Prometheus metrics.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpSettings {
+    /// Serve `/healthz`, `/readyz` and `/metrics` while `run` is running.
+    pub enabled: bool,
+    /// IP address and port to listen on (an IP literal, not a host name).
+    pub listen: SocketAddr,
+    /// Permits a `listen` address that is not on the loopback interface. The endpoint has no
+    /// authentication: put it behind a firewall or a proxy that adds some.
+    pub allow_remote: bool,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            listen: SocketAddr::from(([127, 0, 0, 1], 9187)),
+            allow_remote: false,
         }
     }
 }
@@ -481,6 +506,13 @@ impl Settings {
                     "limits: {key} = {v} must be a positive number of messages per second"
                 )));
             }
+        }
+        let http = &self.http;
+        if http.enabled && !http.allow_remote && !http.listen.ip().is_loopback() {
+            return Err(ConfigError::Value(format!(
+                "http.listen = \"{}\" is not a loopback address, and the endpoint has no authentication; listen on 127.0.0.1 or [::1] (and scrape through a proxy), or set http.allow_remote = true",
+                http.listen
+            )));
         }
         let smtp = &self.transport.smtp;
         if self.transport.kind == TransportKind::Smtp {

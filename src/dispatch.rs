@@ -11,7 +11,12 @@
 //! - the **recorder** writes outcomes in batches (`record_attempts`: attempt rows plus status changes
 //!   in one transaction) and gives back leases of recipients that were not attempted;
 //! - **housekeeping** renews the leases still held, refreshes the heartbeat and the share of the
-//!   cluster-wide rates.
+//!   cluster-wide rates, the queue-depth gauges of [`crate::metrics`], and the systemd status line.
+//!
+//! Observability: [`Stats`] counts this run's outcomes (logs, tests); [`Metrics`] adds campaign and
+//! domain labels, the send latency and gauges for `/metrics`; [`Notifier`] reports to systemd
+//! (`STATUS=` every heartbeat, `STOPPING=1` when the drain begins) and [`Liveness`] is beaten at every
+//! turn of the main loop for the watchdog.
 //!
 //! Crash safety comes from the order of events: a recipient is leased before it is sent and changes
 //! status only after the outcome is known. A crash between the two leaves a lease that expires; the
@@ -32,6 +37,8 @@ use crate::campaign::CampaignSpec;
 use crate::config::{DispatchSettings, Settings};
 use crate::limits::{Limits, is_throttling};
 use crate::message;
+use crate::metrics::{Metrics, Outcome};
+use crate::notify::{Liveness, Notifier};
 use crate::preflight;
 use crate::store::{
     AttemptOutcome, AttemptRecord, Backend, CampaignState, InstanceInfo, NextState, Recipient,
@@ -102,6 +109,12 @@ pub struct Dispatcher {
     dkim: Option<Arc<lettre::message::dkim::DkimConfig>>,
     pub instance: InstanceInfo,
     pub stats: Arc<Stats>,
+    /// Labelled counters, latency and gauges for `/metrics`; reads the unlabelled counters of `stats`.
+    pub metrics: Arc<Metrics>,
+    /// systemd notifications (`STATUS=` every heartbeat, `STOPPING=1`); disabled unless `run` sets it.
+    notifier: Notifier,
+    /// Beaten at every turn of the main loop, for the watchdog.
+    liveness: Arc<Liveness>,
 }
 
 impl Dispatcher {
@@ -152,6 +165,7 @@ impl Dispatcher {
                 )))
             }
         };
+        let stats = Arc::new(Stats::default());
         Ok(Dispatcher {
             store,
             transport,
@@ -164,8 +178,19 @@ impl Dispatcher {
                 pid: pid as i32,
                 version: env!("CARGO_PKG_VERSION").into(),
             },
-            stats: Arc::new(Stats::default()),
+            metrics: Arc::new(Metrics::new(stats.clone())),
+            stats,
+            notifier: Notifier::disabled(),
+            liveness: Arc::default(),
         })
+    }
+
+    /// Reports to systemd through `notifier` (status every heartbeat, `STOPPING=1`) and beats
+    /// `liveness` at every turn of the main loop (the watchdog watches it).
+    pub fn with_notifier(mut self, notifier: Notifier, liveness: Arc<Liveness>) -> Self {
+        self.notifier = notifier;
+        self.liveness = liveness;
+        self
     }
 
     /// Runs until `shutdown` turns true (or, in [`RunMode::UntilIdle`], until there is nothing to do).
@@ -217,6 +242,8 @@ impl Dispatcher {
             self.limits.clone(),
             self.settings.clone(),
             self.stats.clone(),
+            self.metrics.clone(),
+            self.notifier.clone(),
             stop_rx.clone(),
         ));
 
@@ -226,6 +253,9 @@ impl Dispatcher {
         let mut last_refresh = Instant::now() - poll;
         let mut result = Ok(());
         loop {
+            self.liveness.beat();
+            self.metrics
+                .set_in_flight(in_flight.lock().expect("lock").len());
             if *shutdown.borrow() {
                 break;
             }
@@ -275,10 +305,12 @@ impl Dispatcher {
         }
 
         // Shutdown: stop claiming, let in-flight sends finish within the drain time, release the rest.
-        tracing::info!(
-            in_flight = in_flight.lock().expect("lock").len(),
-            "stopping: draining in-flight work"
-        );
+        // The drain has its own bound (drain_secs, and systemd's TimeoutStopSec): no watchdog for it.
+        self.liveness.unwatch();
+        let held = in_flight.lock().expect("lock").len();
+        self.notifier
+            .stopping(&format!("stopping: draining {held} in flight"));
+        tracing::info!(in_flight = held, "stopping: draining in-flight work");
         let _ = stop_tx.send(true);
         let drain = Duration::from_secs(self.settings.drain_secs);
         let drained =
@@ -514,6 +546,7 @@ impl Dispatcher {
                     done: done_tx.clone(),
                     settings: self.settings.clone(),
                     stats: self.stats.clone(),
+                    metrics: self.metrics.clone(),
                     dkim: self.dkim.clone(),
                 };
                 tasks.spawn(job.run());
@@ -616,6 +649,7 @@ struct Delivery {
     done: mpsc::Sender<Finished>,
     settings: DispatchSettings,
     stats: Arc<Stats>,
+    metrics: Arc<Metrics>,
     dkim: Option<Arc<lettre::message::dkim::DkimConfig>>,
 }
 
@@ -644,6 +678,7 @@ impl Delivery {
         };
         if waited > Duration::from_millis(1) {
             self.stats.rate_limit_waits.fetch_add(1, Ordering::Relaxed);
+            self.metrics.rate_limit_wait(waited);
         }
         let permit = tokio::select! {
             p = self.slots.clone().acquire_owned() => p.ok(),
@@ -682,10 +717,12 @@ impl Delivery {
             self.dkim.as_deref(),
         ) {
             Ok(out) => {
+                let sending = Instant::now();
                 let d = self
                     .transport
                     .send(&out, &format!("{}-{}", self.campaign_id, id))
                     .await;
+                self.metrics.send_latency(sending.elapsed());
                 (d.outcome, d.code, d.reply, out.message_id)
             }
             // The stored address no longer parses (it did at import): nothing can ever be sent.
@@ -709,15 +746,21 @@ impl Delivery {
             (AttemptOutcome::Sent, _) => {
                 self.limits.delivered(&domain);
                 self.stats.sent.fetch_add(1, Ordering::Relaxed);
+                self.metrics
+                    .attempt(self.campaign_id, &domain, Outcome::Sent);
             }
             (_, NextState::Retry { .. }) => {
                 if is_throttling(code, &reply) {
                     self.limits.throttled(&domain);
                 }
                 self.stats.deferred.fetch_add(1, Ordering::Relaxed);
+                self.metrics
+                    .attempt(self.campaign_id, &domain, Outcome::Deferred);
             }
             _ => {
                 self.stats.failed.fetch_add(1, Ordering::Relaxed);
+                self.metrics
+                    .attempt(self.campaign_id, &domain, Outcome::Failed);
             }
         }
         tracing::debug!(recipient_id = id, campaign_id = self.campaign_id, outcome = %outcome, code, "attempt");
@@ -867,6 +910,7 @@ async fn record_loop(
     Ok(())
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn housekeeping_loop(
     store: Store,
     instance: InstanceInfo,
@@ -874,6 +918,8 @@ async fn housekeeping_loop(
     limits: Arc<Limits>,
     settings: DispatchSettings,
     stats: Arc<Stats>,
+    metrics: Arc<Metrics>,
+    notifier: Notifier,
     mut stop: watch::Receiver<bool>,
 ) {
     let every = Duration::from_secs(settings.heartbeat_secs);
@@ -886,9 +932,34 @@ async fn housekeeping_loop(
             _ = stop.changed() => {}
         }
         let now = Utc::now();
-        if let Err(e) = store.heartbeat(&instance, now).await {
-            tracing::warn!(error = %e, "heartbeat failed");
+        match store.heartbeat(&instance, now).await {
+            Ok(()) => metrics.heartbeat(now),
+            Err(e) => tracing::warn!(error = %e, "heartbeat failed"),
         }
+        // Queue depth from the campaign counters: one row per campaign, O(1) each.
+        match store.progress(None).await {
+            Ok(progress) => metrics.set_queue_depth(
+                progress
+                    .iter()
+                    .filter(|p| {
+                        matches!(
+                            p.state,
+                            CampaignState::Draft | CampaignState::Running | CampaignState::Paused
+                        )
+                    })
+                    .map(|p| (p.campaign_id, p.open())),
+            ),
+            Err(e) => tracing::warn!(error = %e, "cannot read campaign progress for metrics"),
+        }
+        let held = in_flight.lock().expect("lock").len();
+        metrics.set_in_flight(held);
+        notifier.status(&format!(
+            "{}sent {}, deferred {}, failed {}, in flight {held}",
+            if *stop.borrow() { "stopping: " } else { "" },
+            stats.sent.load(Ordering::Relaxed),
+            stats.deferred.load(Ordering::Relaxed),
+            stats.failed.load(Ordering::Relaxed),
+        ));
         match store.live_instances(now, ttl).await {
             Ok(live) => limits.set_share(live.len() as u32),
             Err(e) => tracing::warn!(error = %e, "cannot count live daemons"),

@@ -14,6 +14,9 @@
 //! - [`dispatch`]: the daemon: claims, sends, records; [`limits`]: rate limits; [`transport`]: SMTP
 //!   and the file outbox.
 //! - [`waves`]: the wave plan: releases, guards.
+//! - Operations: [`metrics`] (the Prometheus registry), [`http`] (`/healthz`, `/readyz`, `/metrics`),
+//!   [`notify`] (systemd's `sd_notify`: ready, status, watchdog, stopping).
+//! - [`export`]: streaming exports: evidence for regulators, the postal list for a print vendor.
 //! - [`cli`]: the command line, and [`commands`]: what each command does.
 
 pub mod campaign;
@@ -21,9 +24,13 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod dispatch;
+pub mod export;
+pub mod http;
 pub mod intake;
 pub mod limits;
 pub mod message;
+pub mod metrics;
+pub mod notify;
 pub mod preflight;
 pub mod store;
 pub mod telemetry;

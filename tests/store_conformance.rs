@@ -40,6 +40,7 @@ conformance!(
     records_are_append_only,
     instances_heartbeat_and_stop,
     progress_lists_every_campaign_from_counters,
+    attempts_for_returns_the_attempts_of_many_recipients_in_order,
 );
 
 const T0: i64 = 1_767_225_600; // 2026-01-01T00:00:00Z
@@ -393,16 +394,40 @@ async fn recipients_round_trip_and_duplicates_are_counted(t: TestStore) {
 }
 
 async fn a_customer_repeated_within_one_batch_is_one_recipient(t: TestStore) {
-    let id = t.store.create_campaign(&new_campaign("c"), "test").await.unwrap();
+    let id = t
+        .store
+        .create_campaign(&new_campaign("c"), "test")
+        .await
+        .unwrap();
     let mut again = person("R-1");
     again.email = Some("second@example.com".into());
-    let outcome = t.store.insert_recipients(id, &[person("R-1"), again, person("R-2")]).await.unwrap();
+    let outcome = t
+        .store
+        .insert_recipients(id, &[person("R-1"), again, person("R-2")])
+        .await
+        .unwrap();
     assert_eq!((outcome.inserted, outcome.duplicates), (2, 1));
-    let r = t.store.recipient_by_customer(id, "R-1").await.unwrap().unwrap();
-    assert_eq!(r.email.as_deref(), Some("R-1@example.com"), "the first occurrence wins");
+    let r = t
+        .store
+        .recipient_by_customer(id, "R-1")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        r.email.as_deref(),
+        Some("R-1@example.com"),
+        "the first occurrence wins"
+    );
     // A batch mixing new and known customers still stores the new ones (the merging path).
-    let outcome = t.store.insert_recipients(id, &[person("R-2"), person("R-3"), person("R-3")]).await.unwrap();
-    assert_eq!((outcome.inserted, outcome.duplicates, outcome.email), (1, 2, 1));
+    let outcome = t
+        .store
+        .insert_recipients(id, &[person("R-2"), person("R-3"), person("R-3")])
+        .await
+        .unwrap();
+    assert_eq!(
+        (outcome.inserted, outcome.duplicates, outcome.email),
+        (1, 2, 1)
+    );
     assert_eq!(progress(&t, id).await.total, 3);
 }
 
@@ -828,4 +853,77 @@ async fn progress_lists_every_campaign_from_counters(t: TestStore) {
         .await
         .unwrap();
     assert_eq!(progress(&t, b).await.queued, 1);
+}
+
+async fn attempts_for_returns_the_attempts_of_many_recipients_in_order(t: TestStore) {
+    let id = running_campaign_with(&t, 4).await;
+    let claim = t.store.claim(id, "a", 0, 4, LEASE, at(0)).await.unwrap();
+    let r = &claim.recipients;
+    t.store
+        .record_attempts(
+            "a",
+            &[
+                record(
+                    &r[0],
+                    NextState::Retry { at: at(300) },
+                    AttemptOutcome::Transient,
+                    421,
+                ),
+                record(&r[1], NextState::Sent, AttemptOutcome::Sent, 250),
+                record(
+                    &r[3],
+                    NextState::Failed {
+                        reason: "550 no such user".into(),
+                    },
+                    AttemptOutcome::Permanent,
+                    550,
+                ),
+            ],
+        )
+        .await
+        .unwrap();
+    let again = t.store.claim(id, "b", 0, 4, LEASE, at(300)).await.unwrap();
+    let retried = again.recipients.iter().find(|x| x.id == r[0].id).unwrap();
+    let mut sent = record(retried, NextState::Sent, AttemptOutcome::Sent, 250);
+    sent.started_at = at(301);
+    t.store.record_attempts("b", &[sent]).await.unwrap();
+
+    // Asked in any order, with repeats, with a recipient that has no attempt and ids that do not
+    // exist (more than 500 of them, so a dialect that splits the list splits it here).
+    let mut ids = vec![r[3].id, r[0].id, r[2].id, r[1].id, r[0].id];
+    ids.extend((1..=600).map(|i| r[3].id + 1_000 * i));
+    ids.extend((1..=100).map(|i| -i));
+    let got = t.store.attempts_for(&ids).await.unwrap();
+    let key = |a: &Attempt| {
+        (
+            a.id,
+            a.recipient_id,
+            a.campaign_id,
+            a.attempt,
+            a.instance.clone(),
+            a.started_at,
+            a.finished_at,
+            a.outcome,
+            a.smtp_code,
+            a.reply.clone(),
+            a.message_id.clone(),
+        )
+    };
+    let mut expected = Vec::new();
+    for rid in [r[0].id, r[1].id, r[3].id] {
+        expected.extend(t.store.attempts(rid).await.unwrap());
+    }
+    assert_eq!(
+        got.iter().map(key).collect::<Vec<_>>(),
+        expected.iter().map(key).collect::<Vec<_>>(),
+        "by recipient, oldest first, each attempt once, exactly as `attempts` reads it"
+    );
+    assert_eq!(
+        got.iter()
+            .map(|a| (a.recipient_id, a.attempt))
+            .collect::<Vec<_>>(),
+        vec![(r[0].id, 1), (r[0].id, 2), (r[1].id, 1), (r[3].id, 1)]
+    );
+    assert!(t.store.attempts_for(&[]).await.unwrap().is_empty());
+    assert!(t.store.attempts_for(&[r[2].id]).await.unwrap().is_empty());
 }

@@ -2,6 +2,7 @@
 //! embedded default, with the example campaign).
 
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::Context;
 use tokio::sync::watch;
@@ -10,7 +11,9 @@ use super::{cli_actor, open, status};
 use crate::campaign::CampaignSpec;
 use crate::config::{Settings, TransportKind};
 use crate::dispatch::{Dispatcher, RunMode};
+use crate::http;
 use crate::intake::{ImportOptions, import};
+use crate::notify::{Liveness, Notifier};
 use crate::preflight;
 use crate::store::{CampaignState, NewCampaign, Store};
 use crate::transport::Transport;
@@ -30,13 +33,61 @@ fn shutdown_signal() -> anyhow::Result<watch::Receiver<bool>> {
     Ok(rx)
 }
 
+/// The service. Under systemd (`Type=notify`) it reports `READY=1` only once the HTTP port is bound,
+/// the database schema is current and the transport answered; pings the watchdog from the start (the
+/// startup has `TimeoutStartSec` as its bound); and says why it failed in `STATUS=` before exiting.
 pub async fn run(settings: &Settings) -> anyhow::Result<ExitCode> {
+    let notifier = Notifier::from_env();
+    let liveness = Arc::new(Liveness::default());
+    let watchdog = notifier.spawn_watchdog(liveness.clone());
+    let result = serve(settings, &notifier, liveness).await;
+    if let Err(e) = &result {
+        notifier.status(&format!("failed: {e:#}"));
+    }
+    if let Some(w) = watchdog {
+        w.abort();
+    }
+    result
+}
+
+async fn serve(
+    settings: &Settings,
+    notifier: &Notifier,
+    liveness: Arc<Liveness>,
+) -> anyhow::Result<ExitCode> {
+    let shutdown = shutdown_signal()?;
+    // First the port: a port already in use fails at once, before any connection is made.
+    let listener = match settings.http.enabled {
+        true => Some(http::bind(&settings.http).await?),
+        false => None,
+    };
+    notifier.status("starting: opening the database");
     let store = open(settings).await?;
+    notifier.status("starting: checking the transport");
     let transport = Transport::from_settings(&settings.transport)?;
     transport.check().await?;
-    let dispatcher = Dispatcher::new(store.clone(), transport, settings)?;
-    let shutdown = shutdown_signal()?;
-    dispatcher.run(RunMode::Forever, shutdown).await?;
+    let dispatcher = Dispatcher::new(store.clone(), transport, settings)?
+        .with_notifier(notifier.clone(), liveness);
+    let server = listener.map(|listener| {
+        http::serve(
+            listener,
+            http::Endpoint {
+                metrics: dispatcher.metrics.clone(),
+                readiness: http::Readiness::new(store.clone(), settings.transport.clone()),
+                stopping: shutdown.clone(),
+            },
+        )
+    });
+    notifier.ready(&format!(
+        "running as {} ({} database)",
+        dispatcher.instance.id,
+        store.backend()
+    ));
+    let result = dispatcher.run(RunMode::Forever, shutdown).await;
+    if let Some(server) = server {
+        server.abort();
+    }
+    result?;
     store.close().await;
     Ok(ExitCode::SUCCESS)
 }

@@ -30,8 +30,8 @@ pub async fn show(store: &Store, args: &StatusArgs) -> anyhow::Result<ExitCode> 
         let rows = collect(store, args.campaign, Utc::now()).await?;
         if args.watch && !args.json {
             // Clear the screen and home the cursor: a live view, not a scroll of tables.
-            print!(
-                "\x1b[2J\x1b[H{}\n",
+            println!(
+                "\x1b[2J\x1b[H{}",
                 Utc::now().format("%Y-%m-%d %H:%M:%S UTC")
             );
         }

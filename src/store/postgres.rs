@@ -192,7 +192,10 @@ impl PgStore {
         // COPY fail on the unique key (at once, for a re-imported list); the batch then takes the
         // merging path, which counts it as a duplicate.
         let mut seen = std::collections::HashSet::with_capacity(rows.len());
-        let unique: Vec<&NewRecipient> = rows.iter().filter(|r| seen.insert(r.customer_id.as_str())).collect();
+        let unique: Vec<&NewRecipient> = rows
+            .iter()
+            .filter(|r| seen.insert(r.customer_id.as_str()))
+            .collect();
         let data = copy_csv(&unique, |_| campaign_id.to_string())?;
         let mut tx = self.pool.begin().await?;
         let mut copy = tx
@@ -206,7 +209,10 @@ impl PgStore {
         match copy.finish().await {
             Ok(inserted) => {
                 tx.commit().await?;
-                let email = unique.iter().filter(|r| r.channel == Channel::Email).count() as u64;
+                let email = unique
+                    .iter()
+                    .filter(|r| r.channel == Channel::Email)
+                    .count() as u64;
                 Ok(InsertOutcome {
                     inserted,
                     duplicates: rows.len() as u64 - inserted,
@@ -225,7 +231,11 @@ impl PgStore {
     /// The slow path: COPY into a per-connection staging table, then one INSERT … SELECT … ON CONFLICT
     /// DO NOTHING, which makes a repeated customer a counted duplicate instead of an error whatever
     /// runs concurrently. `ord` keeps file order, so queue order (ids) follows the list.
-    async fn insert_recipients_merging(&self, campaign_id: i64, rows: &[NewRecipient]) -> Result<InsertOutcome> {
+    async fn insert_recipients_merging(
+        &self,
+        campaign_id: i64,
+        rows: &[NewRecipient],
+    ) -> Result<InsertOutcome> {
         let all: Vec<&NewRecipient> = rows.iter().collect();
         let data = copy_csv(&all, |i| i.to_string())?;
         let mut tx = self.pool.begin().await?;
@@ -233,7 +243,7 @@ impl PgStore {
             "CREATE TEMP TABLE IF NOT EXISTS bn_staging (ord BIGINT, customer_id TEXT, email TEXT, \
              first_name TEXT, last_name TEXT, locale TEXT, jurisdiction TEXT, electronic_consent BOOLEAN, \
              address1 TEXT, address2 TEXT, city TEXT, region TEXT, postal_code TEXT, country TEXT, \
-             attributes JSONB, channel TEXT, status TEXT, import_id BIGINT) ON COMMIT DELETE ROWS",
+             attributes JSON, channel TEXT, status TEXT, import_id BIGINT) ON COMMIT DELETE ROWS",
         )
         .execute(&mut *tx)
         .await?;
@@ -257,7 +267,12 @@ impl PgStore {
         tx.commit().await?;
         let inserted = channels.len() as u64;
         let email = channels.iter().filter(|c| c.as_str() == "email").count() as u64;
-        Ok(InsertOutcome { inserted, duplicates: rows.len() as u64 - inserted, email, postal: inserted - email })
+        Ok(InsertOutcome {
+            inserted,
+            duplicates: rows.len() as u64 - inserted,
+            email,
+            postal: inserted - email,
+        })
     }
 
     pub(super) async fn existing_customers(
@@ -936,7 +951,9 @@ impl PgStore {
 /// row's position for the staging table), then the recipient columns in table order.
 fn copy_csv(rows: &[&NewRecipient], first: impl Fn(usize) -> String) -> Result<Vec<u8>> {
     let mut data = Vec::with_capacity(rows.len() * 256);
-    let mut w = csv::WriterBuilder::new().has_headers(false).from_writer(&mut data);
+    let mut w = csv::WriterBuilder::new()
+        .has_headers(false)
+        .from_writer(&mut data);
     let o = |v: &Option<String>| v.clone().unwrap_or_default();
     for (i, r) in rows.iter().enumerate() {
         let status = match r.channel {
@@ -965,7 +982,8 @@ fn copy_csv(rows: &[&NewRecipient], first: impl Fn(usize) -> String) -> Result<V
         ])
         .map_err(|e| StoreError::Corrupt(format!("encoding a recipient for COPY: {e}")))?;
     }
-    w.flush().map_err(|e| StoreError::Corrupt(format!("encoding recipients for COPY: {e}")))?;
+    w.flush()
+        .map_err(|e| StoreError::Corrupt(format!("encoding recipients for COPY: {e}")))?;
     drop(w);
     Ok(data)
 }
