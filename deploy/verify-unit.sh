@@ -34,15 +34,16 @@ if ! command -v systemd-analyze >/dev/null 2>&1; then
     || not_run "systemd-analyze is not installed (install the systemd package: apt-get install systemd)"
 fi
 
-binary=target/release/breach-notifier
-[ -x "$binary" ] || binary=target/debug/breach-notifier
+target="${CARGO_TARGET_DIR:-$PWD/target}"
+binary="$target/release/breach-notifier"
+[ -x "$binary" ] || binary="$target/debug/breach-notifier"
 if [ ! -x "$binary" ]; then
   cargo build --locked --quiet --bin breach-notifier
 fi
 work=$(mktemp -d "${TMPDIR:-/tmp}/bn-unit.XXXXXX")
 trap 'rm -rf "$work"' EXIT
-sed "s|^ExecStart=/usr/local/bin/breach-notifier |ExecStart=$PWD/$binary |" "$unit" >"$work/breach-notifier.service"
-grep -q "^ExecStart=$PWD/$binary " "$work/breach-notifier.service" \
+sed "s|^ExecStart=/usr/local/bin/breach-notifier |ExecStart=$binary |" "$unit" >"$work/breach-notifier.service"
+grep -q "^ExecStart=$binary " "$work/breach-notifier.service" \
   || { echo "deploy/verify-unit.sh: ExecStart in $unit no longer starts with /usr/local/bin/breach-notifier" >&2; exit 1; }
 
 echo "== systemd-analyze verify $unit ($(systemd-analyze --version | head -n 1))"

@@ -81,6 +81,14 @@ impl ExportKind {
             ExportKind::Postal => "postal",
         }
     }
+
+    /// The label of plain progress lines.
+    pub fn progress_label(self) -> &'static str {
+        match self {
+            ExportKind::Evidence => "evidence export",
+            ExportKind::Postal => "postal export",
+        }
+    }
 }
 
 /// The file format.
@@ -186,7 +194,15 @@ pub async fn export<W: Write + Send + 'static>(
         sink.finish()
     });
 
-    let mut progress = Progress::new(opts.progress, opts.kind, total);
+    let mut progress =
+        crate::progress::Progress::new(opts.kind.progress_label(), "recipients", opts.progress);
+    let describe = |read: u64, written: u64| {
+        let of = total.map(|t| format!(" of {t}")).unwrap_or_default();
+        match opts.kind {
+            ExportKind::Evidence => format!("{read}{of} recipients written"),
+            ExportKind::Postal => format!("{read}{of} recipients read, {written} need a letter"),
+        }
+    };
     let mut read = 0u64;
     let mut after = 0i64;
     let fetched: Result<(), StoreError> = async {
@@ -218,7 +234,8 @@ pub async fn export<W: Write + Send + 'static>(
                 // The writer stopped on an error: it is reported below.
                 break;
             }
-            progress.tick(read, written.load(Ordering::Relaxed));
+            let w = written.load(Ordering::Relaxed);
+            progress.tick(read, || describe(read, w));
             if !full {
                 break;
             }
@@ -233,7 +250,7 @@ pub async fn export<W: Write + Send + 'static>(
         .map_err(|e| ExportError::Write(io::Error::other(format!("the writer stopped: {e}"))))?
         .map_err(ExportError::Write)?;
     let written = written.load(Ordering::Relaxed);
-    progress.finish(read, written);
+    progress.finish(|| describe(read, written));
     let summary = ExportSummary {
         read,
         written,
@@ -558,73 +575,6 @@ fn csv_io(e: csv::Error) -> io::Error {
     match e.into_kind() {
         csv::ErrorKind::Io(e) => e,
         other => io::Error::other(format!("{other:?}")),
-    }
-}
-
-/// Progress on standard error: a live line on a terminal, a plain line every 10 seconds otherwise.
-struct Progress {
-    enabled: bool,
-    tty: bool,
-    kind: ExportKind,
-    total: Option<u64>,
-    started: Instant,
-    last: Instant,
-}
-
-impl Progress {
-    fn new(enabled: bool, kind: ExportKind, total: Option<u64>) -> Self {
-        let now = Instant::now();
-        Progress {
-            enabled,
-            tty: io::IsTerminal::is_terminal(&io::stderr()),
-            kind,
-            total,
-            started: now,
-            last: now,
-        }
-    }
-
-    fn text(&self, read: u64, written: u64) -> String {
-        let of = self.total.map(|t| format!(" of {t}")).unwrap_or_default();
-        match self.kind {
-            ExportKind::Evidence => format!("{read}{of} recipients written"),
-            ExportKind::Postal => {
-                format!("{read}{of} recipients read, {written} need a letter")
-            }
-        }
-    }
-
-    fn tick(&mut self, read: u64, written: u64) {
-        if !self.enabled {
-            return;
-        }
-        let every = if self.tty {
-            Duration::from_millis(250)
-        } else {
-            Duration::from_secs(10)
-        };
-        if self.last.elapsed() < every {
-            return;
-        }
-        self.last = Instant::now();
-        let rate = read as f64 / self.started.elapsed().as_secs_f64().max(1e-3);
-        let text = self.text(read, written);
-        let mut err = io::stderr();
-        if self.tty {
-            let _ = write!(err, "\r  {text} ({rate:.0} recipients/s)   ");
-        } else {
-            let _ = writeln!(
-                err,
-                "{} export progress: {text} ({rate:.0} recipients/s)",
-                self.kind.as_str()
-            );
-        }
-    }
-
-    fn finish(&mut self, read: u64, written: u64) {
-        if self.enabled && self.tty && self.started.elapsed() > Duration::from_millis(250) {
-            let _ = writeln!(io::stderr(), "\r  {}{:20}", self.text(read, written), "");
-        }
     }
 }
 

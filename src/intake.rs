@@ -7,7 +7,7 @@
 //! hands batches to the async side, which stores them, so memory stays flat whatever the file size.
 
 use std::collections::{HashSet, VecDeque};
-use std::io::{IsTerminal, Read, Write};
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::{Duration, Instant};
@@ -505,7 +505,7 @@ pub async fn import(store: &Store, opts: &ImportOptions) -> anyhow::Result<Impor
     });
 
     let mut counts = ImportCounts::default();
-    let mut progress = Progress::new(opts.progress);
+    let mut progress = crate::progress::Progress::new("import", "rows", opts.progress);
     let mut seen_in_dry_run: HashSet<u64> = HashSet::new();
     let mut sha256 = String::new();
     let mut accepted_rows = 0u64;
@@ -540,7 +540,7 @@ pub async fn import(store: &Store, opts: &ImportOptions) -> anyhow::Result<Impor
                     counts.postal += outcome.postal;
                     counts.duplicates += outcome.duplicates;
                 }
-                progress.tick(accepted_rows);
+                progress.tick(accepted_rows, || format!("{accepted_rows} rows stored"));
             }
             Work::Done {
                 read,
@@ -558,7 +558,7 @@ pub async fn import(store: &Store, opts: &ImportOptions) -> anyhow::Result<Impor
     parser
         .await
         .context("the CSV parser stopped unexpectedly")?;
-    progress.finish(accepted_rows);
+    progress.finish(|| format!("{accepted_rows} rows stored"));
     if sha256.is_empty() {
         bail!("the import stopped before the end of the file");
     }
@@ -720,57 +720,6 @@ fn parse_stream(
         sha256,
     }));
     Ok(())
-}
-
-/// Progress on standard error: a live line on a terminal, a plain line every 10 seconds otherwise.
-struct Progress {
-    enabled: bool,
-    tty: bool,
-    started: Instant,
-    last: Instant,
-}
-
-impl Progress {
-    fn new(enabled: bool) -> Self {
-        let now = Instant::now();
-        Progress {
-            enabled,
-            tty: std::io::stderr().is_terminal(),
-            started: now,
-            last: now,
-        }
-    }
-
-    fn tick(&mut self, rows: u64) {
-        if !self.enabled {
-            return;
-        }
-        let every = if self.tty {
-            Duration::from_millis(250)
-        } else {
-            Duration::from_secs(10)
-        };
-        if self.last.elapsed() < every {
-            return;
-        }
-        self.last = Instant::now();
-        let rate = rows as f64 / self.started.elapsed().as_secs_f64().max(1e-3);
-        let mut err = std::io::stderr();
-        if self.tty {
-            let _ = write!(err, "\r  {rows} rows stored ({rate:.0} rows/s)   ");
-        } else {
-            let _ = writeln!(
-                err,
-                "import progress: {rows} rows stored ({rate:.0} rows/s)"
-            );
-        }
-    }
-
-    fn finish(&mut self, rows: u64) {
-        if self.enabled && self.tty && self.started.elapsed() > Duration::from_millis(250) {
-            let _ = writeln!(std::io::stderr(), "\r  {rows} rows stored{:20}", "");
-        }
-    }
 }
 
 #[cfg(test)]

@@ -17,6 +17,7 @@
 //! - Operations: [`metrics`] (the Prometheus registry), [`http`] (`/healthz`, `/readyz`, `/metrics`),
 //!   [`notify`] (systemd's `sd_notify`: ready, status, watchdog, stopping).
 //! - [`export`]: streaming exports: evidence for regulators, the postal list for a print vendor.
+//! - [`progress`]: progress lines of long commands.
 //! - [`cli`]: the command line, and [`commands`]: what each command does.
 
 pub mod campaign;
@@ -32,6 +33,7 @@ pub mod message;
 pub mod metrics;
 pub mod notify;
 pub mod preflight;
+pub mod progress;
 pub mod store;
 pub mod telemetry;
 pub mod template;
