@@ -225,6 +225,7 @@ impl Dispatcher {
             mpsc::channel::<Finished>(self.settings.max_in_flight as usize + 16);
         let (pause_tx, mut pause_rx) = mpsc::unbounded_channel::<(i64, i64, String)>();
         let (stop_tx, stop_rx) = watch::channel(false);
+        let (quit_tx, quit_rx) = watch::channel(false);
         let recorder = tokio::spawn(record_loop(
             self.store.clone(),
             self.instance.id.clone(),
@@ -245,12 +246,24 @@ impl Dispatcher {
             self.metrics.clone(),
             self.notifier.clone(),
             stop_rx.clone(),
+            quit_rx,
         ));
 
         let mut tasks = JoinSet::new();
         let mut active: HashMap<i64, Active> = HashMap::new();
         let poll = Duration::from_millis(self.settings.poll_interval_ms);
         let mut last_refresh = Instant::now() - poll;
+        // PostgreSQL: the campaigns trigger NOTIFYs every state change, so pause, resume and cancel
+        // (from the CLI or SQL) wake the loop at once; polling stays as the fallback, since a listener
+        // that reconnects misses what was sent meanwhile.
+        let wake = Arc::new(tokio::sync::Notify::new());
+        let listener = match &self.store {
+            crate::store::Store::Postgres(pg) => Some(tokio::spawn(listen_for_changes(
+                pg.pool().clone(),
+                wake.clone(),
+            ))),
+            crate::store::Store::Sqlite(_) => None,
+        };
         let mut result = Ok(());
         loop {
             self.liveness.beat();
@@ -300,6 +313,7 @@ impl Dispatcher {
                 tokio::select! {
                     _ = tokio::time::sleep(poll.min(Duration::from_millis(200))) => {}
                     _ = shutdown.changed() => {}
+                    _ = wake.notified() => last_refresh = Instant::now() - poll,
                 }
             }
         }
@@ -337,7 +351,11 @@ impl Dispatcher {
                 .await?;
             self.stats.released.fetch_add(n, Ordering::Relaxed);
         }
-        housekeeping.abort();
+        let _ = quit_tx.send(true);
+        let _ = housekeeping.await;
+        if let Some(listener) = listener {
+            listener.abort();
+        }
         self.store
             .instance_stopped(&self.instance.id, Utc::now())
             .await?;
@@ -839,6 +857,27 @@ pub fn backoff(settings: &DispatchSettings, attempts_before: u32, rng: &mut impl
     Duration::from_secs_f64((secs as f64 * jitter).max(1.0))
 }
 
+/// Wakes the main loop on every campaign state change (PostgreSQL `LISTEN`), reconnecting as needed.
+async fn listen_for_changes(pool: sqlx::PgPool, wake: Arc<tokio::sync::Notify>) {
+    loop {
+        let listener = async {
+            let mut l = sqlx::postgres::PgListener::connect_with(&pool).await?;
+            l.listen("breach_notifier_campaigns").await?;
+            loop {
+                // The payload ("ID:STATE") carries no personal data; the loop re-reads the campaigns.
+                let _ = l.recv().await?;
+                wake.notify_one();
+            }
+            #[allow(unreachable_code)]
+            Ok::<(), sqlx::Error>(())
+        };
+        if let Err(e) = listener.await {
+            tracing::warn!(error = %e, "campaign change listener lost; polling meanwhile");
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn record_loop(
     store: Store,
@@ -921,6 +960,7 @@ async fn housekeeping_loop(
     metrics: Arc<Metrics>,
     notifier: Notifier,
     mut stop: watch::Receiver<bool>,
+    mut quit: watch::Receiver<bool>,
 ) {
     let every = Duration::from_secs(settings.heartbeat_secs);
     let lease = chrono::Duration::seconds(settings.lease_secs as i64);
@@ -930,6 +970,12 @@ async fn housekeeping_loop(
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
             _ = stop.changed() => {}
+            _ = quit.changed() => {}
+        }
+        // Quit between rounds, never inside one: a heartbeat landing after the daemon marked itself
+        // stopped would revive it.
+        if *quit.borrow() {
+            break;
         }
         let now = Utc::now();
         match store.heartbeat(&instance, now).await {

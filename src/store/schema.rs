@@ -44,7 +44,7 @@ impl SchemaState {
                 "the database has no breach-notifier schema (this binary expects version {known}): run `breach-notifier migrate` first"
             )),
             SchemaState::Behind { applied, known } => Some(format!(
-                "the database schema is behind this binary (database at version {}, binary expects {known}): run `breach-notifier migrate`",
+                "the database schema is behind this binary (database at version {}, binary expects {known}): run `breach-notifier migrate` (if a migration is running now, wait for it to finish)",
                 applied.last().copied().unwrap_or(0)
             )),
             SchemaState::Ahead { applied, known } => Some(format!(
