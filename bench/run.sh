@@ -85,7 +85,9 @@ rows=()
 row() { rows+=("| $1 | $2 | $3 | $4 | $5 |"); printf '%-44s %-22s %-30s %-8s %s\n' "$1" "$2" "$3" "$4" "$5" >&2; }
 
 bn migrate >/dev/null
+only=${BENCH_ONLY:-all}   # BENCH_ONLY=rate runs the rate test alone (60 s, or 15 s with --quick)
 
+if [ "$only" = all ]; then
 # 1. Import vs psql \copy ------------------------------------------------------------------------
 say "import: $n_import rows"
 python3 examples/generate_recipients.py "$n_import" 11 > "$work/import.csv"
@@ -109,6 +111,8 @@ progress_ms=$(query_ms "SELECT * FROM campaign_progress WHERE campaign_id = $c_i
 count_ms=$(query_ms "SELECT status, count(*) FROM recipients WHERE campaign_id = $c_import GROUP BY status")
 row "campaign_progress at $n_import recipients" "$progress_ms ms" "count(*) group by status $count_ms ms" \
   "$(printf '%.0fx' "$(echo "$count_ms / $progress_ms" | bc -l)")" "< 10 ms"
+
+fi
 
 # 3. Dispatch vs smtp-source ---------------------------------------------------------------------------
 sink_port=$(free_port)
@@ -137,6 +141,7 @@ run_daemon() {
   echo "$secs $(cat "$work/daemon.mem")"
 }
 
+if [ "$only" = all ]; then
 say "dispatch: $n_dispatch messages to smtp-sink"
 ALL_EMAIL=1 python3 examples/generate_recipients.py "$n_dispatch" 12 > "$work/dispatch.csv"
 c_dispatch=$(campaign bench/campaign.toml)
@@ -167,6 +172,8 @@ for n in $mem_sizes; do
   row "daemon peak memory, $n queued" "$(printf '%.0f MB' "$(echo "$mem_kb / 1024" | bc -l)")" "-" "-" "flat, < 100 MB"
 done
 
+fi
+
 # 5. Rate accuracy at 200 messages/second ---------------------------------------------------------------
 say "rate accuracy: 200/s for $rate_secs s"
 n_rate=$(( 200 * (rate_secs + 10) ))
@@ -176,20 +183,23 @@ bn import --campaign "$c_rate" "$work/rate.csv" >/dev/null 2>&1
 bn campaign start "$c_rate" >/dev/null 2>&1
 BREACH_NOTIFIER__LIMITS__GLOBAL_PER_SECOND=200 BREACH_NOTIFIER__LIMITS__GLOBAL_BURST=20 run_daemon "$c_rate" $(( rate_secs + 5 )) >/dev/null
 read -r measured max_window <<<"$(sql "
-  WITH a AS (SELECT finished_at AS t FROM delivery_attempts WHERE campaign_id = $c_rate),
+  WITH a AS (SELECT id, finished_at AS t FROM delivery_attempts WHERE campaign_id = $c_rate),
        w AS (SELECT min(t) + interval '2 seconds' AS t0 FROM a)
   SELECT round((SELECT count(*) FROM a, w WHERE a.t >= w.t0 AND a.t < w.t0 + interval '$rate_secs seconds')::numeric / $rate_secs, 1),
-         (SELECT max(c) FROM (SELECT count(*) AS c FROM a x JOIN a y ON y.t >= x.t AND y.t < x.t + interval '1 second' GROUP BY x.t) s)" | tr '|' ' ')"
+         (SELECT max(c) FROM (SELECT count(*) AS c FROM a x JOIN a y ON y.t >= x.t AND y.t < x.t + interval '1 second' GROUP BY x.id) s)" | tr '|' ' ')"
 row "rate at 200/s over $rate_secs s" "$measured msg/s" "configured 200/s" \
   "$(printf '%.3f' "$(echo "$measured / 200" | bc -l)")" "within 2 %"
 row "busiest 1-second window" "$max_window msg" "rate + burst = 220" "-" "≤ 220"
 
 mkdir -p bench/results
+out=bench/results/latest.md
+[ "$only" = all ] || out="bench/results/latest-$only.md"
 {
   echo "Measured $(date -u +%Y-%m-%dT%H:%MZ) on $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB, PostgreSQL $(psql "$url" -X -qAt -c 'show server_version'), mode $mode: \`bench/run.sh${1:+ $1}\`"
   echo
   echo "| measure | breach-notifier | reference (same run) | ratio | target |"
   echo "|---|---|---|---|---|"
   printf '%s\n' "${rows[@]}"
-} > bench/results/latest.md
-cat bench/results/latest.md
+} > "$out"
+cat "$out"
+
