@@ -41,6 +41,11 @@ conformance!(
     instances_heartbeat_and_stop,
     progress_lists_every_campaign_from_counters,
     attempts_for_returns_the_attempts_of_many_recipients_in_order,
+    imports_are_recorded_and_must_reconcile,
+    lookups_for_intake_and_templates,
+    sent_counts_and_rates_follow_the_attempts,
+    settle_cancelled_ends_abandoned_recipients,
+    waves_are_planned_released_and_finished,
 );
 
 const T0: i64 = 1_767_225_600; // 2026-01-01T00:00:00Z
@@ -926,4 +931,290 @@ async fn attempts_for_returns_the_attempts_of_many_recipients_in_order(t: TestSt
     );
     assert!(t.store.attempts_for(&[]).await.unwrap().is_empty());
     assert!(t.store.attempts_for(&[r[2].id]).await.unwrap().is_empty());
+}
+
+async fn imports_are_recorded_and_must_reconcile(t: TestStore) {
+    let id = t
+        .store
+        .create_campaign(&new_campaign("c"), "test")
+        .await
+        .unwrap();
+    let first = t.store.next_import_id().await.unwrap();
+    let mut row = person("I-1");
+    row.import_id = Some(first);
+    t.store.insert_recipients(id, &[row]).await.unwrap();
+    let counts = ImportCounts {
+        read: 3,
+        rejected: 1,
+        duplicates: 1,
+        email: 1,
+        postal: 0,
+        unusable_email: 0,
+    };
+    let record = ImportRecord {
+        id: first,
+        campaign_id: id,
+        source_name: "list.csv".into(),
+        sha256: "ab".repeat(32),
+        counts,
+        shared_addresses: 0,
+        actor: "cli:test".into(),
+        started_at: at(0),
+        finished_at: at(5),
+    };
+    t.store.record_import(&record).await.unwrap();
+    let stored = t.store.imports(id).await.unwrap();
+    assert_eq!(stored.len(), 1);
+    assert_eq!(
+        (stored[0].id, stored[0].counts.read, stored[0].counts.email),
+        (first, 3, 1)
+    );
+    assert_eq!(
+        (stored[0].started_at, stored[0].finished_at),
+        (at(0), at(5))
+    );
+    assert!(
+        t.store.next_import_id().await.unwrap() > first,
+        "ids are never handed out twice"
+    );
+    // The database refuses counts that do not add up.
+    let bad = ImportRecord {
+        id: first + 10,
+        counts: ImportCounts { read: 9, ..counts },
+        ..record
+    };
+    assert!(t.store.record_import(&bad).await.is_err());
+}
+
+async fn lookups_for_intake_and_templates(t: TestStore) {
+    t.store.ping().await.unwrap();
+    let id = t
+        .store
+        .create_campaign(&new_campaign("c"), "test")
+        .await
+        .unwrap();
+    let mut rows: Vec<_> = (0..6).map(|i| person(&format!("L-{i}"))).collect();
+    rows[1].locale = Some("es-US".into());
+    rows[2].jurisdiction = Some("US-MA".into());
+    rows[3].email = Some("L-0@EXAMPLE.com".into()); // shares L-0's address, in another case
+    t.store.insert_recipients(id, &rows).await.unwrap();
+    let known = t
+        .store
+        .existing_customers(id, &["L-1".into(), "nobody".into(), "L-5".into()])
+        .await
+        .unwrap();
+    let mut known: Vec<_> = known.into_iter().collect();
+    known.sort();
+    assert_eq!(known, vec!["L-1", "L-5"]);
+    assert_eq!(t.store.shared_addresses(id).await.unwrap(), 1);
+    // One sample per (locale, jurisdiction) present: en-US/US-CA, es-US/US-CA, en-US/US-MA.
+    let sample = t.store.sample_recipients(id, 10).await.unwrap();
+    let ids: Vec<_> = sample.iter().map(|r| r.customer_id.as_str()).collect();
+    assert_eq!(ids, vec!["L-0", "L-1", "L-2"]);
+    assert_eq!(t.store.sample_recipients(id, 2).await.unwrap().len(), 2);
+    let page = t.store.recipients_after(id, 0, 4).await.unwrap();
+    assert_eq!(page.len(), 4);
+    let rest = t.store.recipients_after(id, page[3].id, 4).await.unwrap();
+    assert_eq!(
+        rest.iter()
+            .map(|r| r.customer_id.as_str())
+            .collect::<Vec<_>>(),
+        vec!["L-4", "L-5"]
+    );
+}
+
+async fn sent_counts_and_rates_follow_the_attempts(t: TestStore) {
+    let id = running_campaign_with(&t, 2).await;
+    let claim = t.store.claim(id, "a", 0, 2, LEASE, at(0)).await.unwrap();
+    let mut sent = record(
+        &claim.recipients[0],
+        NextState::Sent,
+        AttemptOutcome::Sent,
+        250,
+    );
+    let mut retry = record(
+        &claim.recipients[1],
+        NextState::Retry { at: at(600) },
+        AttemptOutcome::Transient,
+        451,
+    );
+    let now = Utc::now();
+    sent.finished_at = now - chrono::Duration::seconds(30);
+    retry.finished_at = now - chrono::Duration::seconds(20);
+    t.store.record_attempts("a", &[sent, retry]).await.unwrap();
+    assert_eq!(
+        t.store
+            .sent_since(id, now - chrono::Duration::minutes(1))
+            .await
+            .unwrap(),
+        1,
+        "only sent attempts count"
+    );
+    assert_eq!(
+        t.store
+            .sent_since(id, now - chrono::Duration::seconds(10))
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(t.store.send_rates(id, now).await.unwrap(), (1, 1));
+    assert_eq!(
+        t.store
+            .send_rates(id, now + chrono::Duration::minutes(5))
+            .await
+            .unwrap(),
+        (0, 1)
+    );
+}
+
+async fn settle_cancelled_ends_abandoned_recipients(t: TestStore) {
+    let id = running_campaign_with(&t, 3).await;
+    let now = Utc::now();
+    // A daemon leases one recipient, then dies; the campaign is cancelled meanwhile.
+    t.store.claim(id, "dead", 0, 1, LEASE, now).await.unwrap();
+    assert_eq!(
+        t.store.settle_cancelled(id, now).await.unwrap(),
+        0,
+        "nothing to settle while running"
+    );
+    t.store
+        .set_campaign_state(id, CampaignState::Cancelled, "test", None)
+        .await
+        .unwrap();
+    assert_eq!(
+        progress(&t, id).await.queued,
+        1,
+        "the leased one waits for its lease"
+    );
+    assert_eq!(
+        t.store
+            .settle_cancelled(id, now + chrono::Duration::seconds(30))
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        t.store
+            .settle_cancelled(id, now + chrono::Duration::seconds(61))
+            .await
+            .unwrap(),
+        1
+    );
+    let p = progress(&t, id).await;
+    assert_eq!((p.queued, p.cancelled), (0, 3));
+}
+
+async fn waves_are_planned_released_and_finished(t: TestStore) {
+    let id = running_campaign_with(&t, 5).await;
+    let wave = |number: i32, size: &str| Wave {
+        campaign_id: id,
+        number,
+        size_spec: size.into(),
+        release_rule: "auto".into(),
+        hold_minutes: 0,
+        max_failure_rate: Some(0.1),
+        max_deferral_rate: None,
+        released_at: None,
+        first_id: None,
+        last_id: None,
+        planned: None,
+        finished_at: None,
+    };
+    t.store
+        .insert_waves(&[wave(1, "2"), wave(2, "rest")])
+        .await
+        .unwrap();
+    t.store.insert_waves(&[wave(1, "99")]).await.unwrap(); // once only
+    let waves = t.store.waves(id).await.unwrap();
+    assert_eq!(
+        waves
+            .iter()
+            .map(|w| w.size_spec.as_str())
+            .collect::<Vec<_>>(),
+        vec!["2", "rest"]
+    );
+    assert_eq!(waves[0].max_failure_rate, Some(0.1));
+    let (last, counted) = t
+        .store
+        .nth_email_recipient(id, 0, 2)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(counted, 2);
+    assert!(
+        t.store
+            .release_wave(id, 1, 0, Some(last), counted, at(0))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !t.store
+            .release_wave(id, 1, 0, Some(last), counted, at(1))
+            .await
+            .unwrap(),
+        "members are fixed once"
+    );
+    assert_eq!(t.store.open_in_range(id, 0, Some(last)).await.unwrap(), 2);
+    assert_eq!(t.store.open_in_range(id, last, None).await.unwrap(), 3);
+    // Only the wave's members can be claimed.
+    let claim = t
+        .store
+        .claim_within(id, "a", 0, last, 10, LEASE, at(0))
+        .await
+        .unwrap();
+    assert_eq!(claim.recipients.len(), 2);
+    let records: Vec<_> = claim
+        .recipients
+        .iter()
+        .map(|r| {
+            record(
+                r,
+                NextState::Failed {
+                    reason: "550".into(),
+                },
+                AttemptOutcome::Permanent,
+                550,
+            )
+        })
+        .collect();
+    t.store.record_attempts("a", &records).await.unwrap();
+    let attempts = t
+        .store
+        .wave_attempts(id, 0, Some(last), at(0))
+        .await
+        .unwrap();
+    assert_eq!(
+        attempts,
+        WaveAttempts {
+            total: 2,
+            permanent: 2,
+            temporary: 0
+        }
+    );
+    assert_eq!(
+        t.store
+            .wave_attempts(id, last, None, at(0))
+            .await
+            .unwrap()
+            .total,
+        0
+    );
+    t.store.finish_wave(id, 1, at(20)).await.unwrap();
+    let progress = t.store.wave_progress(id).await.unwrap();
+    assert_eq!(
+        (
+            progress[0].state.as_str(),
+            progress[0].total,
+            progress[0].failed
+        ),
+        ("finished", 2, 2)
+    );
+    assert_eq!(
+        (progress[1].state.as_str(), progress[1].total),
+        ("waiting", 0)
+    );
+    assert_eq!(
+        t.store.waves(id).await.unwrap()[0].finished_at,
+        Some(at(20))
+    );
 }

@@ -642,15 +642,6 @@ impl Store {
         dispatch!(self.record_import(record))
     }
 
-    /// How many recipients one import added, per channel: (email, postal).
-    pub async fn import_channel_counts(
-        &self,
-        campaign_id: i64,
-        import_id: i64,
-    ) -> Result<(u64, u64)> {
-        dispatch!(self.import_channel_counts(campaign_id, import_id))
-    }
-
     /// The imports of a campaign, oldest first.
     pub async fn imports(&self, campaign_id: i64) -> Result<Vec<ImportRecord>> {
         dispatch!(self.imports(campaign_id))

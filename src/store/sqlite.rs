@@ -339,23 +339,6 @@ impl SqliteStore {
             .collect())
     }
 
-    pub(super) async fn import_channel_counts(
-        &self,
-        campaign_id: i64,
-        import_id: i64,
-    ) -> Result<(u64, u64)> {
-        let (email, postal): (i64, i64) = sqlx::query_as(
-            "SELECT coalesce(sum(CASE WHEN channel = 'email' THEN 1 ELSE 0 END), 0), \
-             coalesce(sum(CASE WHEN channel = 'postal' THEN 1 ELSE 0 END), 0) \
-             FROM recipients WHERE campaign_id = ?1 AND import_id = ?2",
-        )
-        .bind(campaign_id)
-        .bind(import_id)
-        .fetch_one(&self.pool)
-        .await?;
-        Ok((email as u64, postal as u64))
-    }
-
     pub(super) async fn shared_addresses(&self, campaign_id: i64) -> Result<u64> {
         let n: i64 = sqlx::query_scalar(
             "SELECT count(*) FROM (SELECT lower(email) FROM recipients WHERE campaign_id = ? \
@@ -803,30 +786,7 @@ impl SqliteStore {
     }
 
     pub(super) async fn attempts(&self, recipient_id: i64) -> Result<Vec<Attempt>> {
-        let rows = sqlx::query(
-            "SELECT id, recipient_id, campaign_id, attempt, instance, started_at, finished_at, outcome, \
-             smtp_code, reply, message_id FROM delivery_attempts WHERE recipient_id = ? ORDER BY id",
-        )
-        .bind(recipient_id)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(Attempt {
-                    id: r.get("id"),
-                    recipient_id: r.get("recipient_id"),
-                    campaign_id: r.get("campaign_id"),
-                    attempt: r.get("attempt"),
-                    instance: r.get("instance"),
-                    started_at: from_ms(r.get("started_at")),
-                    finished_at: from_ms(r.get("finished_at")),
-                    outcome: r.get::<String, _>("outcome").parse()?,
-                    smtp_code: r.get("smtp_code"),
-                    reply: r.get("reply"),
-                    message_id: r.get("message_id"),
-                })
-            })
-            .collect()
+        self.attempts_for(&[recipient_id]).await
     }
 
     pub(super) async fn attempts_for(&self, recipient_ids: &[i64]) -> Result<Vec<Attempt>> {
