@@ -610,6 +610,7 @@ impl Dispatcher {
             .await
         {
             Ok(_) => {
+                crate::waves::finish_all(&self.store, campaign_id, Utc::now()).await?;
                 tracing::info!(
                     campaign_id,
                     sent = p.sent,

@@ -233,6 +233,16 @@ pub async fn advance(
     })
 }
 
+/// A completed campaign's released waves are all finished (the open-ended `rest` wave only ends here).
+pub async fn finish_all(store: &Store, campaign_id: i64, now: DateTime<Utc>) -> anyhow::Result<()> {
+    for w in store.waves(campaign_id).await? {
+        if w.released_at.is_some() && w.finished_at.is_none() {
+            store.finish_wave(campaign_id, w.number, now).await?;
+        }
+    }
+    Ok(())
+}
+
 /// `campaign release-wave`: releases the next wave now, whatever its rule (an operator's decision),
 /// provided the one before it has been released. Returns its number.
 pub async fn release_next(

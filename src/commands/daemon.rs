@@ -210,7 +210,10 @@ pub async fn demo(base: &Settings) -> anyhow::Result<ExitCode> {
 
     let progress = store.progress(Some(campaign_id)).await?;
     println!("4. done. Campaign status:\n");
-    print!("{}", status::render_table(&progress));
+    print!(
+        "{}",
+        status::render(&status::collect(&store, Some(campaign_id), chrono::Utc::now()).await?)
+    );
     let files = std::fs::read_dir(&outbox)
         .map(|d| {
             d.filter(|e| {
@@ -221,7 +224,8 @@ pub async fn demo(base: &Settings) -> anyhow::Result<ExitCode> {
         })
         .unwrap_or(0);
     println!(
-        "\nThe notices are in {}/ ({files} .eml files). Try: breach-notifier --config <file> status, or open one .eml in a mail client.",
+        "\nThe notices are in {}/ ({files} .eml files); open one in a mail client. The campaign's records stay in\n\
+         breach-notifier-demo.db: BREACH_NOTIFIER__DATABASE__URL={DEMO_DATABASE} breach-notifier status {campaign_id}",
         outbox.display()
     );
     store.close().await;

@@ -206,19 +206,3 @@ fn table(lines: &[Vec<String>], left: &[usize]) -> String {
     }
     out
 }
-
-/// The campaign table alone, for callers that have bare progress rows (the demo).
-pub fn render_table(rows: &[CampaignProgress]) -> String {
-    let rows: Vec<CampaignStatus> = rows
-        .iter()
-        .cloned()
-        .map(|progress| CampaignStatus {
-            progress,
-            sent_last_minute: 0,
-            sent_last_hour: 0,
-            eta_seconds: None,
-            waves: vec![],
-        })
-        .collect();
-    render(&rows)
-}
