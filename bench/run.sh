@@ -2,12 +2,13 @@
 # breach-notifier benchmark harness: one command, one table, every figure beside its reference measured
 # in the same run (machines are noisy: compare ratios, not absolute numbers).
 #
-#   bench/run.sh            full run (1,000,000-row import, 200,000-message dispatch, 60 s rate test)
-#   bench/run.sh --quick    a smaller run that finishes in under 3 minutes once the release build exists
+#   bench/run.sh            full run (1,000,000-row import, 200,000-message dispatch, 60 s rate test,
+#                           60 s of each cargo fuzz target)
+#   bench/run.sh --quick    a smaller run that finishes in under 3 minutes once the builds exist
 #
 # Needs: a release build (built here if missing), PostgreSQL (DATABASE_URL, else a throwaway cluster with
 # initdb/pg_ctl), Postfix's smtp-sink and smtp-source (installed with apt-get if missing), python3, psql,
-# /usr/bin/time. Everything runs on loopback. Results: the table on stdout and bench/results/latest.md.
+# /usr/bin/time; the nightly toolchain and cargo-fuzz for the fuzz rows (bench/fuzz.sh). Everything runs on loopback. Results: the table on stdout and bench/results/latest.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -15,9 +16,9 @@ root=$(pwd)
 mode=full
 [ "${1:-}" = "--quick" ] && mode=quick
 if [ "$mode" = quick ]; then
-  n_import=200000; n_dispatch=30000; mem_sizes="100000"; rate_secs=15
+  n_import=200000; n_dispatch=30000; mem_sizes="100000"; rate_secs=15; fuzz_secs=10
 else
-  n_import=1000000; n_dispatch=200000; mem_sizes="100000 1000000"; rate_secs=60
+  n_import=1000000; n_dispatch=200000; mem_sizes="100000 1000000"; rate_secs=60; fuzz_secs=60
 fi
 concurrency=20
 
@@ -85,7 +86,7 @@ rows=()
 row() { rows+=("| $1 | $2 | $3 | $4 | $5 |"); printf '%-44s %-22s %-30s %-8s %s\n' "$1" "$2" "$3" "$4" "$5" >&2; }
 
 bn migrate >/dev/null
-only=${BENCH_ONLY:-all}   # BENCH_ONLY=rate runs the rate test alone (60 s, or 15 s with --quick)
+only=${BENCH_ONLY:-all}   # BENCH_ONLY=rate (or fuzz) runs that part alone
 
 if [ "$only" = all ]; then
 # 1. Import vs psql \copy ------------------------------------------------------------------------
@@ -175,6 +176,7 @@ done
 fi
 
 # 5. Rate accuracy at 200 messages/second ---------------------------------------------------------------
+if [ "$only" = all ] || [ "$only" = rate ]; then
 say "rate accuracy: 200/s for $rate_secs s"
 n_rate=$(( 200 * (rate_secs + 10) ))
 ALL_EMAIL=1 python3 examples/generate_recipients.py "$n_rate" 14 > "$work/rate.csv"
@@ -190,6 +192,17 @@ read -r measured max_window <<<"$(sql "
 row "rate at 200/s over $rate_secs s" "$measured msg/s" "configured 200/s" \
   "$(printf '%.3f' "$(echo "$measured / 200" | bc -l)")" "within 2 %"
 row "busiest 1-second window" "$max_window msg" "rate + burst = 220" "-" "≤ 220"
+fi
+
+# 6. Fuzzing: CSV intake and template rendering, $fuzz_secs s each (bench/fuzz.sh) ------------------------
+if [ "$only" = all ] || [ "$only" = fuzz ]; then
+say "fuzzing: $fuzz_secs s per target"
+fuzz_status=0
+bench/fuzz.sh "$fuzz_secs" > "$work/fuzz.out" || fuzz_status=1
+while read -r verdict _ target secs _ runs _; do
+  row "fuzz $target, $secs s (cargo fuzz)" "$runs runs" "-" "-" "no crash: $verdict"
+done < <(grep -E '^(PASS|FAIL) fuzz' "$work/fuzz.out")
+fi
 
 mkdir -p bench/results
 out=bench/results/latest.md
@@ -202,4 +215,4 @@ out=bench/results/latest.md
   printf '%s\n' "${rows[@]}"
 } > "$out"
 cat "$out"
-
+[ "${fuzz_status:-0}" = 0 ] || die "a fuzz target crashed: see the FAIL row and fuzz/artifacts/"

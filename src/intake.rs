@@ -404,18 +404,20 @@ impl<R: Read> Read for Hashing<R> {
     }
 }
 
-/// Line numbers of records. The csv crate's record position is where it stopped after the previous
-/// record, which lags behind blank lines and behind the `\n` of a CRLF line end. A record never begins
-/// with a line break, so it begins at the first byte at or after that position that follows a line
-/// break and is not one, and its line is one more than the `\n` bytes before it. Only the offsets
-/// ahead of the parser are kept, so memory stays flat.
+/// Line numbers of records. A line ends at `\n`, `\r\n` or a bare `\r`, exactly the record
+/// terminators of the `csv` crate, so that records split by an old-Mac line end get lines of their own.
+/// The csv crate's record position is where it stopped after the previous record, which lags behind
+/// blank lines and behind the `\n` of a CRLF line end. A record never begins with a line break, so it
+/// begins at the first byte at or after that position that follows a line break and is not one, and
+/// its line is one more than the line ends before it. Only the offsets ahead of the parser are kept,
+/// so memory stays flat.
 struct LineIndex {
     /// Bytes seen so far.
     offset: u64,
-    /// Whether the last byte seen was `\r` or `\n` (true at the start of the file).
-    after_break: bool,
-    /// Offsets of the `\n` bytes not yet passed, and how many were passed.
-    newlines: VecDeque<u64>,
+    /// The last byte seen, if it was `\r` or `\n` (`\n` at the start of the file).
+    last_break: Option<u8>,
+    /// Offsets of the line ends not yet passed, and how many were passed.
+    line_ends: VecDeque<u64>,
     passed: u64,
     /// Offsets of the bytes that begin a line (follow a line break, are not one), not yet passed.
     starts: VecDeque<u64>,
@@ -425,8 +427,8 @@ impl LineIndex {
     fn new() -> Self {
         LineIndex {
             offset: 0,
-            after_break: true,
-            newlines: VecDeque::new(),
+            last_break: Some(b'\n'),
+            line_ends: VecDeque::new(),
             passed: 0,
             starts: VecDeque::new(),
         }
@@ -434,13 +436,14 @@ impl LineIndex {
 
     fn scan(&mut self, bytes: &[u8]) {
         for &b in bytes {
-            let is_break = b == b'\n' || b == b'\r';
-            if b == b'\n' {
-                self.newlines.push_back(self.offset);
-            } else if !is_break && self.after_break {
-                self.starts.push_back(self.offset);
+            match b {
+                // The `\n` of a `\r\n` ends the line the `\r` already ended.
+                b'\n' if self.last_break == Some(b'\r') => {}
+                b'\n' | b'\r' => self.line_ends.push_back(self.offset),
+                _ if self.last_break.is_some() => self.starts.push_back(self.offset),
+                _ => {}
             }
-            self.after_break = is_break;
+            self.last_break = matches!(b, b'\n' | b'\r').then_some(b);
             self.offset += 1;
         }
     }
@@ -451,8 +454,8 @@ impl LineIndex {
             self.starts.pop_front();
         }
         let start = self.starts.front().copied().unwrap_or(from);
-        while self.newlines.front().is_some_and(|&n| n < start) {
-            self.newlines.pop_front();
+        while self.line_ends.front().is_some_and(|&n| n < start) {
+            self.line_ends.pop_front();
             self.passed += 1;
         }
         self.passed + 1
@@ -613,7 +616,7 @@ fn hash_id(id: &str) -> u64 {
     u64::from_le_bytes(d[..8].try_into().expect("8 bytes"))
 }
 
-/// The blocking half: read, validate, write rejects, send batches.
+/// The blocking half: read, validate, write rejects, send batches to the storing side.
 fn parse_stream(
     input: Box<dyn Read + Send>,
     rejects: Option<std::fs::File>,
@@ -621,6 +624,52 @@ fn parse_stream(
     import_id: Option<i64>,
     tx: &tokio::sync::mpsc::Sender<anyhow::Result<Work>>,
 ) -> anyhow::Result<()> {
+    let rejects = rejects.map(std::io::BufWriter::new);
+    let totals = parse_csv(input, rejects, email_without_consent, import_id, |batch| {
+        tx.blocking_send(Ok(Work::Batch(batch))).is_ok()
+    })?;
+    if let Some(totals) = totals {
+        let _ = tx.blocking_send(Ok(Work::Done {
+            read: totals.read,
+            rejected: totals.rejected,
+            unusable_email: totals.unusable_email,
+            sha256: totals.sha256,
+        }));
+    }
+    Ok(())
+}
+
+/// What parsing a whole file found, before the store de-duplicates: `read = accepted + rejected`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParseTotals {
+    /// Data rows read (the header is not counted).
+    pub read: u64,
+    /// Rows handed to `on_batch`.
+    pub accepted: u64,
+    /// Rows written to the rejects file with their line and reason.
+    pub rejected: u64,
+    /// Accepted rows whose email could not be used (they became postal).
+    pub unusable_email: u64,
+    /// SHA-256 of exactly the bytes read, hex.
+    pub sha256: String,
+}
+
+/// Reads and validates a CSV of affected customers without touching a database: every data row is
+/// either handed to `on_batch` (in batches of up to [`BATCH_ROWS`]) or written to `rejects` as
+/// `line,reason,<original fields>`. This is the whole of intake that sees untrusted bytes, which is
+/// why it stands alone: the import runs it on a blocking thread, and the fuzz target
+/// (`fuzz/fuzz_targets/csv_intake.rs`) runs it on arbitrary input.
+///
+/// An error means the file as a whole is unusable (no header, no `customer_id` column, a CSV
+/// structure that cannot be read past some line); it names the line. `Ok(None)` means `on_batch`
+/// returned false (the storing side stopped), so the totals are incomplete.
+pub fn parse_csv<R: Read, W: Write>(
+    input: R,
+    rejects: Option<W>,
+    email_without_consent: bool,
+    import_id: Option<i64>,
+    mut on_batch: impl FnMut(Vec<NewRecipient>) -> bool,
+) -> anyhow::Result<Option<ParseTotals>> {
     let mut hashing = Hashing {
         inner: std::io::BufReader::with_capacity(1 << 20, input),
         hasher: Sha256::new(),
@@ -631,11 +680,7 @@ fn parse_stream(
         .flexible(true)
         .from_reader(&mut hashing);
     let mut record = csv::ByteRecord::new();
-    let mut rejects = rejects.map(|f| {
-        csv::WriterBuilder::new()
-            .flexible(true)
-            .from_writer(std::io::BufWriter::new(f))
-    });
+    let mut rejects = rejects.map(|w| csv::WriterBuilder::new().flexible(true).from_writer(w));
     let next = |reader: &mut csv::Reader<&mut Hashing<_>>,
                 record: &mut csv::ByteRecord|
      -> anyhow::Result<bool> {
@@ -669,7 +714,7 @@ fn parse_stream(
         header.extend(layout.names.iter().cloned());
         w.write_record(&header)?;
     }
-    let (mut read, mut rejected, mut unusable_email) = (0u64, 0u64, 0u64);
+    let (mut read, mut accepted, mut rejected, mut unusable_email) = (0u64, 0u64, 0u64, 0u64);
     let mut batch = Vec::with_capacity(BATCH_ROWS);
     while next(&mut reader, &mut record)? {
         read += 1;
@@ -678,14 +723,11 @@ fn parse_stream(
         match parse_row(&layout, &record, email_without_consent) {
             Parsed::Accepted(mut row, unusable) => {
                 row.import_id = import_id;
+                accepted += 1;
                 unusable_email += u64::from(unusable);
                 batch.push(*row);
-                if batch.len() == BATCH_ROWS
-                    && tx
-                        .blocking_send(Ok(Work::Batch(std::mem::take(&mut batch))))
-                        .is_err()
-                {
-                    return Ok(());
+                if batch.len() == BATCH_ROWS && !on_batch(std::mem::take(&mut batch)) {
+                    return Ok(None);
                 }
             }
             Parsed::Rejected(reason) => {
@@ -702,8 +744,8 @@ fn parse_stream(
             }
         }
     }
-    if !batch.is_empty() && tx.blocking_send(Ok(Work::Batch(batch))).is_err() {
-        return Ok(());
+    if !batch.is_empty() && !on_batch(batch) {
+        return Ok(None);
     }
     if let Some(mut w) = rejects {
         w.flush()?;
@@ -713,13 +755,13 @@ fn parse_stream(
     }
     drop(reader);
     let sha256 = hex::encode(std::mem::take(&mut hashing.hasher).finalize());
-    let _ = tx.blocking_send(Ok(Work::Done {
+    Ok(Some(ParseTotals {
         read,
+        accepted,
         rejected,
         unusable_email,
         sha256,
-    }));
-    Ok(())
+    }))
 }
 
 #[cfg(test)]
@@ -750,5 +792,43 @@ mod tests {
         assert_eq!(normalize_jurisdiction("DE").as_deref(), Some("DE"));
         assert_eq!(normalize_jurisdiction("California"), None);
         assert_eq!(normalize_jurisdiction("US-"), None);
+    }
+
+    /// Parses a file and returns the (line, reason) of each rejected row.
+    fn rejected_lines(file: &[u8]) -> Vec<(u64, String)> {
+        let mut rejects = Vec::new();
+        let totals = parse_csv(file, Some(&mut rejects), false, None, |_| true)
+            .unwrap()
+            .unwrap();
+        let mut reader = csv::ReaderBuilder::new()
+            .flexible(true)
+            .from_reader(rejects.as_slice());
+        let out: Vec<(u64, String)> = reader
+            .records()
+            .map(|r| {
+                let r = r.unwrap();
+                (r[0].parse().unwrap(), r[1].to_string())
+            })
+            .collect();
+        assert_eq!(out.len() as u64, totals.rejected);
+        out
+    }
+
+    #[test]
+    fn every_kind_of_line_end_counts_as_a_line() {
+        // A bare CR ends a record for the CSV parser, so it must end a line for the line numbers.
+        let lines: Vec<u64> =
+            rejected_lines(b"customer_id,email\rC1\rC2\r\nC3\nC4,a@x.com\r\n\r\nC5\n")
+                .into_iter()
+                .map(|(l, _)| l)
+                .collect();
+        assert_eq!(
+            lines,
+            vec![2, 3, 4, 7],
+            "C4 on line 5 is accepted; line 6 is blank"
+        );
+        let (line, reason) = &rejected_lines(b"customer_id\n\"multi\r\nline\"\nbad,row\n")[1];
+        assert_eq!(*line, 4, "a quoted line break moves the next record down");
+        assert!(reason.contains("2 fields"), "{reason}");
     }
 }

@@ -94,6 +94,9 @@ impl<'a> From<&'a Recipient> for RecipientContext<'a> {
 
 const PARTS: [&str; 3] = ["subject", "text", "html"];
 
+/// Most template engine steps one part of one notice may take.
+const RENDER_FUEL: u64 = 2_000_000;
+
 impl Templates {
     /// Compiles every locale's templates; a syntax error names the template and line.
     pub fn new(spec: &CampaignSpec) -> Result<Self, TemplateError> {
@@ -113,6 +116,10 @@ impl Templates {
             }
         });
         env.set_keep_trailing_newline(true);
+        // A bound on the work of one render, so that a template loop that would run for hours is an
+        // error at `campaign create` (the sample render) instead of a daemon that hangs. A real notice
+        // uses a few thousand steps.
+        env.set_fuel(Some(RENDER_FUEL));
         for (locale, t) in &spec.locales {
             for (part, source) in PARTS.iter().zip([&t.subject, &t.text, &t.html]) {
                 let name = format!("{locale}/{part}");
@@ -244,6 +251,11 @@ impl Templates {
             .detail()
             .map(str::to_string)
             .unwrap_or_else(|| e.kind().to_string());
+        if e.kind() == minijinja::ErrorKind::OutOfFuel {
+            message = format!(
+                "the template takes more than {RENDER_FUEL} steps to render (a loop that runs too long?)"
+            );
+        }
         if e.kind() == minijinja::ErrorKind::UndefinedError && e.detail().is_none() {
             message =
                 "a variable used here is not defined for this recipient (undefined value)".into();

@@ -124,6 +124,15 @@ fn hostile_campaign_files() {
         // A template that includes a file outside the campaign cannot: no loader, so it is an error.
         let expect_ok = name == "valid.toml";
         let ok = judge(&case, &o, None);
+        if name == "nested-loops.toml" {
+            // Bounded work per render: a runaway loop is refused at create, not left to hang a daemon.
+            let err = String::from_utf8_lossy(&o.stderr);
+            assert!(
+                err.contains("nested-loops.txt.j2") || err.contains("en-US/text"),
+                "{err}"
+            );
+            assert!(err.contains("steps to render"), "{err}");
+        }
         assert_eq!(
             ok,
             expect_ok,
