@@ -129,6 +129,24 @@ fn record(r: &Recipient, next: NextState, outcome: AttemptOutcome, code: i32) ->
 
 const LEASE: Duration = Duration::from_secs(60);
 
+/// An automatic wave, not yet released, pausing the campaign above 10 % permanent failures.
+fn wave(campaign_id: i64, number: i32, size: &str) -> Wave {
+    Wave {
+        campaign_id,
+        number,
+        size_spec: size.into(),
+        release_rule: "auto".into(),
+        hold_minutes: 0,
+        max_failure_rate: Some(0.1),
+        max_deferral_rate: None,
+        released_at: None,
+        first_id: None,
+        last_id: None,
+        planned: None,
+        finished_at: None,
+    }
+}
+
 async fn migrate_is_idempotent_and_schema_is_current(t: TestStore) {
     let state = t.store.schema_state().await.unwrap();
     assert!(matches!(state, SchemaState::Current { .. }), "{state:?}");
@@ -1024,24 +1042,42 @@ async fn lookups_for_intake_and_templates(t: TestStore) {
 }
 
 async fn sent_counts_and_rates_follow_the_attempts(t: TestStore) {
-    let id = running_campaign_with(&t, 2).await;
-    let claim = t.store.claim(id, "a", 0, 2, LEASE, at(0)).await.unwrap();
+    let id = running_campaign_with(&t, 3).await;
+    // One open-ended wave, released before anything is sent: every attempt is counted for it too.
+    t.store.insert_waves(&[wave(id, 1, "rest")]).await.unwrap();
+    assert!(
+        t.store
+            .release_wave(id, 1, 0, None, 3, Utc::now() - chrono::Duration::hours(1))
+            .await
+            .unwrap()
+    );
+    let claim = t.store.claim(id, "a", 0, 3, LEASE, at(0)).await.unwrap();
     let mut sent = record(
         &claim.recipients[0],
         NextState::Sent,
         AttemptOutcome::Sent,
         250,
     );
-    let mut retry = record(
+    let mut sent_earlier = record(
         &claim.recipients[1],
+        NextState::Sent,
+        AttemptOutcome::Sent,
+        250,
+    );
+    let mut retry = record(
+        &claim.recipients[2],
         NextState::Retry { at: at(600) },
         AttemptOutcome::Transient,
         451,
     );
     let now = Utc::now();
     sent.finished_at = now - chrono::Duration::seconds(30);
+    sent_earlier.finished_at = now - chrono::Duration::minutes(10);
     retry.finished_at = now - chrono::Duration::seconds(20);
-    t.store.record_attempts("a", &[sent, retry]).await.unwrap();
+    t.store
+        .record_attempts("a", &[sent, sent_earlier, retry])
+        .await
+        .unwrap();
     assert_eq!(
         t.store
             .sent_since(id, now - chrono::Duration::minutes(1))
@@ -1057,13 +1093,29 @@ async fn sent_counts_and_rates_follow_the_attempts(t: TestStore) {
             .unwrap(),
         0
     );
-    assert_eq!(t.store.send_rates(id, now).await.unwrap(), (1, 1));
+    // The views carry the rates (from the 10-second buckets the attempts trigger keeps) and the ETA:
+    // one open recipient at one notice a minute is 60 s away.
+    let p = progress(&t, id).await;
     assert_eq!(
-        t.store
-            .send_rates(id, now + chrono::Duration::minutes(5))
-            .await
-            .unwrap(),
-        (0, 1)
+        (p.sent_last_minute, p.sent_last_hour, p.eta_seconds),
+        (1, 2, Some(60)),
+        "{p:?}"
+    );
+    let w = &t.store.wave_progress(id).await.unwrap()[0];
+    assert_eq!(
+        (w.sent_last_minute, w.sent_last_hour, w.eta_seconds),
+        (1, 2, Some(60)),
+        "{w:?}"
+    );
+    let last = w
+        .last_change_at
+        .expect("a wave with attempts has a last change");
+    assert!(
+        (last - (now - chrono::Duration::seconds(20)))
+            .num_milliseconds()
+            .abs()
+            < 5,
+        "the last change is the latest attempt: {last}"
     );
 }
 
@@ -1106,20 +1158,7 @@ async fn settle_cancelled_ends_abandoned_recipients(t: TestStore) {
 
 async fn waves_are_planned_released_and_finished(t: TestStore) {
     let id = running_campaign_with(&t, 5).await;
-    let wave = |number: i32, size: &str| Wave {
-        campaign_id: id,
-        number,
-        size_spec: size.into(),
-        release_rule: "auto".into(),
-        hold_minutes: 0,
-        max_failure_rate: Some(0.1),
-        max_deferral_rate: None,
-        released_at: None,
-        first_id: None,
-        last_id: None,
-        planned: None,
-        finished_at: None,
-    };
+    let wave = |number: i32, size: &str| wave(id, number, size);
     t.store
         .insert_waves(&[wave(1, "2"), wave(2, "rest")])
         .await
@@ -1213,6 +1252,17 @@ async fn waves_are_planned_released_and_finished(t: TestStore) {
         (progress[1].state.as_str(), progress[1].total),
         ("waiting", 0)
     );
+    // Long ago (2026-01-01): nothing in the last hour, so no rate and no ETA; the last change is
+    // the end of the wave, after its attempts (at 11 s).
+    assert_eq!(
+        (
+            progress[0].sent_last_hour,
+            progress[0].eta_seconds,
+            progress[0].last_change_at
+        ),
+        (0, None, Some(at(20)))
+    );
+    assert_eq!(progress[1].last_change_at, None, "never released");
     assert_eq!(
         t.store.waves(id).await.unwrap()[0].finished_at,
         Some(at(20))

@@ -152,6 +152,49 @@ async fn a_manual_wave_waits_for_an_operator_and_late_recipients_join_it(t: Test
         vec![3, 4, 5],
         "late recipients joined the rest"
     );
+
+    // `status` shows each wave's rate, ETA and last change, as the views compute them. Rates count
+    // whole 10-second buckets: wait until the current one has closed.
+    let into_bucket = chrono::Utc::now().timestamp_millis() % 10_000;
+    tokio::time::sleep(Duration::from_millis((10_000 - into_bucket + 500) as u64)).await;
+    let status = |args: &[&str]| {
+        std::process::Command::new(common::binary())
+            .current_dir(dir.path())
+            .env("BREACH_NOTIFIER__DATABASE__URL", &t.url)
+            .env_remove("RUST_BACKTRACE")
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let json = status(&["status", "--json", &id.to_string()]);
+    let value: serde_json::Value = serde_json::from_slice(&json.stdout).expect("JSON");
+    assert_eq!(value[0]["sent_last_hour"], 12, "{value}");
+    assert_eq!(
+        value[0]["eta_seconds"],
+        serde_json::Value::Null,
+        "nothing open"
+    );
+    let waves = value[0]["waves"].as_array().unwrap();
+    assert_eq!(
+        waves
+            .iter()
+            .map(|w| w["sent_last_hour"].as_i64().unwrap())
+            .collect::<Vec<_>>(),
+        vec![3, 4, 5],
+        "{value}"
+    );
+    assert!(
+        waves.iter().all(|w| w["last_change_at"].is_string()),
+        "{value}"
+    );
+    let table = String::from_utf8(status(&["status", &id.to_string()]).stdout).unwrap();
+    let wave_header = table
+        .lines()
+        .find(|l| l.trim_start().starts_with("WAVE"))
+        .unwrap_or_else(|| panic!("{table}"));
+    for column in ["SENT/MIN", "SENT/H", "ETA", "LAST CHANGE (UTC)"] {
+        assert!(wave_header.contains(column), "{wave_header}");
+    }
 }
 
 async fn a_failure_guard_pauses_the_campaign_with_the_reason(t: TestStore) {

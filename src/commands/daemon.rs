@@ -212,7 +212,7 @@ pub async fn demo(base: &Settings) -> anyhow::Result<ExitCode> {
     println!("4. done. Campaign status:\n");
     print!(
         "{}",
-        status::render(&status::collect(&store, Some(campaign_id), chrono::Utc::now()).await?)
+        status::render(&status::collect(&store, Some(campaign_id)).await?)
     );
     let files = std::fs::read_dir(&outbox)
         .map(|d| {

@@ -1,33 +1,29 @@
-//! `breach-notifier status`: each campaign's progress from the `campaign_progress` view (O(1)
-//! counters, never a count over the queue), its send rate over the last minute and hour, the ETA at the
-//! current rate, and its waves; as a table, as JSON, or refreshed with `--watch`.
+//! `breach-notifier status`: each campaign's progress and its waves, read from the `campaign_progress`
+//! and `wave_progress` views, so the CLI and `psql`/`sqlite3` show the same numbers: counts per status
+//! (O(1) counters, never a count over the queue), the send rate over the last minute and hour and the
+//! ETA at that rate (from the 10-second `send_buckets`), and the time of the last change; as a table,
+//! as JSON, or refreshed with `--watch`.
 
 use std::process::ExitCode;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use serde::Serialize;
 
 use crate::cli::StatusArgs;
 use crate::store::{CampaignProgress, Store, StoreError, WaveProgress};
 
-/// A campaign's status line, as printed and as serialised by `--json`.
+/// A campaign's status line and its waves, as printed and as serialised by `--json`.
 #[derive(Debug, Clone, Serialize)]
 pub struct CampaignStatus {
     #[serde(flatten)]
     pub progress: CampaignProgress,
-    /// Notices sent in the last minute and in the last hour.
-    pub sent_last_minute: u64,
-    pub sent_last_hour: u64,
-    /// Seconds until every open recipient is attempted at the current rate (the last minute's, or the
-    /// last hour's when the last minute was quiet); none when nothing is moving.
-    pub eta_seconds: Option<u64>,
     pub waves: Vec<WaveProgress>,
 }
 
 pub async fn show(store: &Store, args: &StatusArgs) -> anyhow::Result<ExitCode> {
     loop {
-        let rows = collect(store, args.campaign, Utc::now()).await?;
+        let rows = collect(store, args.campaign).await?;
         if args.watch && !args.json {
             // Clear the screen and home the cursor: a live view, not a scroll of tables.
             println!(
@@ -51,38 +47,20 @@ pub async fn show(store: &Store, args: &StatusArgs) -> anyhow::Result<ExitCode> 
 }
 
 /// Reads the status of one campaign or all of them.
-pub async fn collect(
-    store: &Store,
-    campaign: Option<i64>,
-    now: DateTime<Utc>,
-) -> anyhow::Result<Vec<CampaignStatus>> {
+pub async fn collect(store: &Store, campaign: Option<i64>) -> anyhow::Result<Vec<CampaignStatus>> {
     let progress = store.progress(campaign).await?;
     if let (Some(id), true) = (campaign, progress.is_empty()) {
         return Err(StoreError::UnknownCampaign(id).into());
     }
     let mut out = Vec::with_capacity(progress.len());
     for p in progress {
-        let (minute, hour) = store.send_rates(p.campaign_id, now).await?;
-        let per_second = if minute > 0 {
-            minute as f64 / 60.0
-        } else {
-            hour as f64 / 3600.0
-        };
-        let eta_seconds = (per_second > 0.0 && p.open() > 0)
-            .then(|| (p.open() as f64 / per_second).ceil() as u64);
         let waves = store.wave_progress(p.campaign_id).await?;
-        out.push(CampaignStatus {
-            progress: p,
-            sent_last_minute: minute,
-            sent_last_hour: hour,
-            eta_seconds,
-            waves,
-        });
+        out.push(CampaignStatus { progress: p, waves });
     }
     Ok(out)
 }
 
-fn eta(seconds: Option<u64>) -> String {
+fn eta(seconds: Option<i64>) -> String {
     match seconds {
         None => "-".into(),
         Some(s) if s < 120 => format!("{s}s"),
@@ -127,9 +105,9 @@ pub fn render(rows: &[CampaignStatus]) -> String {
             r.failed.to_string(),
             r.cancelled.to_string(),
             r.postal.to_string(),
-            s.sent_last_minute.to_string(),
-            s.sent_last_hour.to_string(),
-            eta(s.eta_seconds),
+            r.sent_last_minute.to_string(),
+            r.sent_last_hour.to_string(),
+            eta(r.eta_seconds),
             r.last_change_at.format("%Y-%m-%d %H:%M:%S").to_string(),
         ]);
     }
@@ -148,6 +126,10 @@ pub fn render(rows: &[CampaignStatus]) -> String {
                 "SENT",
                 "FAILED",
                 "CANCELLED",
+                "SENT/MIN",
+                "SENT/H",
+                "ETA",
+                "LAST CHANGE (UTC)",
             ]
             .iter()
             .map(|s| s.to_string())
@@ -165,9 +147,15 @@ pub fn render(rows: &[CampaignStatus]) -> String {
                 v.sent.to_string(),
                 v.failed.to_string(),
                 v.cancelled.to_string(),
+                v.sent_last_minute.to_string(),
+                v.sent_last_hour.to_string(),
+                eta(v.eta_seconds),
+                v.last_change_at
+                    .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+                    .unwrap_or_else(|| "-".into()),
             ]);
         }
-        for line in table(&w, &[1, 2, 3]).lines() {
+        for line in table(&w, &[1, 2, 3, 14]).lines() {
             out.push_str("  ");
             out.push_str(line);
             out.push('\n');

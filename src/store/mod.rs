@@ -410,6 +410,13 @@ pub struct CampaignProgress {
     pub cancelled: i64,
     pub postal: i64,
     pub last_change_at: DateTime<Utc>,
+    /// Notices sent in the last minute and the last hour (windows ending where the current 10-second
+    /// bucket of `send_buckets` begins).
+    pub sent_last_minute: i64,
+    pub sent_last_hour: i64,
+    /// Seconds until every open recipient is attempted at the last minute's rate (the last hour's when
+    /// the last minute was quiet); none when nothing is open or nothing is moving.
+    pub eta_seconds: Option<i64>,
 }
 
 impl CampaignProgress {
@@ -465,6 +472,12 @@ pub struct WaveProgress {
     pub cancelled: i64,
     pub released_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
+    /// As in [`CampaignProgress`], for this wave's members.
+    pub sent_last_minute: i64,
+    pub sent_last_hour: i64,
+    pub eta_seconds: Option<i64>,
+    /// The latest of its release, its last attempt and its end.
+    pub last_change_at: Option<DateTime<Utc>>,
 }
 
 /// Attempts made for a wave's members since a time, for its guards.
@@ -813,17 +826,6 @@ impl Store {
     /// Notices of a campaign accepted (outcome `sent`) since `since`: what a daily cap counts.
     pub async fn sent_since(&self, campaign_id: i64, since: DateTime<Utc>) -> Result<u64> {
         dispatch!(self.sent_since(campaign_id, since))
-    }
-
-    /// Notices sent in the last minute and the last hour before `now` (for rates and ETAs).
-    pub async fn send_rates(&self, campaign_id: i64, now: DateTime<Utc>) -> Result<(u64, u64)> {
-        let minute = self
-            .sent_since(campaign_id, now - chrono::Duration::minutes(1))
-            .await?;
-        let hour = self
-            .sent_since(campaign_id, now - chrono::Duration::hours(1))
-            .await?;
-        Ok((minute, hour))
     }
 
     /// The `wave_progress` view for one campaign, in wave order.

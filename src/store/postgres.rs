@@ -651,7 +651,8 @@ impl PgStore {
     pub(super) async fn wave_progress(&self, campaign_id: i64) -> Result<Vec<WaveProgress>> {
         let rows = sqlx::query(
             "SELECT number, size_spec, release_rule, state, planned, total, queued, deferred, sent, failed, \
-             cancelled, released_at, finished_at FROM wave_progress WHERE campaign_id = $1 ORDER BY number",
+             cancelled, released_at, finished_at, sent_last_minute, sent_last_hour, eta_seconds, \
+             last_change_at FROM wave_progress WHERE campaign_id = $1 ORDER BY number",
         )
         .bind(campaign_id)
         .fetch_all(&self.pool)
@@ -672,6 +673,10 @@ impl PgStore {
                 cancelled: r.get("cancelled"),
                 released_at: r.get("released_at"),
                 finished_at: r.get("finished_at"),
+                sent_last_minute: r.get("sent_last_minute"),
+                sent_last_hour: r.get("sent_last_hour"),
+                eta_seconds: r.get("eta_seconds"),
+                last_change_at: r.get("last_change_at"),
             })
             .collect())
     }
@@ -847,7 +852,7 @@ impl PgStore {
     pub(super) async fn progress(&self, campaign_id: Option<i64>) -> Result<Vec<CampaignProgress>> {
         let rows = sqlx::query(
             "SELECT campaign_id, name, state, total, queued, deferred, sent, failed, cancelled, postal, \
-             last_change_at FROM campaign_progress WHERE $1::bigint IS NULL OR campaign_id = $1 \
+             last_change_at, sent_last_minute, sent_last_hour, eta_seconds FROM campaign_progress WHERE $1::bigint IS NULL OR campaign_id = $1 \
              ORDER BY campaign_id",
         )
         .bind(campaign_id)
@@ -867,6 +872,9 @@ impl PgStore {
                     cancelled: r.get("cancelled"),
                     postal: r.get("postal"),
                     last_change_at: r.get("last_change_at"),
+                    sent_last_minute: r.get("sent_last_minute"),
+                    sent_last_hour: r.get("sent_last_hour"),
+                    eta_seconds: r.get("eta_seconds"),
                 })
             })
             .collect()

@@ -630,7 +630,8 @@ impl SqliteStore {
     pub(super) async fn wave_progress(&self, campaign_id: i64) -> Result<Vec<WaveProgress>> {
         let rows = sqlx::query(
             "SELECT number, size_spec, release_rule, state, planned, total, queued, deferred, sent, failed, \
-             cancelled, released_at, finished_at FROM wave_progress WHERE campaign_id = ?1 ORDER BY number",
+             cancelled, released_at, finished_at, sent_last_minute, sent_last_hour, eta_seconds, \
+             last_change_at FROM wave_progress WHERE campaign_id = ?1 ORDER BY number",
         )
         .bind(campaign_id)
         .fetch_all(&self.pool)
@@ -651,6 +652,10 @@ impl SqliteStore {
                 cancelled: r.get("cancelled"),
                 released_at: opt_from_ms(r.get("released_at")),
                 finished_at: opt_from_ms(r.get("finished_at")),
+                sent_last_minute: r.get("sent_last_minute"),
+                sent_last_hour: r.get("sent_last_hour"),
+                eta_seconds: r.get("eta_seconds"),
+                last_change_at: opt_from_ms(r.get("last_change_at")),
             })
             .collect())
     }
@@ -831,7 +836,7 @@ impl SqliteStore {
     pub(super) async fn progress(&self, campaign_id: Option<i64>) -> Result<Vec<CampaignProgress>> {
         let rows = sqlx::query(
             "SELECT campaign_id, name, state, total, queued, deferred, sent, failed, cancelled, postal, \
-             last_change_at FROM campaign_progress WHERE ?1 IS NULL OR campaign_id = ?1 ORDER BY campaign_id",
+             last_change_at, sent_last_minute, sent_last_hour, eta_seconds FROM campaign_progress WHERE ?1 IS NULL OR campaign_id = ?1 ORDER BY campaign_id",
         )
         .bind(campaign_id)
         .fetch_all(&self.pool)
@@ -850,6 +855,9 @@ impl SqliteStore {
                     cancelled: r.get("cancelled"),
                     postal: r.get("postal"),
                     last_change_at: from_ms(r.get("last_change_at")),
+                    sent_last_minute: r.get("sent_last_minute"),
+                    sent_last_hour: r.get("sent_last_hour"),
+                    eta_seconds: r.get("eta_seconds"),
                 })
             })
             .collect()
