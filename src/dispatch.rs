@@ -135,36 +135,7 @@ impl Dispatcher {
         } else {
             d.instance_id.clone()
         };
-        let dkim = match &settings.dkim {
-            None => None,
-            Some(k) => {
-                let key = std::fs::read_to_string(&k.key_file).map_err(|e| {
-                    anyhow::anyhow!(
-                        "dkim.key_file {}: cannot read it ({e})",
-                        k.key_file.display()
-                    )
-                })?;
-                let algorithm = match k.algorithm.as_str() {
-                    "rsa" => lettre::message::dkim::DkimSigningAlgorithm::Rsa,
-                    "ed25519" => lettre::message::dkim::DkimSigningAlgorithm::Ed25519,
-                    other => {
-                        anyhow::bail!("dkim.algorithm = {other:?}: use \"rsa\" or \"ed25519\"")
-                    }
-                };
-                let signing = lettre::message::dkim::DkimSigningKey::new(key.trim(), algorithm)
-                    .map_err(|e| {
-                        anyhow::anyhow!(
-                            "dkim.key_file {}: not a usable key ({e})",
-                            k.key_file.display()
-                        )
-                    })?;
-                Some(Arc::new(lettre::message::dkim::DkimConfig::default_config(
-                    k.selector.clone(),
-                    k.domain.clone(),
-                    signing,
-                )))
-            }
-        };
+        let dkim = crate::message::load_dkim(settings.dkim.as_ref())?.map(Arc::new);
         let stats = Arc::new(Stats::default());
         Ok(Dispatcher {
             store,

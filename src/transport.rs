@@ -247,8 +247,17 @@ impl Transport {
     pub async fn check(&self) -> anyhow::Result<()> {
         match self {
             Transport::Smtp(pool) => pool.check().await.map_err(|e| {
+                let text = e.to_string();
+                // The two TLS refusals an operator meets when setting up a relay, with the fix.
+                let hint = if text.contains("certificate") {
+                    " (a relay whose certificate comes from a private CA needs transport.smtp.ca_file = \"CA.pem\")"
+                } else if text.contains("STARTTLS") {
+                    " (TLS is required: use transport.smtp.tls = \"implicit\" for a relay that speaks TLS from the start, e.g. port 465)"
+                } else {
+                    ""
+                };
                 anyhow::anyhow!(
-                    "the SMTP relay {}:{} cannot be used: {e}",
+                    "the SMTP relay {}:{} cannot be used: {text}{hint}",
                     pool.settings.host,
                     pool.settings.port
                 )

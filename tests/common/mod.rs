@@ -6,6 +6,7 @@
 //! in a temporary directory. Nothing is mocked.
 #![allow(dead_code)]
 
+pub mod dkim;
 pub mod running;
 pub mod smtp;
 

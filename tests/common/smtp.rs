@@ -7,8 +7,9 @@
 //! and recording what was really accepted so a test can assert "exactly one copy of each notice".
 //!
 //! What it is not: a mail server. It speaks a subset of RFC 5321 (EHLO/HELO, MAIL, RCPT, DATA, RSET,
-//! NOOP, QUIT, and optionally AUTH PLAIN/LOGIN accepting any credentials); no TLS, no STARTTLS, no
-//! relaying, no persistence, no security. Never point anything but a test at it.
+//! NOOP, QUIT, optionally AUTH PLAIN/LOGIN accepting any credentials or only the given ones, and
+//! optionally TLS: STARTTLS (RFC 3207) or implicit TLS with a certificate the test makes, see
+//! [`TestCa`]); no relaying, no persistence, no security. Never point anything but a test at it.
 //!
 //! ```ignore
 //! let script = Script::new().for_address("bob@example.org", Behaviour::reply(550, "5.1.1 No such user"));
@@ -37,11 +38,13 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use tokio::io::{
-    AsyncBufRead, AsyncBufReadExt, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader,
+    AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader,
 };
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
 use tokio::task::{JoinHandle, JoinSet};
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::rustls;
 
 /// The name the server gives itself in its greeting and EHLO reply.
 pub const HOSTNAME: &str = "smtp.test.invalid";
@@ -148,7 +151,72 @@ pub struct Script {
     default: Behaviour,
     max_connections: Option<usize>,
     advertise_auth: bool,
+    /// When set, AUTH accepts only these and MAIL needs a successful AUTH first.
+    credentials: Option<(String, String)>,
+    tls: TlsMode,
     max_message_size: usize,
+}
+
+/// Whether and how the server speaks TLS.
+#[derive(Clone, Default)]
+pub enum TlsMode {
+    /// Plain SMTP; STARTTLS is not offered.
+    #[default]
+    None,
+    /// Plain at first, `STARTTLS` offered in the EHLO reply; the session restarts under TLS.
+    Starttls(Arc<rustls::ServerConfig>),
+    /// TLS from the first byte (submissions port 465 style).
+    Implicit(Arc<rustls::ServerConfig>),
+}
+
+impl fmt::Debug for TlsMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            TlsMode::None => "None",
+            TlsMode::Starttls(_) => "Starttls",
+            TlsMode::Implicit(_) => "Implicit",
+        })
+    }
+}
+
+/// A certificate authority made for one test, and a server certificate it signed for `localhost`
+/// (and 127.0.0.1). `ca_pem` is what the client must trust (the product's `transport.smtp.ca_file`).
+pub struct TestCa {
+    pub ca_pem: String,
+    pub server: Arc<rustls::ServerConfig>,
+}
+
+impl TestCa {
+    pub fn new() -> TestCa {
+        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+        let ca_key = KeyPair::generate().expect("CA key");
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(DnType::CommonName, "breach-notifier test CA");
+        let ca = ca_params.self_signed(&ca_key).expect("CA certificate");
+        let key = KeyPair::generate().expect("server key");
+        let params = CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
+            .expect("server params");
+        let cert = params
+            .signed_by(&key, &ca, &ca_key)
+            .expect("server certificate");
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let server = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("TLS versions")
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![cert.der().clone()],
+                rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+            )
+            .expect("server TLS config");
+        TestCa {
+            ca_pem: ca.pem(),
+            server: Arc::new(server),
+        }
+    }
 }
 
 impl Default for Script {
@@ -158,6 +226,8 @@ impl Default for Script {
             default: Behaviour::Accept,
             max_connections: None,
             advertise_auth: false,
+            credentials: None,
+            tls: TlsMode::None,
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
         }
     }
@@ -213,6 +283,20 @@ impl Script {
         self
     }
 
+    /// Advertises AUTH and accepts only this user and password (`535 5.7.8` otherwise); MAIL
+    /// before a successful AUTH gets `530 5.7.0`.
+    pub fn require_credentials(mut self, user: &str, password: &str) -> Self {
+        self.advertise_auth = true;
+        self.credentials = Some((user.to_string(), password.to_string()));
+        self
+    }
+
+    /// Speaks TLS as `mode` says (default: plain).
+    pub fn tls(mut self, mode: TlsMode) -> Self {
+        self.tls = mode;
+        self
+    }
+
     /// Sets the largest message accepted (advertised as `SIZE`); bigger ones get `552 5.3.4`.
     pub fn max_message_size(mut self, bytes: usize) -> Self {
         self.max_message_size = bytes;
@@ -244,6 +328,10 @@ pub struct Received {
     pub queue_id: Option<String>,
     /// When the server finished reading the message.
     pub at: Instant,
+    /// Whether the message came over TLS (after STARTTLS, or on an implicit-TLS connection).
+    pub tls: bool,
+    /// The user the session authenticated as, if it did.
+    pub auth_user: Option<String>,
 }
 
 impl Received {
@@ -546,19 +634,62 @@ async fn refuse(mut stream: TcpStream) {
 }
 
 async fn session(stream: TcpStream, shared: Arc<Shared>, guard: SessionGuard) {
-    let (reader, mut writer) = stream.into_split();
-    let mut reader = BufReader::new(reader);
+    let tls = shared.script().tls.clone();
     let mut session = Session {
         shared,
         greeted: false,
         envelope: None,
-        authenticated: false,
+        authenticated: None,
+        tls: false,
+        starttls: matches!(tls, TlsMode::Starttls(_)),
     };
-    let _ = session.run(&mut reader, &mut writer).await;
-    // Stop counting before the client can see the connection close.
+    match tls {
+        TlsMode::Implicit(config) => {
+            if let Ok(stream) = TlsAcceptor::from(config).accept(stream).await {
+                session.tls = true;
+                let _ = serve(stream, &mut session, true).await;
+            }
+        }
+        TlsMode::Starttls(config) => {
+            if let Ok((stream, End::StartTls)) = serve(stream, &mut session, true).await
+                && let Ok(stream) = TlsAcceptor::from(config).accept(stream).await
+            {
+                // RFC 3207: everything learnt before the handshake is forgotten; the client
+                // starts again with EHLO, without a new greeting.
+                session.tls = true;
+                session.greeted = false;
+                session.envelope = None;
+                session.authenticated = None;
+                let _ = serve(stream, &mut session, false).await;
+            }
+        }
+        TlsMode::None => {
+            let _ = serve(stream, &mut session, true).await;
+        }
+    }
+    // Stop counting before the client can see the connection close (the stream is already gone).
     drop(guard);
-    drop(writer);
-    drop(reader);
+}
+
+/// How a `Session::run` ended.
+enum End {
+    Closed,
+    /// The client asked for STARTTLS and was told to go ahead: the stream is handed back for the
+    /// handshake.
+    StartTls,
+}
+
+/// Runs a session over `stream` and hands the stream back with how it ended.
+async fn serve<S>(stream: S, session: &mut Session, greet: bool) -> io::Result<(S, End)>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let (reader, mut writer) = tokio::io::split(stream);
+    let mut reader = BufReader::new(reader);
+    let end = session.run(&mut reader, &mut writer, greet).await;
+    // Nothing may be buffered past a STARTTLS (RFC 3207 forbids pipelining it).
+    let stream = reader.into_inner().unsplit(writer);
+    Ok((stream, end?))
 }
 
 /// One MAIL transaction in progress.
@@ -578,25 +709,32 @@ struct Session {
     shared: Arc<Shared>,
     greeted: bool,
     envelope: Option<Envelope>,
-    authenticated: bool,
+    /// The user of a successful AUTH.
+    authenticated: Option<String>,
+    /// Whether the session is under TLS now.
+    tls: bool,
+    /// Whether STARTTLS is offered (until the session is under TLS).
+    starttls: bool,
 }
 
 impl Session {
-    async fn run<R, W>(&mut self, r: &mut R, w: &mut W) -> io::Result<()>
+    async fn run<R, W>(&mut self, r: &mut R, w: &mut W, greet: bool) -> io::Result<End>
     where
         R: AsyncBufRead + Unpin,
         W: AsyncWrite + Unpin,
     {
-        reply(
-            w,
-            220,
-            &format!("{HOSTNAME} ESMTP test server (not a mail server)"),
-        )
-        .await?;
+        if greet {
+            reply(
+                w,
+                220,
+                &format!("{HOSTNAME} ESMTP test server (not a mail server)"),
+            )
+            .await?;
+        }
         let mut line = Vec::new();
         loop {
             let Some(fitted) = read_line(r, &mut line, MAX_COMMAND_LINE).await? else {
-                return Ok(());
+                return Ok(End::Closed);
             };
             if !fitted {
                 reply(w, 500, "5.5.2 Line too long").await?;
@@ -624,6 +762,11 @@ impl Session {
                     reply(w, 221, "2.0.0 Bye").await?;
                     Flow::Close
                 }
+                "STARTTLS" if self.starttls && !self.tls => {
+                    reply(w, 220, "2.0.0 Ready to start TLS").await?;
+                    w.flush().await?;
+                    return Ok(End::StartTls);
+                }
                 "STARTTLS" | "VRFY" | "EXPN" | "HELP" | "BDAT" | "ETRN" | "TURN" => {
                     reply(w, 502, "5.5.1 Command not implemented").await?;
                     Flow::Continue
@@ -635,7 +778,7 @@ impl Session {
             };
             if let Flow::Close = flow {
                 w.flush().await?;
-                return Ok(());
+                return Ok(End::Closed);
             }
         }
     }
@@ -664,6 +807,9 @@ impl Session {
             "SMTPUTF8".to_string(),
             "ENHANCEDSTATUSCODES".to_string(),
         ];
+        if self.starttls && !self.tls {
+            lines.push("STARTTLS".to_string());
+        }
         if script.advertise_auth {
             lines.push("AUTH PLAIN LOGIN".to_string());
         }
@@ -675,6 +821,8 @@ impl Session {
     async fn mail<W: AsyncWrite + Unpin>(&mut self, w: &mut W, arg: &str) -> io::Result<Flow> {
         if !self.greeted {
             reply(w, 503, "5.5.1 Send EHLO first").await?;
+        } else if self.shared.script().credentials.is_some() && self.authenticated.is_none() {
+            reply(w, 530, "5.7.0 Authentication required").await?;
         } else if self.envelope.is_some() {
             reply(w, 503, "5.5.1 Nested MAIL command").await?;
         } else if let Some((from, params)) = strip_prefix_ci(arg, "FROM:").and_then(parse_path) {
@@ -783,6 +931,8 @@ impl Session {
             data: data.clone(),
             queue_id,
             at: Instant::now(),
+            tls: self.tls,
+            auth_user: self.authenticated.clone(),
         };
         if oversize {
             reply(
@@ -847,7 +997,7 @@ impl Session {
             reply(w, 502, "5.5.1 AUTH not available").await?;
             return Ok(Flow::Continue);
         }
-        if !self.greeted || self.authenticated || self.envelope.is_some() {
+        if !self.greeted || self.authenticated.is_some() || self.envelope.is_some() {
             reply(w, 503, "5.5.1 Bad sequence of commands").await?;
             return Ok(Flow::Continue);
         }
@@ -855,16 +1005,17 @@ impl Session {
             Some((m, i)) => (m.to_ascii_uppercase(), Some(i.trim().to_string())),
             None => (arg.trim().to_ascii_uppercase(), None),
         };
-        let username = match mechanism.as_str() {
+        let given = match mechanism.as_str() {
             "PLAIN" => {
                 let Some(response) = challenge(r, w, "", initial).await? else {
                     return Ok(Flow::Close);
                 };
                 // authzid NUL authcid NUL password
                 response.and_then(|b| {
-                    b.split(|&c| c == 0)
-                        .nth(1)
-                        .map(|u| String::from_utf8_lossy(u).into_owned())
+                    let mut parts = b.split(|&c| c == 0).skip(1);
+                    let user = String::from_utf8_lossy(parts.next()?).into_owned();
+                    let password = String::from_utf8_lossy(parts.next()?).into_owned();
+                    Some((user, password))
                 })
             }
             "LOGIN" => {
@@ -874,17 +1025,29 @@ impl Session {
                 let Some(password) = challenge(r, w, "UGFzc3dvcmQ6", None).await? else {
                     return Ok(Flow::Close);
                 };
-                user.filter(|_| password.is_some())
-                    .map(|u| String::from_utf8_lossy(&u).into_owned())
+                user.zip(password).map(|(u, p)| {
+                    (
+                        String::from_utf8_lossy(&u).into_owned(),
+                        String::from_utf8_lossy(&p).into_owned(),
+                    )
+                })
             }
             _ => {
                 reply(w, 504, "5.5.4 Unrecognized authentication type").await?;
                 return Ok(Flow::Continue);
             }
         };
-        match username {
-            Some(username) => {
-                self.authenticated = true;
+        let required = self.shared.script().credentials.clone();
+        match given {
+            Some((user, password))
+                if required
+                    .as_ref()
+                    .is_some_and(|(u, p)| (u, p) != (&user, &password)) =>
+            {
+                reply(w, 535, "5.7.8 Authentication credentials invalid").await?;
+            }
+            Some((username, _)) => {
+                self.authenticated = Some(username.clone());
                 self.shared.log().auth_usernames.push(username);
                 reply(w, 235, "2.7.0 Authentication successful").await?;
             }

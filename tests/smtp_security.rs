@@ -1,0 +1,174 @@
+//! The SMTP client's security settings against a real TLS-speaking SMTP server (tests/common/smtp.rs
+//! with a certificate authority made for each test): STARTTLS is required by default and really used,
+//! implicit TLS works, a private CA is trusted only when configured, a relay that does not offer
+//! STARTTLS is refused rather than spoken to in the clear, and AUTH sends the configured credentials
+//! (wrong ones are a clear error). The transport does not depend on the database, so these run on
+//! SQLite only.
+
+mod common;
+
+use std::time::Duration;
+
+use breach_notifier::config::{Settings, SmtpTls};
+use breach_notifier::transport::Transport;
+use common::TestStore;
+use common::running::*;
+use common::smtp::{Script, SmtpServer, TestCa, TlsMode};
+
+/// Settings for `smtp` reached as `localhost` (the name in the test certificate).
+fn secure_settings(
+    t: &TestStore,
+    smtp: &SmtpServer,
+    tls: SmtpTls,
+    ca_file: &std::path::Path,
+) -> Settings {
+    let mut s = settings(t, smtp);
+    s.transport.smtp.host = "localhost".into();
+    s.transport.smtp.tls = tls;
+    s.transport.smtp.ca_file = Some(ca_file.to_path_buf());
+    s
+}
+
+fn write_ca(ca: &TestCa) -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("relay-ca.pem");
+    std::fs::write(&path, &ca.ca_pem).unwrap();
+    (dir, path)
+}
+
+async fn campaign_of(t: &TestStore, n: usize) -> i64 {
+    let rows: Vec<_> = (0..n).map(|i| person(i, "example.com")).collect();
+    create(t, &spec(None, "Hello"), &rows, true).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn starttls_with_a_private_ca_and_auth_carries_every_notice() {
+    let ca = TestCa::new();
+    let (_dir, ca_file) = write_ca(&ca);
+    let smtp = SmtpServer::start(
+        Script::new()
+            .tls(TlsMode::Starttls(ca.server.clone()))
+            .require_credentials("notifier", "correct horse"),
+    )
+    .await;
+    let t = common::sqlite().await;
+    let id = campaign_of(&t, 6).await;
+    let mut s = secure_settings(&t, &smtp, SmtpTls::Starttls, &ca_file);
+    s.transport.smtp.username = Some("notifier".into());
+    s.transport.smtp.password = Some("correct horse".to_string().into());
+    run_until_idle(&t, &s, Duration::from_secs(60)).await;
+
+    assert_eq!(progress(&t, id).await.sent, 6);
+    let received = smtp.received();
+    assert_eq!(received.len(), 6);
+    for m in &received {
+        assert!(m.tls, "a notice crossed the network in the clear");
+        assert_eq!(m.auth_user.as_deref(), Some("notifier"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn implicit_tls_carries_every_notice() {
+    let ca = TestCa::new();
+    let (_dir, ca_file) = write_ca(&ca);
+    let smtp = SmtpServer::start(Script::new().tls(TlsMode::Implicit(ca.server.clone()))).await;
+    let t = common::sqlite().await;
+    let id = campaign_of(&t, 4).await;
+    let s = secure_settings(&t, &smtp, SmtpTls::Implicit, &ca_file);
+    run_until_idle(&t, &s, Duration::from_secs(60)).await;
+
+    assert_eq!(progress(&t, id).await.sent, 4);
+    assert!(smtp.received().iter().all(|m| m.tls));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_from_an_unknown_ca_is_refused_and_nothing_is_sent() {
+    let ca = TestCa::new();
+    let smtp = SmtpServer::start(Script::new().tls(TlsMode::Starttls(ca.server.clone()))).await;
+    let t = common::sqlite().await;
+    // No ca_file: the system roots do not know the test CA.
+    let mut s = settings(&t, &smtp);
+    s.transport.smtp.host = "localhost".into();
+    s.transport.smtp.tls = SmtpTls::Starttls;
+    let transport = Transport::from_settings(&s.transport).unwrap();
+    let err = transport.check().await.unwrap_err().to_string();
+    assert!(err.contains("localhost"), "{err}");
+    assert!(err.contains("certificate"), "the error says why: {err}");
+    assert!(
+        err.contains("transport.smtp.ca_file"),
+        "and what to set: {err}"
+    );
+
+    // The daemon defers (never fails, never sends in the clear) while the relay is not trusted.
+    let id = campaign_of(&t, 3).await;
+    let r = start(&t, &s, breach_notifier::dispatch::RunMode::Forever);
+    let deferred = wait_until(Duration::from_secs(20), || async {
+        progress(&t, id).await.deferred == 3
+    })
+    .await;
+    r.stop.send(true).unwrap();
+    r.handle.await.unwrap().unwrap();
+    let p = progress(&t, id).await;
+    assert!(deferred, "{p:?}");
+    assert_eq!((p.sent, p.failed), (0, 0));
+    assert_eq!(smtp.received_count(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_without_starttls_is_refused_when_tls_is_required() {
+    let ca = TestCa::new();
+    let (_dir, ca_file) = write_ca(&ca);
+    // A plain relay (or a man in the middle stripping STARTTLS from the EHLO reply).
+    let smtp = SmtpServer::start(Script::new()).await;
+    let t = common::sqlite().await;
+    let s = secure_settings(&t, &smtp, SmtpTls::Starttls, &ca_file);
+    let transport = Transport::from_settings(&s.transport).unwrap();
+    let err = transport.check().await.unwrap_err().to_string();
+    assert!(err.contains("STARTTLS"), "{err}");
+    assert!(err.contains("transport.smtp.tls"), "{err}");
+
+    let id = campaign_of(&t, 2).await;
+    let r = start(&t, &s, breach_notifier::dispatch::RunMode::Forever);
+    let deferred = wait_until(Duration::from_secs(20), || async {
+        progress(&t, id).await.deferred == 2
+    })
+    .await;
+    r.stop.send(true).unwrap();
+    r.handle.await.unwrap().unwrap();
+    assert!(deferred);
+    assert_eq!(smtp.received_count(), 0, "nothing was sent in the clear");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_credentials_are_a_clear_error() {
+    let ca = TestCa::new();
+    let (_dir, ca_file) = write_ca(&ca);
+    let smtp = SmtpServer::start(
+        Script::new()
+            .tls(TlsMode::Starttls(ca.server.clone()))
+            .require_credentials("notifier", "correct horse"),
+    )
+    .await;
+    let t = common::sqlite().await;
+    let mut s = secure_settings(&t, &smtp, SmtpTls::Starttls, &ca_file);
+    s.transport.smtp.username = Some("notifier".into());
+    s.transport.smtp.password = Some("battery staple".to_string().into());
+    let err = Transport::from_settings(&s.transport)
+        .unwrap()
+        .check()
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("535"), "{err}");
+    assert!(
+        !err.contains("battery staple"),
+        "the password is never printed: {err}"
+    );
+
+    s.transport.smtp.password = Some("correct horse".to_string().into());
+    Transport::from_settings(&s.transport)
+        .unwrap()
+        .check()
+        .await
+        .expect("the right password works");
+}
