@@ -127,17 +127,9 @@ async fn test_send_seed_copies_are_signed_like_the_notices() {
     let dir = tempfile::tempdir().unwrap();
     let (key_file, public) = ed25519_key(dir.path());
     let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
-    let port = smtp.port().to_string();
     let command = |args: &[&str]| {
-        let mut c = std::process::Command::new(common::binary());
-        c.current_dir(dir.path())
-            .env_remove("RUST_BACKTRACE")
-            .env("BREACH_NOTIFIER__DATABASE__URL", &t.url)
-            .env("BREACH_NOTIFIER__TRANSPORT__KIND", "smtp")
-            .env("BREACH_NOTIFIER__TRANSPORT__SMTP__HOST", "127.0.0.1")
-            .env("BREACH_NOTIFIER__TRANSPORT__SMTP__PORT", &port)
-            .env("BREACH_NOTIFIER__TRANSPORT__SMTP__TLS", "none")
-            .env("BREACH_NOTIFIER__DKIM__KEY_FILE", &key_file)
+        let mut c = common::command_with_relay(dir.path(), &t.url, smtp.port());
+        c.env("BREACH_NOTIFIER__DKIM__KEY_FILE", &key_file)
             .env("BREACH_NOTIFIER__DKIM__SELECTOR", "notices2026")
             .env("BREACH_NOTIFIER__DKIM__DOMAIN", "example.com")
             .env("BREACH_NOTIFIER__DKIM__ALGORITHM", "ed25519")

@@ -36,6 +36,16 @@ fn write_ca(ca: &TestCa) -> (tempfile::TempDir, std::path::PathBuf) {
     (dir, path)
 }
 
+/// A relay that offers STARTTLS with the test CA's certificate and accepts only notifier/correct horse.
+async fn relay_with_starttls_and_auth(ca: &TestCa) -> SmtpServer {
+    SmtpServer::start(
+        Script::new()
+            .tls(TlsMode::Starttls(ca.server.clone()))
+            .require_credentials("notifier", "correct horse"),
+    )
+    .await
+}
+
 async fn campaign_of(t: &TestStore, n: usize) -> i64 {
     let rows: Vec<_> = (0..n).map(|i| person(i, "example.com")).collect();
     create(t, &spec(None, "Hello"), &rows, true).await
@@ -45,12 +55,7 @@ async fn campaign_of(t: &TestStore, n: usize) -> i64 {
 async fn starttls_with_a_private_ca_and_auth_carries_every_notice() {
     let ca = TestCa::new();
     let (_dir, ca_file) = write_ca(&ca);
-    let smtp = SmtpServer::start(
-        Script::new()
-            .tls(TlsMode::Starttls(ca.server.clone()))
-            .require_credentials("notifier", "correct horse"),
-    )
-    .await;
+    let smtp = relay_with_starttls_and_auth(&ca).await;
     let t = common::sqlite().await;
     let id = campaign_of(&t, 6).await;
     let mut s = secure_settings(&t, &smtp, SmtpTls::Starttls, &ca_file);
@@ -143,12 +148,7 @@ async fn a_relay_without_starttls_is_refused_when_tls_is_required() {
 async fn wrong_credentials_are_a_clear_error() {
     let ca = TestCa::new();
     let (_dir, ca_file) = write_ca(&ca);
-    let smtp = SmtpServer::start(
-        Script::new()
-            .tls(TlsMode::Starttls(ca.server.clone()))
-            .require_credentials("notifier", "correct horse"),
-    )
-    .await;
+    let smtp = relay_with_starttls_and_auth(&ca).await;
     let t = common::sqlite().await;
     let mut s = secure_settings(&t, &smtp, SmtpTls::Starttls, &ca_file);
     s.transport.smtp.username = Some("notifier".into());

@@ -15,17 +15,9 @@ async fn samples_reach_the_seed_mailboxes_and_touch_no_recipient() {
     let smtp = SmtpServer::start(Script::new()).await;
     let dir = tempfile::tempdir().unwrap();
     let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
-    let port = smtp.port().to_string();
     let command = |args: &[&str]| {
-        let mut c = std::process::Command::new(common::binary());
-        c.current_dir(dir.path())
-            .env_remove("RUST_BACKTRACE")
-            .env("BREACH_NOTIFIER__DATABASE__URL", &t.url)
-            .env("BREACH_NOTIFIER__TRANSPORT__KIND", "smtp")
-            .env("BREACH_NOTIFIER__TRANSPORT__SMTP__HOST", "127.0.0.1")
-            .env("BREACH_NOTIFIER__TRANSPORT__SMTP__PORT", &port)
-            .env("BREACH_NOTIFIER__TRANSPORT__SMTP__TLS", "none")
-            .args(args);
+        let mut c = common::command_with_relay(dir.path(), &t.url, smtp.port());
+        c.args(args);
         c
     };
     let bn = |args: &[&str]| command(args).output().unwrap();

@@ -113,6 +113,23 @@ async fn migrated(url: &str) -> Store {
     store
 }
 
+/// The binary as an operator runs it against database `url` and the test SMTP server on `smtp_port`
+/// (plain SMTP on loopback), in `dir`, without a backtrace setting leaking in from the test's shell.
+pub fn command_with_relay(dir: &Path, url: &str, smtp_port: u16) -> std::process::Command {
+    let mut c = std::process::Command::new(binary());
+    c.current_dir(dir)
+        .env_remove("RUST_BACKTRACE")
+        .env("BREACH_NOTIFIER__DATABASE__URL", url)
+        .env("BREACH_NOTIFIER__TRANSPORT__KIND", "smtp")
+        .env("BREACH_NOTIFIER__TRANSPORT__SMTP__HOST", "127.0.0.1")
+        .env(
+            "BREACH_NOTIFIER__TRANSPORT__SMTP__PORT",
+            smtp_port.to_string(),
+        )
+        .env("BREACH_NOTIFIER__TRANSPORT__SMTP__TLS", "none");
+    c
+}
+
 /// The built binary.
 pub fn binary() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_breach-notifier"))
