@@ -86,7 +86,7 @@ rows=()
 row() { rows+=("| $1 | $2 | $3 | $4 | $5 |"); printf '%-44s %-22s %-30s %-8s %s\n' "$1" "$2" "$3" "$4" "$5" >&2; }
 
 bn migrate >/dev/null
-only=${BENCH_ONLY:-all}   # BENCH_ONLY=rate (or fuzz) runs that part alone
+only=${BENCH_ONLY:-all}   # BENCH_ONLY=dispatch, rate or fuzz runs that part alone
 
 if [ "$only" = all ]; then
 # 1. Import vs psql \copy ------------------------------------------------------------------------
@@ -126,23 +126,30 @@ export BREACH_NOTIFIER__TRANSPORT__KIND=smtp BREACH_NOTIFIER__TRANSPORT__SMTP__H
 
 # Runs the daemon until campaign $1 completes (or $2 seconds pass); prints "seconds peak_kb".
 run_daemon() {
-  local id=$1 limit=$2 t0 pid state
-  /usr/bin/time -f "%M" -o "$work/daemon.mem" "$bin" run >/dev/null 2>"$work/daemon.log" & pid=$!
+  local id=$1 limit=$2 t0 pid state secs
   t0=$(date +%s.%N)
+  /usr/bin/time -f "%M" -o "$work/daemon.mem" "$bin" run >/dev/null 2>"$work/daemon.log" & pid=$!
   while :; do
     state=$(sql "SELECT state FROM campaigns WHERE id = $id")
     [ "$state" = completed ] && break
     [ "$(echo "$(date +%s.%N) - $t0 > $limit" | bc -l)" = 1 ] && break
     kill -0 "$pid" 2>/dev/null || { cat "$work/daemon.log" >&2; die "the daemon died"; }
-    sleep 0.2
+    sleep 1
   done
-  local secs; secs=$(echo "$(date +%s.%N) - $t0" | bc -l)
+  if [ "$state" = completed ]; then
+    # From the daemon's launch (start-up included) to the last attempt's finish, read from the
+    # database: not to when this loop noticed. The loop polls once a second because each poll is a
+    # psql process, CPU the reference does not have to share.
+    secs=$(echo "$(sql "SELECT extract(epoch FROM max(finished_at)) FROM delivery_attempts WHERE campaign_id = $id") - $t0" | bc -l)
+  else
+    secs=$(echo "$(date +%s.%N) - $t0" | bc -l)
+  fi
   # $pid is /usr/bin/time: signal the daemon, its child.
   pkill -TERM -P "$pid" || true; wait "$pid" || true
   echo "$secs $(cat "$work/daemon.mem")"
 }
 
-if [ "$only" = all ]; then
+if [ "$only" = all ] || [ "$only" = dispatch ]; then
 say "dispatch: $n_dispatch messages to smtp-sink"
 ALL_EMAIL=1 python3 examples/generate_recipients.py "$n_dispatch" 12 > "$work/dispatch.csv"
 c_dispatch=$(campaign bench/campaign.toml)
@@ -161,6 +168,9 @@ row "dispatch $n_dispatch messages (${msg_size} B, $concurrency conns)" "$(print
   "$(printf 'smtp-source -d %.0f msg/s' "$ref")" "$(printf '%.2f' "$(echo "$ours / $ref" | bc -l)")" "≥ 0.50"
 row "daemon peak memory, dispatch run" "$(printf '%.0f MB' "$(echo "$dispatch_kb / 1024" | bc -l)")" "-" "-" "< 100 MB"
 
+fi
+
+if [ "$only" = all ]; then
 # 4. Daemon memory by queue size: 30 s of sending with N recipients queued -----------------------------
 for n in $mem_sizes; do
   say "memory: $n queued"
