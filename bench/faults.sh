@@ -22,7 +22,7 @@ say() { echo "-- $*" >&2; }
 for tool in python3 psql smtp-sink; do command -v "$tool" >/dev/null || die "$tool not found (apt-get install python3 postgresql-client postfix)"; done
 
 cargo build --release --locked -q
-bin="$(pwd)/target/release/breach-notifier"
+bin="${CARGO_TARGET_DIR:-$(pwd)/target}/release/breach-notifier"
 work=$(mktemp -d "${TMPDIR:-/tmp}/bn-faults.XXXXXX")
 chmod 777 "$work"
 pids=()

@@ -36,7 +36,7 @@ fi
 
 say "release build"
 cargo build --release --locked -q
-bin="$root/target/release/breach-notifier"
+bin="${CARGO_TARGET_DIR:-$root/target}/release/breach-notifier"
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/bn-bench.XXXXXX")
 pids=()
