@@ -29,7 +29,8 @@ pids=()
 # shellcheck source=scripts/lib/postgres.sh
 . scripts/lib/postgres.sh
 cleanup() {
-  for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
+  # Reaped quietly: the shell would otherwise report each "Killed" job as the script exits.
+  for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
   pkill -f "smtp-sink -u nobody 127.0.0.1:$sink_port" 2>/dev/null || true
   pg_throwaway_stop
   rm -rf "$work"
