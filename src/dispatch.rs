@@ -86,6 +86,7 @@ enum Finished {
 /// A running campaign as the daemon sees it.
 struct Active {
     spec: Arc<CampaignSpec>,
+    sender: Arc<message::Sender>,
     templates: Arc<Templates>,
     content_hash: String,
     cursor: i64,
@@ -369,11 +370,13 @@ impl Dispatcher {
                         continue;
                     }
                     let (spec, templates) = preflight::templates_of(c)?;
+                    let sender = message::Sender::of(&spec)?;
                     let (state, _) = watch::channel(c.state);
                     active.insert(
                         c.id,
                         Active {
                             spec: Arc::new(spec),
+                            sender: Arc::new(sender),
                             templates: Arc::new(templates),
                             content_hash: c.content_hash.clone(),
                             cursor: 0,
@@ -525,6 +528,7 @@ impl Dispatcher {
                     recipient: r,
                     campaign_id,
                     spec: a.spec.clone(),
+                    sender: a.sender.clone(),
                     templates: a.templates.clone(),
                     content_hash: a.content_hash.clone(),
                     campaign_state: a.state.subscribe(),
@@ -629,6 +633,7 @@ struct Delivery {
     recipient: Recipient,
     campaign_id: i64,
     spec: Arc<CampaignSpec>,
+    sender: Arc<message::Sender>,
     templates: Arc<Templates>,
     content_hash: String,
     campaign_state: watch::Receiver<CampaignState>,
@@ -697,8 +702,7 @@ impl Delivery {
             }
         };
         let started_at = Utc::now();
-        let (outcome, code, reply, message_id) = match message::build(
-            &self.spec,
+        let (outcome, code, reply, message_id) = match self.sender.build(
             &self.content_hash,
             self.campaign_id,
             id,

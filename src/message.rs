@@ -32,6 +32,8 @@ pub enum MessageError {
     BadAddress(i64),
     #[error("building the message for recipient row {0} failed: {1}")]
     Build(i64, String),
+    #[error("the campaign's sender address is not valid: {0}")]
+    Sender(String),
 }
 
 /// The DKIM signer the configuration asks for (none without a `[dkim]` section), for the daemon and
@@ -119,7 +121,118 @@ pub fn message_id(
     )
 }
 
-/// Builds the notice for one recipient, with its stable Message-ID.
+/// A campaign's sender addresses, parsed once. Parsing a mailbox (lettre's RFC 5322 parser) costs
+/// more than writing the rest of a notice's headers and is the same for every notice of a campaign, so
+/// the daemon keeps one `Sender` per campaign rather than parsing `From:` twice per message.
+#[derive(Debug, Clone)]
+pub struct Sender {
+    from: Mailbox,
+    reply_to: Option<Mailbox>,
+    return_path: Address,
+}
+
+impl Sender {
+    /// The `From:`, `Reply-To:` and envelope sender of a campaign (checked when it was created).
+    pub fn of(spec: &CampaignSpec) -> Result<Sender, MessageError> {
+        let parse = |what: &str, text: &str| {
+            Mailbox::from_str(text)
+                .map_err(|e| MessageError::Sender(format!("{what} {text:?}: {e}")))
+        };
+        let from = parse("from", &spec.sender.from)?;
+        let reply_to = match &spec.sender.reply_to {
+            Some(r) => Some(parse("reply_to", r)?),
+            None => None,
+        };
+        let return_path = match &spec.sender.return_path {
+            Some(rp) => parse("return_path", rp)?.email,
+            None => from.email.clone(),
+        };
+        Ok(Sender {
+            from,
+            reply_to,
+            return_path,
+        })
+    }
+
+    /// The sender's domain, the right-hand side of every Message-ID.
+    pub fn domain(&self) -> &str {
+        self.from.email.domain()
+    }
+
+    /// Builds the notice for one recipient, with its stable Message-ID.
+    pub fn build(
+        &self,
+        spec_hash: &str,
+        campaign_id: i64,
+        recipient_id: i64,
+        to: &str,
+        rendered: &Rendered,
+        dkim: Option<&lettre::message::dkim::DkimConfig>,
+    ) -> Result<Outgoing, MessageError> {
+        let id = message_id(spec_hash, campaign_id, recipient_id, self.domain());
+        self.build_with_id(id, recipient_id, to, rendered, dkim)
+    }
+
+    /// A test copy for a seed mailbox: the same message under a Message-ID of its own
+    /// (`<bn-test.CAMPAIGN.RECIPIENT.NANOS@DOMAIN>`), so it never shares the real notice's id.
+    pub fn build_sample(
+        &self,
+        campaign_id: i64,
+        recipient_id: i64,
+        to: &str,
+        rendered: &Rendered,
+        dkim: Option<&lettre::message::dkim::DkimConfig>,
+    ) -> Result<Outgoing, MessageError> {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        let id = format!(
+            "<bn-test.{campaign_id}.{recipient_id}.{nanos}@{}>",
+            self.domain()
+        );
+        self.build_with_id(id, recipient_id, to, rendered, dkim)
+    }
+
+    fn build_with_id(
+        &self,
+        id: String,
+        recipient_id: i64,
+        to: &str,
+        rendered: &Rendered,
+        dkim: Option<&lettre::message::dkim::DkimConfig>,
+    ) -> Result<Outgoing, MessageError> {
+        let to_address =
+            Address::from_str(to).map_err(|_| MessageError::BadAddress(recipient_id))?;
+        let mut builder = Message::builder()
+            .from(self.from.clone())
+            .to(Mailbox::new(None, to_address.clone()))
+            .subject(rendered.subject.clone())
+            .message_id(Some(id.clone()))
+            .date_now();
+        if let Some(reply_to) = &self.reply_to {
+            builder = builder.reply_to(reply_to.clone());
+        }
+        let mut message = builder
+            .multipart(MultiPart::alternative_plain_html(
+                rendered.text.clone(),
+                rendered.html.clone(),
+            ))
+            .map_err(|e| MessageError::Build(recipient_id, e.to_string()))?;
+        if let Some(config) = dkim {
+            message.sign(config);
+        }
+        let envelope = Envelope::new(Some(self.return_path.clone()), vec![to_address])
+            .map_err(|e| MessageError::Build(recipient_id, e.to_string()))?;
+        Ok(Outgoing {
+            message_id: id,
+            envelope,
+            bytes: message.formatted(),
+        })
+    }
+}
+
+/// Builds one notice for a campaign (preview, tests); the daemon keeps a [`Sender`] instead.
 pub fn build(
     spec: &CampaignSpec,
     spec_hash: &str,
@@ -129,80 +242,5 @@ pub fn build(
     rendered: &Rendered,
     dkim: Option<&lettre::message::dkim::DkimConfig>,
 ) -> Result<Outgoing, MessageError> {
-    let id = message_id(
-        spec_hash,
-        campaign_id,
-        recipient_id,
-        spec.from_mailbox().email.domain(),
-    );
-    build_with_id(spec, id, recipient_id, to, rendered, dkim)
-}
-
-/// A test copy for a seed mailbox: the same message under a Message-ID of its own
-/// (`<bn-test.CAMPAIGN.RECIPIENT.NANOS@DOMAIN>`), so it never shares the real notice's id.
-pub fn build_sample(
-    spec: &CampaignSpec,
-    campaign_id: i64,
-    recipient_id: i64,
-    to: &str,
-    rendered: &Rendered,
-    dkim: Option<&lettre::message::dkim::DkimConfig>,
-) -> Result<Outgoing, MessageError> {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    let id = format!(
-        "<bn-test.{campaign_id}.{recipient_id}.{nanos}@{}>",
-        spec.from_mailbox().email.domain()
-    );
-    build_with_id(spec, id, recipient_id, to, rendered, dkim)
-}
-
-fn build_with_id(
-    spec: &CampaignSpec,
-    id: String,
-    recipient_id: i64,
-    to: &str,
-    rendered: &Rendered,
-    dkim: Option<&lettre::message::dkim::DkimConfig>,
-) -> Result<Outgoing, MessageError> {
-    let to_address = Address::from_str(to).map_err(|_| MessageError::BadAddress(recipient_id))?;
-    let from = spec.from_mailbox();
-    let mut builder = Message::builder()
-        .from(from.clone())
-        .to(Mailbox::new(None, to_address.clone()))
-        .subject(rendered.subject.clone())
-        .message_id(Some(id.clone()))
-        .date_now();
-    if let Some(reply_to) = &spec.sender.reply_to {
-        builder = builder.reply_to(
-            Mailbox::from_str(reply_to)
-                .map_err(|e| MessageError::Build(recipient_id, e.to_string()))?,
-        );
-    }
-    let mut message = builder
-        .multipart(MultiPart::alternative_plain_html(
-            rendered.text.clone(),
-            rendered.html.clone(),
-        ))
-        .map_err(|e| MessageError::Build(recipient_id, e.to_string()))?;
-    if let Some(config) = dkim {
-        message.sign(config);
-    }
-    let return_path = match &spec.sender.return_path {
-        Some(rp) => {
-            Mailbox::from_str(rp)
-                .map_err(|e| MessageError::Build(recipient_id, e.to_string()))?
-                .email
-        }
-        None => from.email,
-    };
-    let envelope = Envelope::new(Some(return_path), vec![to_address])
-        .map_err(|e| MessageError::Build(recipient_id, e.to_string()))?;
-    Ok(Outgoing {
-        message_id: id,
-        envelope,
-        bytes: message.formatted(),
-    })
+    Sender::of(spec)?.build(spec_hash, campaign_id, recipient_id, to, rendered, dkim)
 }

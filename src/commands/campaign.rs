@@ -232,11 +232,11 @@ pub async fn test_send(
     let transport = crate::transport::Transport::from_settings(&settings.transport)?;
     // Signed as the real notices are, so a seed inbox shows how they will be judged.
     let dkim = message::load_dkim(settings.dkim.as_ref())?;
+    let sender = message::Sender::of(&spec)?;
     let mut failures = 0;
     for seed in seeds {
         for (recipient_id, r) in &rendered {
-            let out =
-                message::build_sample(&spec, campaign_id, *recipient_id, seed, r, dkim.as_ref())?;
+            let out = sender.build_sample(campaign_id, *recipient_id, seed, r, dkim.as_ref())?;
             let name = format!("test-{campaign_id}-{recipient_id}-{}", r.locale);
             let d = transport.send(&out, &name).await;
             let ok = d.outcome == crate::store::AttemptOutcome::Sent;
