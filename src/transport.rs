@@ -1,8 +1,9 @@
 //! Transports: where a built notice goes, and what the answer means.
 //!
-//! - SMTP through a small pool of lettre `AsyncSmtpConnection`s (see [`SmtpPool`] for why not lettre's
-//!   own pool): STARTTLS required by default, implicit TLS, or plain for a loopback relay; optional
-//!   private CA and AUTH; one recipient per envelope.
+//! - SMTP through a small pool of lettre `AsyncSmtpConnection`s over sockets the pool opens itself
+//!   with `TCP_NODELAY` (see [`SmtpPool`] for why): STARTTLS required by default, implicit TLS (the
+//!   handshake done here with tokio-rustls), or plain for a loopback relay; optional private CA and
+//!   AUTH; one recipient per envelope.
 //! - A file outbox: one `.eml` per notice, written atomically (temporary file, fsync, rename), so that a
 //!   new user runs everything with no server. A full or read-only disk is a temporary failure: the
 //!   recipient stays pending, never lost.
@@ -62,6 +63,8 @@ pub enum SmtpFailure {
     Smtp(lettre::transport::smtp::Error),
     /// The TCP connection to the relay could not be made.
     Connect(std::io::Error),
+    /// The TLS handshake of an implicit-TLS connection failed (certificate, protocol).
+    Tls(std::io::Error),
     /// No answer within the timeout: the relay may or may not have the message.
     TimedOut,
 }
@@ -77,6 +80,7 @@ impl std::fmt::Display for SmtpFailure {
         match self {
             SmtpFailure::Smtp(e) => write!(f, "{e}"),
             SmtpFailure::Connect(e) => write!(f, "cannot connect: {e}"),
+            SmtpFailure::Tls(e) => write!(f, "TLS handshake failed: {e}"),
             SmtpFailure::TimedOut => f.write_str("no answer within the timeout"),
         }
     }
@@ -88,10 +92,15 @@ impl std::fmt::Display for SmtpFailure {
 /// `.` as two writes: with Nagle's algorithm on, the second waits for the relay's delayed ACK (40 ms
 /// on Linux), which capped a connection at about 25 messages per second. Connecting the socket here
 /// lets us turn Nagle off and hand it to lettre's connection, which still does EHLO, STARTTLS, AUTH
-/// and the transaction. (Implicit TLS goes through lettre's own connect, without that fix.)
+/// and the transaction. For implicit TLS the pool also does the TLS handshake itself (tokio-rustls,
+/// the same rustls lettre uses), because lettre's own implicit-TLS connect opens a socket we cannot
+/// reach: measured with the test relay, 40 notices on one connection took 1.86 s that way against
+/// 0.12 s with STARTTLS.
 pub struct SmtpPool {
     settings: SmtpSettings,
     tls: Option<TlsParameters>,
+    /// For implicit TLS: the client configuration for our own handshake.
+    implicit_tls: Option<tokio_rustls::TlsConnector>,
     credentials: Option<Credentials>,
     hello: ClientId,
     slots: Semaphore,
@@ -105,20 +114,19 @@ impl SmtpPool {
 
     async fn connect(&self) -> Result<AsyncSmtpConnection, SmtpFailure> {
         let s = &self.settings;
-        let mut conn = if s.tls == SmtpTls::Implicit {
-            AsyncSmtpConnection::connect_tokio1(
-                (s.host.as_str(), s.port),
-                Some(self.timeout()),
-                &self.hello,
-                self.tls.clone(),
-                None,
-            )
-            .await?
-        } else {
-            let stream = tokio::net::TcpStream::connect((s.host.as_str(), s.port))
+        let stream = tokio::net::TcpStream::connect((s.host.as_str(), s.port))
+            .await
+            .map_err(SmtpFailure::Connect)?;
+        let _ = stream.set_nodelay(true);
+        let mut conn = if let Some(connector) = &self.implicit_tls {
+            let name = rustls_server_name(&s.host).map_err(SmtpFailure::Tls)?;
+            let stream = connector
+                .connect(name, stream)
                 .await
-                .map_err(SmtpFailure::Connect)?;
-            let _ = stream.set_nodelay(true);
+                .map_err(SmtpFailure::Tls)?;
+            AsyncSmtpConnection::connect_with_transport(Box::new(ImplicitTls(stream)), &self.hello)
+                .await?
+        } else {
             let mut conn =
                 AsyncSmtpConnection::connect_with_transport(Box::new(stream), &self.hello).await?;
             if let (SmtpTls::Starttls, Some(params)) = (s.tls, &self.tls) {
@@ -183,6 +191,106 @@ impl SmtpPool {
     }
 }
 
+/// The rustls client configuration for implicit TLS: Mozilla's roots (as lettre's `webpki-roots`
+/// feature gives STARTTLS) plus the private CA of `ca_file`, TLS 1.2 and 1.3.
+fn implicit_tls_connector(s: &SmtpSettings) -> anyhow::Result<tokio_rustls::TlsConnector> {
+    use tokio_rustls::rustls;
+    use tokio_rustls::rustls::pki_types::CertificateDer;
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    };
+    if let Some(ca) = &s.ca_file {
+        let pem = std::fs::read(ca).map_err(|e| {
+            anyhow::anyhow!(
+                "transport.smtp.ca_file {}: cannot read it ({e})",
+                ca.display()
+            )
+        })?;
+        let mut added = 0;
+        for cert in CertificateDer::pem_slice_iter(&pem) {
+            let cert = cert.map_err(|e| {
+                anyhow::anyhow!(
+                    "transport.smtp.ca_file {}: not a PEM certificate ({e})",
+                    ca.display()
+                )
+            })?;
+            roots.add(cert).map_err(|e| {
+                anyhow::anyhow!(
+                    "transport.smtp.ca_file {}: not a usable CA certificate ({e})",
+                    ca.display()
+                )
+            })?;
+            added += 1;
+        }
+        if added == 0 {
+            anyhow::bail!(
+                "transport.smtp.ca_file {}: no PEM certificate in it",
+                ca.display()
+            );
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| anyhow::anyhow!("TLS set-up for {}: {e}", s.host))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
+}
+
+fn rustls_server_name(
+    host: &str,
+) -> std::io::Result<tokio_rustls::rustls::pki_types::ServerName<'static>> {
+    tokio_rustls::rustls::pki_types::ServerName::try_from(host.to_string()).map_err(|e| {
+        std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("{host:?}: {e}"))
+    })
+}
+
+/// An implicit-TLS stream in the shape lettre takes for a transport it did not open.
+#[derive(Debug)]
+struct ImplicitTls(tokio_rustls::client::TlsStream<tokio::net::TcpStream>);
+
+impl lettre::transport::smtp::client::AsyncTokioStream for ImplicitTls {
+    fn peer_addr(&self) -> std::io::Result<std::net::SocketAddr> {
+        self.0.get_ref().0.peer_addr()
+    }
+}
+
+impl tokio::io::AsyncRead for ImplicitTls {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for ImplicitTls {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_shutdown(cx)
+    }
+}
+
 impl std::fmt::Debug for Transport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -221,8 +329,12 @@ impl Transport {
                         .map_err(|e| anyhow::anyhow!("TLS set-up for {}: {e}", s.host))
                 };
                 let tls = match s.tls {
-                    SmtpTls::Starttls | SmtpTls::Implicit => Some(tls_parameters()?),
-                    SmtpTls::None => None,
+                    SmtpTls::Starttls => Some(tls_parameters()?),
+                    SmtpTls::Implicit | SmtpTls::None => None,
+                };
+                let implicit_tls = match s.tls {
+                    SmtpTls::Implicit => Some(implicit_tls_connector(s)?),
+                    _ => None,
                 };
                 let credentials = match (&s.username, &s.password) {
                     (Some(user), Some(password)) => Some(Credentials::new(
@@ -234,6 +346,7 @@ impl Transport {
                 Ok(Transport::Smtp(Arc::new(SmtpPool {
                     settings: s.clone(),
                     tls,
+                    implicit_tls,
                     credentials,
                     hello: ClientId::default(),
                     slots: Semaphore::new(s.pool_size as usize),
@@ -290,6 +403,12 @@ impl Transport {
                     outcome: AttemptOutcome::Transient,
                     code: None,
                     reply: format!("cannot connect to the relay: {e}"),
+                },
+                // Nothing was sent: a certificate problem is fixed by an operator, then retried.
+                Err(SmtpFailure::Tls(e)) => Delivery {
+                    outcome: AttemptOutcome::Transient,
+                    code: None,
+                    reply: format!("TLS handshake with the relay failed: {e}"),
                 },
                 Err(SmtpFailure::TimedOut) => Delivery {
                     outcome: AttemptOutcome::Ambiguous,

@@ -73,17 +73,58 @@ async fn starttls_with_a_private_ca_and_auth_carries_every_notice() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn implicit_tls_carries_every_notice() {
+async fn implicit_tls_with_auth_carries_every_notice() {
+    // The pool does this handshake itself (not lettre), so it gets the same checks as STARTTLS.
     let ca = TestCa::new();
     let (_dir, ca_file) = write_ca(&ca);
-    let smtp = SmtpServer::start(Script::new().tls(TlsMode::Implicit(ca.server.clone()))).await;
+    let smtp = SmtpServer::start(
+        Script::new()
+            .tls(TlsMode::Implicit(ca.server.clone()))
+            .require_credentials("notifier", "correct horse"),
+    )
+    .await;
     let t = common::sqlite().await;
     let id = campaign_of(&t, 4).await;
-    let s = secure_settings(&t, &smtp, SmtpTls::Implicit, &ca_file);
+    let mut s = secure_settings(&t, &smtp, SmtpTls::Implicit, &ca_file);
+    s.transport.smtp.username = Some("notifier".into());
+    s.transport.smtp.password = Some("correct horse".to_string().into());
     run_until_idle(&t, &s, Duration::from_secs(60)).await;
 
     assert_eq!(progress(&t, id).await.sent, 4);
-    assert!(smtp.received().iter().all(|m| m.tls));
+    let received = smtp.received();
+    assert_eq!(received.len(), 4);
+    for m in &received {
+        assert!(m.tls);
+        assert_eq!(m.auth_user.as_deref(), Some("notifier"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn implicit_tls_refuses_an_unknown_ca_and_an_unusable_ca_file() {
+    let ca = TestCa::new();
+    let smtp = SmtpServer::start(Script::new().tls(TlsMode::Implicit(ca.server.clone()))).await;
+    let t = common::sqlite().await;
+    let mut s = settings(&t, &smtp);
+    s.transport.smtp.host = "localhost".into();
+    s.transport.smtp.tls = SmtpTls::Implicit;
+    let err = Transport::from_settings(&s.transport)
+        .unwrap()
+        .check()
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("certificate"), "{err}");
+    assert!(err.contains("transport.smtp.ca_file"), "{err}");
+    assert_eq!(smtp.received_count(), 0);
+
+    let dir = tempfile::tempdir().unwrap();
+    let not_pem = dir.path().join("ca.pem");
+    std::fs::write(&not_pem, "this is not a certificate\n").unwrap();
+    s.transport.smtp.ca_file = Some(not_pem);
+    let err = Transport::from_settings(&s.transport)
+        .expect_err("refused")
+        .to_string();
+    assert!(err.contains("transport.smtp.ca_file"), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
