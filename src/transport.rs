@@ -201,12 +201,7 @@ fn implicit_tls_connector(s: &SmtpSettings) -> anyhow::Result<tokio_rustls::TlsC
         roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
     };
     if let Some(ca) = &s.ca_file {
-        let pem = std::fs::read(ca).map_err(|e| {
-            anyhow::anyhow!(
-                "transport.smtp.ca_file {}: cannot read it ({e})",
-                ca.display()
-            )
-        })?;
+        let pem = read_ca_file(ca)?;
         let mut added = 0;
         for cert in CertificateDer::pem_slice_iter(&pem) {
             let cert = cert.map_err(|e| {
@@ -237,6 +232,16 @@ fn implicit_tls_connector(s: &SmtpSettings) -> anyhow::Result<tokio_rustls::TlsC
         .with_root_certificates(roots)
         .with_no_client_auth();
     Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
+}
+
+/// The bytes of `transport.smtp.ca_file`, or an error naming the setting.
+fn read_ca_file(ca: &std::path::Path) -> anyhow::Result<Vec<u8>> {
+    std::fs::read(ca).map_err(|e| {
+        anyhow::anyhow!(
+            "transport.smtp.ca_file {}: cannot read it ({e})",
+            ca.display()
+        )
+    })
 }
 
 fn rustls_server_name(
@@ -310,12 +315,7 @@ impl Transport {
                 let tls_parameters = || -> anyhow::Result<TlsParameters> {
                     let mut builder = TlsParameters::builder(s.host.clone());
                     if let Some(ca) = &s.ca_file {
-                        let pem = std::fs::read(ca).map_err(|e| {
-                            anyhow::anyhow!(
-                                "transport.smtp.ca_file {}: cannot read it ({e})",
-                                ca.display()
-                            )
-                        })?;
+                        let pem = read_ca_file(ca)?;
                         let cert = Certificate::from_pem(&pem).map_err(|e| {
                             anyhow::anyhow!(
                                 "transport.smtp.ca_file {}: not a PEM certificate ({e})",
