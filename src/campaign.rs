@@ -397,11 +397,6 @@ impl CampaignSpec {
         hex::encode(Sha256::digest(self.to_stored().as_bytes()))
     }
 
-    /// The mailbox of `sender.from` (checked at load).
-    pub fn from_mailbox(&self) -> Mailbox {
-        Mailbox::from_str(&self.sender.from).expect("checked at load")
-    }
-
     /// The templates for a recipient's locale, falling back to the default locale.
     pub fn locale_for<'a>(&'a self, locale: Option<&'a str>) -> &'a str {
         match locale {

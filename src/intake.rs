@@ -163,12 +163,7 @@ enum Parsed {
 enum Work {
     Batch(Vec<NewRecipient>),
     /// Parsing ended; the final counts of the parser's part and the checksum.
-    Done {
-        read: u64,
-        rejected: u64,
-        unusable_email: u64,
-        sha256: String,
-    },
+    Done(ParseTotals),
 }
 
 /// Column positions of a header.
@@ -545,16 +540,11 @@ pub async fn import(store: &Store, opts: &ImportOptions) -> anyhow::Result<Impor
                 }
                 progress.tick(accepted_rows, || format!("{accepted_rows} rows stored"));
             }
-            Work::Done {
-                read,
-                rejected,
-                unusable_email,
-                sha256: hash,
-            } => {
-                counts.read = read;
-                counts.rejected = rejected;
-                counts.unusable_email = unusable_email;
-                sha256 = hash;
+            Work::Done(totals) => {
+                counts.read = totals.read;
+                counts.rejected = totals.rejected;
+                counts.unusable_email = totals.unusable_email;
+                sha256 = totals.sha256;
             }
         }
     }
@@ -629,12 +619,7 @@ fn parse_stream(
         tx.blocking_send(Ok(Work::Batch(batch))).is_ok()
     })?;
     if let Some(totals) = totals {
-        let _ = tx.blocking_send(Ok(Work::Done {
-            read: totals.read,
-            rejected: totals.rejected,
-            unusable_email: totals.unusable_email,
-            sha256: totals.sha256,
-        }));
+        let _ = tx.blocking_send(Ok(Work::Done(totals)));
     }
     Ok(())
 }

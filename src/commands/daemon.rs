@@ -208,12 +208,9 @@ pub async fn demo(base: &Settings) -> anyhow::Result<ExitCode> {
     let shutdown = shutdown_signal()?;
     dispatcher.run(RunMode::UntilIdle, shutdown).await?;
 
-    let progress = store.progress(Some(campaign_id)).await?;
+    let statuses = status::collect(&store, Some(campaign_id)).await?;
     println!("4. done. Campaign status:\n");
-    print!(
-        "{}",
-        status::render(&status::collect(&store, Some(campaign_id)).await?)
-    );
+    print!("{}", status::render(&statuses));
     let files = std::fs::read_dir(&outbox)
         .map(|d| {
             d.filter(|e| {
@@ -230,9 +227,9 @@ pub async fn demo(base: &Settings) -> anyhow::Result<ExitCode> {
     );
     store.close().await;
     let _ = std::fs::remove_dir_all(&examples);
-    let done = progress
+    let done = statuses
         .first()
-        .is_some_and(|p| p.state == CampaignState::Completed);
+        .is_some_and(|s| s.progress.state == CampaignState::Completed);
     Ok(if done {
         ExitCode::SUCCESS
     } else {

@@ -841,7 +841,7 @@ impl Store {
 
     /// The attempts made for one recipient, oldest first.
     pub async fn attempts(&self, recipient_id: i64) -> Result<Vec<Attempt>> {
-        dispatch!(self.attempts(recipient_id))
+        self.attempts_for(&[recipient_id]).await
     }
 
     /// The attempts made for several recipients, in one query (a page of an export): ordered by

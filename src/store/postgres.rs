@@ -817,10 +817,6 @@ impl PgStore {
         .rows_affected())
     }
 
-    pub(super) async fn attempts(&self, recipient_id: i64) -> Result<Vec<Attempt>> {
-        self.attempts_for(&[recipient_id]).await
-    }
-
     pub(super) async fn attempts_for(&self, recipient_ids: &[i64]) -> Result<Vec<Attempt>> {
         let rows = sqlx::query(
             "SELECT id, recipient_id, campaign_id, attempt, instance, started_at, finished_at, outcome, \

@@ -790,10 +790,6 @@ impl SqliteStore {
         .rows_affected())
     }
 
-    pub(super) async fn attempts(&self, recipient_id: i64) -> Result<Vec<Attempt>> {
-        self.attempts_for(&[recipient_id]).await
-    }
-
     pub(super) async fn attempts_for(&self, recipient_ids: &[i64]) -> Result<Vec<Attempt>> {
         // An IN list written from integers (nothing else can reach the SQL), in chunks that keep each
         // statement small; chunks follow each other in id order, so the result stays ordered.
