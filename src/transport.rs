@@ -98,13 +98,21 @@ impl std::fmt::Display for SmtpFailure {
 /// 0.12 s with STARTTLS.
 pub struct SmtpPool {
     settings: SmtpSettings,
-    tls: Option<TlsParameters>,
-    /// For implicit TLS: the client configuration for our own handshake.
-    implicit_tls: Option<tokio_rustls::TlsConnector>,
+    security: Security,
     credentials: Option<Credentials>,
     hello: ClientId,
     slots: Semaphore,
     idle: Mutex<Vec<(AsyncSmtpConnection, Instant)>>,
+}
+
+/// How the pool's connections are secured, decided once from `transport.smtp.tls`.
+enum Security {
+    /// Plain SMTP (a loopback relay, or `allow_insecure`).
+    Plain,
+    /// STARTTLS, required: a relay that does not offer it is an error, never a plain fallback.
+    Starttls(TlsParameters),
+    /// TLS from the first byte; the handshake is done here (see [`SmtpPool`]).
+    Implicit(tokio_rustls::TlsConnector),
 }
 
 impl SmtpPool {
@@ -114,26 +122,38 @@ impl SmtpPool {
 
     async fn connect(&self) -> Result<AsyncSmtpConnection, SmtpFailure> {
         let s = &self.settings;
-        let stream = tokio::net::TcpStream::connect((s.host.as_str(), s.port))
-            .await
-            .map_err(SmtpFailure::Connect)?;
+        // Bounded here for every mode, `check` included (a send is bounded as a whole as well).
+        let stream = tokio::time::timeout(
+            self.timeout(),
+            tokio::net::TcpStream::connect((s.host.as_str(), s.port)),
+        )
+        .await
+        .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()))
+        .map_err(SmtpFailure::Connect)?;
         let _ = stream.set_nodelay(true);
-        let mut conn = if let Some(connector) = &self.implicit_tls {
-            let name = rustls_server_name(&s.host).map_err(SmtpFailure::Tls)?;
-            let stream = connector
-                .connect(name, stream)
-                .await
-                .map_err(SmtpFailure::Tls)?;
-            AsyncSmtpConnection::connect_with_transport(Box::new(ImplicitTls(stream)), &self.hello)
+        let mut conn = match &self.security {
+            Security::Implicit(connector) => {
+                let name = rustls_server_name(&s.host).map_err(SmtpFailure::Tls)?;
+                let stream = connector
+                    .connect(name, stream)
+                    .await
+                    .map_err(SmtpFailure::Tls)?;
+                AsyncSmtpConnection::connect_with_transport(
+                    Box::new(ImplicitTls(stream)),
+                    &self.hello,
+                )
                 .await?
-        } else {
-            let mut conn =
-                AsyncSmtpConnection::connect_with_transport(Box::new(stream), &self.hello).await?;
-            if let (SmtpTls::Starttls, Some(params)) = (s.tls, &self.tls) {
-                // Required, not opportunistic: a relay without STARTTLS is an error.
-                conn.starttls(params.clone(), &self.hello).await?;
             }
-            conn
+            Security::Starttls(params) => {
+                let mut conn =
+                    AsyncSmtpConnection::connect_with_transport(Box::new(stream), &self.hello)
+                        .await?;
+                conn.starttls(params.clone(), &self.hello).await?;
+                conn
+            }
+            Security::Plain => {
+                AsyncSmtpConnection::connect_with_transport(Box::new(stream), &self.hello).await?
+            }
         };
         if let Some(credentials) = &self.credentials {
             conn.auth(&[Mechanism::Plain, Mechanism::Login], credentials)
@@ -328,13 +348,10 @@ impl Transport {
                         .build_rustls()
                         .map_err(|e| anyhow::anyhow!("TLS set-up for {}: {e}", s.host))
                 };
-                let tls = match s.tls {
-                    SmtpTls::Starttls => Some(tls_parameters()?),
-                    SmtpTls::Implicit | SmtpTls::None => None,
-                };
-                let implicit_tls = match s.tls {
-                    SmtpTls::Implicit => Some(implicit_tls_connector(s)?),
-                    _ => None,
+                let security = match s.tls {
+                    SmtpTls::Starttls => Security::Starttls(tls_parameters()?),
+                    SmtpTls::Implicit => Security::Implicit(implicit_tls_connector(s)?),
+                    SmtpTls::None => Security::Plain,
                 };
                 let credentials = match (&s.username, &s.password) {
                     (Some(user), Some(password)) => Some(Credentials::new(
@@ -345,8 +362,7 @@ impl Transport {
                 };
                 Ok(Transport::Smtp(Arc::new(SmtpPool {
                     settings: s.clone(),
-                    tls,
-                    implicit_tls,
+                    security,
                     credentials,
                     hello: ClientId::default(),
                     slots: Semaphore::new(s.pool_size as usize),
