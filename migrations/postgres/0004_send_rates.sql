@@ -50,18 +50,23 @@ CREATE FUNCTION bn_rate_window_end() RETURNS BIGINT LANGUAGE sql STABLE AS $$
     SELECT floor(extract(epoch FROM now()) / 10)::bigint * 10
 $$;
 
+-- Seconds until `open` recipients are attempted at the last minute's rate (the last hour's when the
+-- last minute was quiet), rounded up; NULL when nothing is open or nothing is moving.
+CREATE FUNCTION bn_eta_seconds(open BIGINT, last_minute BIGINT, last_hour BIGINT) RETURNS BIGINT
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT CASE WHEN open = 0 THEN NULL
+                WHEN last_minute > 0 THEN (open * 60 + last_minute - 1) / last_minute
+                WHEN last_hour > 0 THEN (open * 3600 + last_hour - 1) / last_hour
+           END
+$$;
+
 -- Campaign progress (O(1) counters) with the send rate over the last minute and hour and the ETA:
 -- seconds until every open recipient is attempted at the last minute's rate (the last hour's when the
--- last minute was quiet); NULL when nothing is open or nothing is moving.
+-- last minute was quiet).
 DROP VIEW campaign_progress;
 CREATE VIEW campaign_progress AS
 SELECT p.*,
-       CASE WHEN p.queued + p.deferred = 0 THEN NULL
-            WHEN p.sent_last_minute > 0
-                THEN ((p.queued + p.deferred) * 60 + p.sent_last_minute - 1) / p.sent_last_minute
-            WHEN p.sent_last_hour > 0
-                THEN ((p.queued + p.deferred) * 3600 + p.sent_last_hour - 1) / p.sent_last_hour
-       END AS eta_seconds
+       bn_eta_seconds(p.queued + p.deferred, p.sent_last_minute, p.sent_last_hour) AS eta_seconds
 FROM (
     SELECT c.id AS campaign_id, c.name, c.state, k.total, k.queued, k.deferred, k.sent, k.failed,
            k.cancelled, k.postal, k.updated_at AS last_change_at,
@@ -79,12 +84,7 @@ FROM (
 DROP VIEW wave_progress;
 CREATE VIEW wave_progress AS
 SELECT p.*,
-       CASE WHEN p.queued + p.deferred = 0 THEN NULL
-            WHEN p.sent_last_minute > 0
-                THEN ((p.queued + p.deferred) * 60 + p.sent_last_minute - 1) / p.sent_last_minute
-            WHEN p.sent_last_hour > 0
-                THEN ((p.queued + p.deferred) * 3600 + p.sent_last_hour - 1) / p.sent_last_hour
-       END AS eta_seconds
+       bn_eta_seconds(p.queued + p.deferred, p.sent_last_minute, p.sent_last_hour) AS eta_seconds
 FROM (
     SELECT w.campaign_id, w.number, w.size_spec, w.release_rule, w.released_at, w.finished_at, w.planned,
            CASE WHEN w.finished_at IS NOT NULL THEN 'finished'
