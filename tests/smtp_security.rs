@@ -36,14 +36,32 @@ fn write_ca(ca: &TestCa) -> (tempfile::TempDir, std::path::PathBuf) {
     (dir, path)
 }
 
-/// A relay that offers STARTTLS with the test CA's certificate and accepts only notifier/correct horse.
-async fn relay_with_starttls_and_auth(ca: &TestCa) -> SmtpServer {
+/// A relay speaking TLS as `mode` says that accepts only notifier / correct horse.
+async fn relay_with_auth(mode: TlsMode) -> SmtpServer {
     SmtpServer::start(
         Script::new()
-            .tls(TlsMode::Starttls(ca.server.clone()))
+            .tls(mode)
             .require_credentials("notifier", "correct horse"),
     )
     .await
+}
+
+fn log_in(s: &mut Settings, password: &str) {
+    s.transport.smtp.username = Some("notifier".into());
+    s.transport.smtp.password = Some(password.to_string().into());
+}
+
+/// Runs the daemon until `n` recipients of campaign `id` are deferred (or 20 s pass), stops it, and
+/// says whether they were.
+async fn all_deferred(t: &TestStore, s: &Settings, id: i64, n: i64) -> bool {
+    let r = start(t, s, breach_notifier::dispatch::RunMode::Forever);
+    let deferred = wait_until(Duration::from_secs(20), || async {
+        progress(t, id).await.deferred == n
+    })
+    .await;
+    r.stop.send(true).unwrap();
+    r.handle.await.unwrap().unwrap();
+    deferred
 }
 
 async fn campaign_of(t: &TestStore, n: usize) -> i64 {
@@ -55,12 +73,11 @@ async fn campaign_of(t: &TestStore, n: usize) -> i64 {
 async fn starttls_with_a_private_ca_and_auth_carries_every_notice() {
     let ca = TestCa::new();
     let (_dir, ca_file) = write_ca(&ca);
-    let smtp = relay_with_starttls_and_auth(&ca).await;
+    let smtp = relay_with_auth(TlsMode::Starttls(ca.server.clone())).await;
     let t = common::sqlite().await;
     let id = campaign_of(&t, 6).await;
     let mut s = secure_settings(&t, &smtp, SmtpTls::Starttls, &ca_file);
-    s.transport.smtp.username = Some("notifier".into());
-    s.transport.smtp.password = Some("correct horse".to_string().into());
+    log_in(&mut s, "correct horse");
     run_until_idle(&t, &s, Duration::from_secs(60)).await;
 
     assert_eq!(progress(&t, id).await.sent, 6);
@@ -77,17 +94,11 @@ async fn implicit_tls_with_auth_carries_every_notice() {
     // The pool does this handshake itself (not lettre), so it gets the same checks as STARTTLS.
     let ca = TestCa::new();
     let (_dir, ca_file) = write_ca(&ca);
-    let smtp = SmtpServer::start(
-        Script::new()
-            .tls(TlsMode::Implicit(ca.server.clone()))
-            .require_credentials("notifier", "correct horse"),
-    )
-    .await;
+    let smtp = relay_with_auth(TlsMode::Implicit(ca.server.clone())).await;
     let t = common::sqlite().await;
     let id = campaign_of(&t, 4).await;
     let mut s = secure_settings(&t, &smtp, SmtpTls::Implicit, &ca_file);
-    s.transport.smtp.username = Some("notifier".into());
-    s.transport.smtp.password = Some("correct horse".to_string().into());
+    log_in(&mut s, "correct horse");
     run_until_idle(&t, &s, Duration::from_secs(60)).await;
 
     assert_eq!(progress(&t, id).await.sent, 4);
@@ -147,13 +158,7 @@ async fn a_certificate_from_an_unknown_ca_is_refused_and_nothing_is_sent() {
 
     // The daemon defers (never fails, never sends in the clear) while the relay is not trusted.
     let id = campaign_of(&t, 3).await;
-    let r = start(&t, &s, breach_notifier::dispatch::RunMode::Forever);
-    let deferred = wait_until(Duration::from_secs(20), || async {
-        progress(&t, id).await.deferred == 3
-    })
-    .await;
-    r.stop.send(true).unwrap();
-    r.handle.await.unwrap().unwrap();
+    let deferred = all_deferred(&t, &s, id, 3).await;
     let p = progress(&t, id).await;
     assert!(deferred, "{p:?}");
     assert_eq!((p.sent, p.failed), (0, 0));
@@ -174,13 +179,7 @@ async fn a_relay_without_starttls_is_refused_when_tls_is_required() {
     assert!(err.contains("transport.smtp.tls"), "{err}");
 
     let id = campaign_of(&t, 2).await;
-    let r = start(&t, &s, breach_notifier::dispatch::RunMode::Forever);
-    let deferred = wait_until(Duration::from_secs(20), || async {
-        progress(&t, id).await.deferred == 2
-    })
-    .await;
-    r.stop.send(true).unwrap();
-    r.handle.await.unwrap().unwrap();
+    let deferred = all_deferred(&t, &s, id, 2).await;
     assert!(deferred);
     assert_eq!(smtp.received_count(), 0, "nothing was sent in the clear");
 }
@@ -189,11 +188,10 @@ async fn a_relay_without_starttls_is_refused_when_tls_is_required() {
 async fn wrong_credentials_are_a_clear_error() {
     let ca = TestCa::new();
     let (_dir, ca_file) = write_ca(&ca);
-    let smtp = relay_with_starttls_and_auth(&ca).await;
+    let smtp = relay_with_auth(TlsMode::Starttls(ca.server.clone())).await;
     let t = common::sqlite().await;
     let mut s = secure_settings(&t, &smtp, SmtpTls::Starttls, &ca_file);
-    s.transport.smtp.username = Some("notifier".into());
-    s.transport.smtp.password = Some("battery staple".to_string().into());
+    log_in(&mut s, "battery staple");
     let err = Transport::from_settings(&s.transport)
         .unwrap()
         .check()
@@ -206,7 +204,7 @@ async fn wrong_credentials_are_a_clear_error() {
         "the password is never printed: {err}"
     );
 
-    s.transport.smtp.password = Some("correct horse".to_string().into());
+    log_in(&mut s, "correct horse");
     Transport::from_settings(&s.transport)
         .unwrap()
         .check()
