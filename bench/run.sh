@@ -8,7 +8,8 @@
 #
 # Needs: a release build (built here if missing), PostgreSQL (DATABASE_URL, else a throwaway cluster with
 # initdb/pg_ctl), Postfix's smtp-sink and smtp-source (installed with apt-get if missing), python3, psql,
-# /usr/bin/time; the nightly toolchain and cargo-fuzz for the fuzz rows (bench/fuzz.sh). Everything runs on loopback. Results: the table on stdout and bench/results/latest.md.
+# /usr/bin/time; the nightly toolchain and cargo-fuzz for the fuzz rows (bench/fuzz.sh). Everything
+# runs on loopback. Results: the table on stdout and bench/results/latest.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
