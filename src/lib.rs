@@ -34,6 +34,7 @@ pub mod metrics;
 pub mod notify;
 pub mod preflight;
 pub mod progress;
+pub mod shared_addresses;
 pub mod store;
 pub mod telemetry;
 pub mod template;

@@ -34,6 +34,7 @@ backends!(
     the_same_file_twice_adds_nothing_and_names_the_first_import,
     a_second_list_repeating_a_customer_counts_a_duplicate_and_changes_nothing,
     customers_sharing_an_address_are_all_stored_and_counted,
+    shared_addresses_count_what_was_stored_and_earlier_lists,
     no_email_or_no_consent_is_postal_unless_email_without_consent,
     dry_run_stores_nothing_but_counts_the_same,
     header_without_customer_id_is_one_clear_error,
@@ -623,6 +624,55 @@ async fn customers_sharing_an_address_are_all_stored_and_counted(t: TestStore) {
         summary
             .render("family.csv", id, None)
             .contains("addresses shared by more than one customer: 2")
+    );
+}
+
+/// The shared-address count of a first list comes from what the import stored (not from the file,
+/// and not by reading the campaign back); a later list is counted with the campaign's earlier ones.
+async fn shared_addresses_count_what_was_stored_and_earlier_lists(t: TestStore) {
+    let store = &t.store;
+    let id = campaign(store, false).await;
+    let dir = tempfile::tempdir().unwrap();
+    // R1 repeats with another address in the same batch, R2 in a later batch (past BATCH_ROWS, so
+    // the store merges that batch): the repeats are duplicates, so their addresses are not stored
+    // and share nothing. first@ is the one address two stored customers use.
+    let mut list = String::from("customer_id,email,electronic_consent\n");
+    list.push_str(
+        "R1,first@example.com,yes\nR1,other@example.com,yes\nR2,second@example.com,yes\n",
+    );
+    for i in 0..breach_notifier::intake::BATCH_ROWS {
+        list.push_str(&format!("P{i},person{i}@example.com,yes\n"));
+    }
+    list.push_str("R2,other@example.com,yes\nR3,FIRST@example.com,yes\n");
+    let file = dir.path().join("first.csv");
+    std::fs::write(&file, &list).unwrap();
+    let summary = run_import(store, id, &file, None).await;
+    assert_eq!(summary.counts.duplicates, 2);
+    assert_eq!(summary.shared_addresses, 1, "first@ (R1 and R3)");
+    assert_eq!(
+        stored(store, id, "R2").await.email.as_deref(),
+        Some("second@example.com")
+    );
+
+    // A second list: other@ now has two customers (S1, S2), second@ two (R2 and S3).
+    let file = dir.path().join("second.csv");
+    std::fs::write(
+        &file,
+        "customer_id,email,electronic_consent\n\
+         S1,other@example.com,yes\n\
+         S2,Other@example.com,yes\n\
+         S3,second@example.com,yes\n",
+    )
+    .unwrap();
+    let summary = run_import(store, id, &file, None).await;
+    assert_eq!(summary.shared_addresses, 3, "first@, other@ and second@");
+    let records = store.imports(id).await.unwrap();
+    assert_eq!(
+        records
+            .iter()
+            .map(|r| r.shared_addresses)
+            .collect::<Vec<_>>(),
+        [1, 3]
     );
 }
 

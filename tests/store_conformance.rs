@@ -24,6 +24,7 @@ macro_rules! conformance {
 conformance!(
     migrate_is_idempotent_and_schema_is_current,
     campaigns_are_created_as_drafts_with_an_event,
+    sql_cannot_reference_a_missing_campaign_or_recipient,
     legal_transitions_are_recorded_with_actor_and_reason,
     illegal_transitions_are_refused_by_the_store_and_by_sql,
     sql_transitions_are_recorded_as_sql,
@@ -876,6 +877,72 @@ async fn progress_lists_every_campaign_from_counters(t: TestStore) {
         .await
         .unwrap();
     assert_eq!(progress(&t, b).await.queued, 1);
+}
+
+/// The references of recipients and attempts hold for an operator's SQL too (on PostgreSQL they are
+/// checked by statement triggers since migration 5, on SQLite by foreign keys), in a single row or in
+/// a set where only one row is wrong.
+async fn sql_cannot_reference_a_missing_campaign_or_recipient(t: TestStore) {
+    let id = running_campaign_with(&t, 1).await;
+    let other = t
+        .store
+        .create_campaign(&new_campaign("other"), "test")
+        .await
+        .unwrap();
+    let r = t
+        .store
+        .recipients_after(id, 0, 1)
+        .await
+        .unwrap()
+        .remove(0)
+        .id;
+    let missing = other + 1000;
+    for bad in [
+        format!(
+            "INSERT INTO recipients (campaign_id, customer_id, email) VALUES ({missing}, 'ghost', 'g@example.com')"
+        ),
+        format!(
+            "INSERT INTO recipients (campaign_id, customer_id, email) VALUES ({id}, 'fine', 'f@example.com'), \
+             ({missing}, 'ghost', 'g@example.com')"
+        ),
+        format!(
+            "INSERT INTO delivery_attempts (recipient_id, campaign_id, attempt, instance, started_at, \
+             finished_at, outcome, message_id) VALUES ({}, {id}, 1, 'sql', {now}, {now}, 'sent', '<x@y>')",
+            r + 1000,
+            now = now_sql(&t)
+        ),
+        // An existing recipient, but not of that campaign.
+        format!(
+            "INSERT INTO delivery_attempts (recipient_id, campaign_id, attempt, instance, started_at, \
+             finished_at, outcome, message_id) VALUES ({r}, {other}, 1, 'sql', {now}, {now}, 'sent', '<x@y>')",
+            now = now_sql(&t)
+        ),
+    ] {
+        let err = sql(&t, &bad).await.expect_err(&bad);
+        assert!(err.to_lowercase().contains("foreign key"), "{bad}: {err}");
+    }
+    assert_eq!(
+        progress(&t, id).await.total,
+        1,
+        "nothing of a refused statement stays"
+    );
+    assert!(t.store.attempts_for(&[r]).await.unwrap().is_empty());
+    // And a good one still goes in.
+    sql(
+        &t,
+        &format!("INSERT INTO recipients (campaign_id, customer_id, email) VALUES ({other}, 'real', 'r@example.com')"),
+    )
+        .await
+        .unwrap();
+    assert_eq!(progress(&t, other).await.total, 1);
+}
+
+/// "Now" as each dialect stores a time.
+fn now_sql(t: &TestStore) -> &'static str {
+    match t.store {
+        Store::Postgres(_) => "now()",
+        Store::Sqlite(_) => "1795000000000",
+    }
 }
 
 async fn attempts_for_returns_the_attempts_of_many_recipients_in_order(t: TestStore) {

@@ -271,6 +271,13 @@ impl ImportCounts {
         self.email + self.postal
     }
 
+    /// Adds what the store did with one batch.
+    pub fn add(&mut self, batch: InsertOutcome) {
+        self.email += batch.email;
+        self.postal += batch.postal;
+        self.duplicates += batch.duplicates;
+    }
+
     /// The identity every import must satisfy.
     pub fn reconciles(&self) -> bool {
         self.read == self.accepted() + self.rejected + self.duplicates
@@ -326,6 +333,55 @@ pub struct Recipient {
     pub postal_followup: bool,
     pub first_attempt_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
+}
+
+/// What [`Store::insert_prepared`] did with a batch, and the addresses it stored.
+#[derive(Debug, Clone, Default)]
+pub struct StoredBatch {
+    pub outcome: InsertOutcome,
+    /// [`crate::shared_addresses::address_key`] of the address of every recipient stored with one.
+    pub addresses: Vec<u128>,
+}
+
+/// A batch of new recipients made ready for one backend's bulk insert by
+/// [`Backend::prepare_recipients`]. Preparing is CPU work without I/O (for PostgreSQL, encoding the
+/// `COPY` data), so an import does it on its parsing thread while the storing side is busy with the
+/// previous batch; a prepared batch is also much smaller than the rows it came from, which keeps the
+/// import's memory low.
+#[derive(Debug)]
+pub struct PreparedRecipients {
+    campaign_id: i64,
+    /// Rows as read, repeats within the batch included (each repeat is a counted duplicate).
+    rows: u64,
+    form: PreparedForm,
+}
+
+#[derive(Debug)]
+enum PreparedForm {
+    Copy(postgres::CopyBatch),
+    Rows(Vec<NewRecipient>),
+}
+
+impl Backend {
+    /// Makes `rows` ready for [`Store::insert_prepared`] on a store of this backend.
+    pub fn prepare_recipients(
+        self,
+        campaign_id: i64,
+        rows: Vec<NewRecipient>,
+    ) -> Result<PreparedRecipients> {
+        let count = rows.len() as u64;
+        let form = match self {
+            Backend::Postgres => {
+                PreparedForm::Copy(postgres::CopyBatch::encode(campaign_id, &rows)?)
+            }
+            Backend::Sqlite => PreparedForm::Rows(rows),
+        };
+        Ok(PreparedRecipients {
+            campaign_id,
+            rows: count,
+            form,
+        })
+    }
 }
 
 /// What [`Store::insert_recipients`] did with a batch.
@@ -627,10 +683,29 @@ impl Store {
         campaign_id: i64,
         rows: &[NewRecipient],
     ) -> Result<InsertOutcome> {
-        if rows.is_empty() {
-            return Ok(InsertOutcome::default());
+        let batch = self
+            .backend()
+            .prepare_recipients(campaign_id, rows.to_vec())?;
+        Ok(self.insert_prepared(batch).await?.outcome)
+    }
+
+    /// Stores a batch made by [`Backend::prepare_recipients`] for this store's backend, in one
+    /// transaction, as [`Store::insert_recipients`] does.
+    pub async fn insert_prepared(&self, batch: PreparedRecipients) -> Result<StoredBatch> {
+        if batch.rows == 0 {
+            return Ok(StoredBatch::default());
         }
-        dispatch!(self.insert_recipients(campaign_id, rows))
+        match (self, batch.form) {
+            (Store::Postgres(s), PreparedForm::Copy(copy)) => {
+                s.insert_copy(batch.campaign_id, batch.rows, copy).await
+            }
+            (Store::Sqlite(s), PreparedForm::Rows(rows)) => {
+                s.insert_recipients(batch.campaign_id, &rows).await
+            }
+            _ => Err(StoreError::Corrupt(
+                "a batch of recipients prepared for the other database backend".into(),
+            )),
+        }
     }
 
     /// Which of these customer ids the campaign already has (for dry runs).

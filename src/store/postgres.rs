@@ -12,6 +12,7 @@ use sqlx::{ConnectOptions, Row};
 
 use super::schema::{AppliedMigration, absent_table_is_none};
 use super::*;
+use crate::shared_addresses::address_key;
 
 const RECIPIENT_COLUMNS: &str = "id, campaign_id, customer_id, email, first_name, last_name, locale, \
     jurisdiction, electronic_consent, address1, address2, city, region, postal_code, country, \
@@ -182,96 +183,92 @@ impl PgStore {
             .collect()
     }
 
-    pub(super) async fn insert_recipients(
+    /// Stores a prepared batch. Fast path: the batch (repeats within it already dropped) is COPYed
+    /// straight into recipients, the fastest way into PostgreSQL. A customer the campaign already has
+    /// makes the COPY fail on the unique key (at once, for a re-imported list); the batch then takes the
+    /// merging path, which counts it as a duplicate.
+    pub(super) async fn insert_copy(
         &self,
         campaign_id: i64,
-        rows: &[NewRecipient],
-    ) -> Result<InsertOutcome> {
-        // Fast path: repeats within the batch are dropped and the rest is COPYed straight into
-        // recipients, the fastest way into PostgreSQL. A customer the campaign already has makes the
-        // COPY fail on the unique key (at once, for a re-imported list); the batch then takes the
-        // merging path, which counts it as a duplicate.
-        let mut seen = std::collections::HashSet::with_capacity(rows.len());
-        let unique: Vec<&NewRecipient> = rows
-            .iter()
-            .filter(|r| seen.insert(r.customer_id.as_str()))
-            .collect();
-        let data = copy_csv(&unique, |_| campaign_id.to_string())?;
+        rows: u64,
+        batch: CopyBatch,
+    ) -> Result<StoredBatch> {
         let mut tx = self.pool.begin().await?;
         let mut copy = tx
-            .copy_in_raw(
-                "COPY recipients (campaign_id, customer_id, email, first_name, last_name, locale, \
-                 jurisdiction, electronic_consent, address1, address2, city, region, postal_code, country, \
-                 attributes, channel, status, import_id) FROM STDIN WITH (FORMAT csv)",
-            )
+            .copy_in_raw(&format!(
+                "COPY recipients ({COPY_COLUMNS}) FROM STDIN WITH (FORMAT binary)"
+            ))
             .await?;
-        copy.send(data).await?;
+        copy.send(batch.data.as_slice()).await?;
         match copy.finish().await {
             Ok(inserted) => {
                 tx.commit().await?;
-                let email = unique
-                    .iter()
-                    .filter(|r| r.channel == Channel::Email)
-                    .count() as u64;
-                Ok(InsertOutcome {
-                    inserted,
-                    duplicates: rows.len() as u64 - inserted,
-                    email,
-                    postal: inserted - email,
+                Ok(StoredBatch {
+                    outcome: InsertOutcome {
+                        inserted,
+                        duplicates: rows - inserted,
+                        email: batch.email,
+                        postal: inserted - batch.email,
+                    },
+                    addresses: batch.addresses,
                 })
             }
             Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
                 drop(tx);
-                self.insert_recipients_merging(campaign_id, rows).await
+                self.insert_copy_merging(campaign_id, rows, &batch).await
             }
             Err(e) => Err(foreign_key_to_unknown_campaign(e, campaign_id)),
         }
     }
 
-    /// The slow path: COPY into a per-connection staging table, then one INSERT … SELECT … ON CONFLICT
-    /// DO NOTHING, which makes a repeated customer a counted duplicate instead of an error whatever
-    /// runs concurrently. `ord` keeps file order, so queue order (ids) follows the list.
-    async fn insert_recipients_merging(
+    /// The slow path: the same COPY data into a per-connection staging table, then one INSERT …
+    /// SELECT … ON CONFLICT DO NOTHING, which makes a repeated customer a counted duplicate instead of
+    /// an error whatever runs concurrently. `ord` (numbered as the rows arrive) keeps file order, so
+    /// queue order (ids) follows the list.
+    async fn insert_copy_merging(
         &self,
         campaign_id: i64,
-        rows: &[NewRecipient],
-    ) -> Result<InsertOutcome> {
-        let all: Vec<&NewRecipient> = rows.iter().collect();
-        let data = copy_csv(&all, |i| i.to_string())?;
+        rows: u64,
+        batch: &CopyBatch,
+    ) -> Result<StoredBatch> {
         let mut tx = self.pool.begin().await?;
         sqlx::query(
-            "CREATE TEMP TABLE IF NOT EXISTS bn_staging (ord BIGINT, customer_id TEXT, email TEXT, \
-             first_name TEXT, last_name TEXT, locale TEXT, jurisdiction TEXT, electronic_consent BOOLEAN, \
-             address1 TEXT, address2 TEXT, city TEXT, region TEXT, postal_code TEXT, country TEXT, \
-             attributes JSON, channel TEXT, status TEXT, import_id BIGINT) ON COMMIT DELETE ROWS",
+            "CREATE TEMP TABLE IF NOT EXISTS bn_staging_v2 (campaign_id BIGINT, customer_id TEXT, \
+             email TEXT, first_name TEXT, last_name TEXT, locale TEXT, jurisdiction TEXT, \
+             electronic_consent BOOLEAN, address1 TEXT, address2 TEXT, city TEXT, region TEXT, \
+             postal_code TEXT, country TEXT, attributes JSON, channel TEXT, status TEXT, import_id BIGINT, \
+             ord BIGINT GENERATED ALWAYS AS IDENTITY) ON COMMIT DELETE ROWS",
         )
         .execute(&mut *tx)
         .await?;
         let mut copy = tx
-            .copy_in_raw("COPY bn_staging FROM STDIN WITH (FORMAT csv)")
+            .copy_in_raw(&format!(
+                "COPY bn_staging_v2 ({COPY_COLUMNS}) FROM STDIN WITH (FORMAT binary)"
+            ))
             .await?;
-        copy.send(data).await?;
+        copy.send(batch.data.as_slice()).await?;
         copy.finish().await?;
-        let channels: Vec<String> = sqlx::query_scalar(
-            "INSERT INTO recipients (campaign_id, customer_id, email, first_name, last_name, locale, \
-             jurisdiction, electronic_consent, address1, address2, city, region, postal_code, country, \
-             attributes, channel, status, import_id) \
-             SELECT $1, customer_id, email, first_name, last_name, locale, jurisdiction, electronic_consent, \
-             address1, address2, city, region, postal_code, country, attributes, channel, status, import_id \
-             FROM bn_staging ORDER BY ord ON CONFLICT (campaign_id, customer_id) DO NOTHING RETURNING channel",
-        )
-        .bind(campaign_id)
+        let stored: Vec<(String, Option<String>)> = sqlx::query_as(audited!(
+            "INSERT INTO recipients ({COPY_COLUMNS}) SELECT {COPY_COLUMNS} FROM bn_staging_v2 \
+             ORDER BY ord ON CONFLICT (campaign_id, customer_id) DO NOTHING RETURNING channel, email"
+        ))
         .fetch_all(&mut *tx)
         .await
         .map_err(|e| foreign_key_to_unknown_campaign(e, campaign_id))?;
         tx.commit().await?;
-        let inserted = channels.len() as u64;
-        let email = channels.iter().filter(|c| c.as_str() == "email").count() as u64;
-        Ok(InsertOutcome {
-            inserted,
-            duplicates: rows.len() as u64 - inserted,
-            email,
-            postal: inserted - email,
+        let inserted = stored.len() as u64;
+        let email = stored.iter().filter(|(c, _)| c.as_str() == "email").count() as u64;
+        Ok(StoredBatch {
+            outcome: InsertOutcome {
+                inserted,
+                duplicates: rows - inserted,
+                email,
+                postal: inserted - email,
+            },
+            addresses: stored
+                .iter()
+                .filter_map(|(_, e)| e.as_deref().map(address_key))
+                .collect(),
         })
     }
 
@@ -354,13 +351,18 @@ impl PgStore {
     }
 
     pub(super) async fn shared_addresses(&self, campaign_id: i64) -> Result<u64> {
+        let mut tx = self.pool.begin().await?;
+        // Once the table's statistics know the campaign is large, the planner JIT-compiles this
+        // aggregate: measured at 1,000,000 recipients, 7 s with JIT against 1.3 s without.
+        sqlx::query("SET LOCAL jit = off").execute(&mut *tx).await?;
         let n: i64 = sqlx::query_scalar(
             "SELECT count(*) FROM (SELECT lower(email) FROM recipients WHERE campaign_id = $1 \
              AND email IS NOT NULL GROUP BY lower(email) HAVING count(*) > 1) AS shared",
         )
         .bind(campaign_id)
-        .fetch_one(&self.pool)
+        .fetch_one(&mut *tx)
         .await?;
+        tx.commit().await?;
         Ok(n as u64)
     }
 
@@ -911,45 +913,93 @@ impl PgStore {
     }
 }
 
-/// Encodes recipients as CSV rows for COPY: a leading column (`first(i)`: the campaign id, or the
-/// row's position for the staging table), then the recipient columns in table order.
-fn copy_csv(rows: &[&NewRecipient], first: impl Fn(usize) -> String) -> Result<Vec<u8>> {
-    let mut data = Vec::with_capacity(rows.len() * 256);
-    let mut w = csv::WriterBuilder::new()
-        .has_headers(false)
-        .from_writer(&mut data);
-    let o = |v: &Option<String>| v.clone().unwrap_or_default();
-    for (i, r) in rows.iter().enumerate() {
-        let status = match r.channel {
-            Channel::Email => RecipientStatus::Queued,
-            Channel::Postal => RecipientStatus::Postal,
-        };
-        w.write_record([
-            first(i),
-            r.customer_id.clone(),
-            o(&r.email),
-            o(&r.first_name),
-            o(&r.last_name),
-            o(&r.locale),
-            o(&r.jurisdiction),
-            r.electronic_consent.to_string(),
-            o(&r.address1),
-            o(&r.address2),
-            o(&r.city),
-            o(&r.region),
-            o(&r.postal_code),
-            o(&r.country),
-            serde_json::Value::Object(r.attributes.clone()).to_string(),
-            r.channel.as_str().to_string(),
-            status.as_str().to_string(),
-            r.import_id.map(|v| v.to_string()).unwrap_or_default(),
-        ])
-        .map_err(|e| StoreError::Corrupt(format!("encoding a recipient for COPY: {e}")))?;
+/// The recipients columns a batch's COPY data holds, in order.
+const COPY_COLUMNS: &str = "campaign_id, customer_id, email, first_name, last_name, locale, \
+    jurisdiction, electronic_consent, address1, address2, city, region, postal_code, country, \
+    attributes, channel, status, import_id";
+
+/// A batch of recipients encoded as `COPY … (FORMAT binary)` data ([`COPY_COLUMNS`]), repeats within
+/// the batch dropped (the first stays). Binary rather than CSV: PostgreSQL then has no CSV to parse
+/// (about a tenth of the load's time, measured on 1,000,000 rows) and we have no quoting to do.
+#[derive(Debug)]
+pub(super) struct CopyBatch {
+    data: Vec<u8>,
+    /// Of the rows encoded, how many are to be emailed.
+    email: u64,
+    /// The address keys of the rows encoded (those with an address): stored if the COPY succeeds.
+    addresses: Vec<u128>,
+}
+
+impl CopyBatch {
+    /// Encodes without copying a field: an import encodes every row it stores, and this runs on its
+    /// parsing thread (see [`super::PreparedRecipients`]). The format: a signature, flags and
+    /// header-extension length, then per row the number of fields and each field as a 32-bit length
+    /// (-1: NULL) and its bytes (text as UTF-8, bigint as 8 bytes, boolean as 1), all big-endian, and
+    /// -1 as the trailer.
+    pub(super) fn encode(campaign_id: i64, rows: &[NewRecipient]) -> Result<CopyBatch> {
+        const FIELDS: i16 = 18;
+        fn text(v: &Option<String>) -> Option<&[u8]> {
+            v.as_deref().map(str::as_bytes)
+        }
+        let mut seen = std::collections::HashSet::with_capacity(rows.len());
+        let mut data = Vec::with_capacity(rows.len() * 320);
+        data.extend_from_slice(b"PGCOPY\n\xff\r\n\0");
+        data.extend_from_slice(&0i32.to_be_bytes());
+        data.extend_from_slice(&0i32.to_be_bytes());
+        let mut email = 0;
+        let mut addresses = Vec::with_capacity(rows.len());
+        let mut attributes = Vec::with_capacity(256);
+        for r in rows {
+            if !seen.insert(r.customer_id.as_str()) {
+                continue;
+            }
+            let status = match r.channel {
+                Channel::Email => {
+                    email += 1;
+                    RecipientStatus::Queued
+                }
+                Channel::Postal => RecipientStatus::Postal,
+            };
+            if let Some(e) = &r.email {
+                addresses.push(address_key(e));
+            }
+            attributes.clear();
+            serde_json::to_writer(&mut attributes, &r.attributes)
+                .map_err(|e| StoreError::Corrupt(format!("encoding attributes for COPY: {e}")))?;
+            data.extend_from_slice(&FIELDS.to_be_bytes());
+            let mut field = |bytes: Option<&[u8]>| match bytes {
+                Some(b) => {
+                    data.extend_from_slice(&(b.len() as i32).to_be_bytes());
+                    data.extend_from_slice(b);
+                }
+                None => data.extend_from_slice(&(-1i32).to_be_bytes()),
+            };
+            field(Some(&campaign_id.to_be_bytes()));
+            field(Some(r.customer_id.as_bytes()));
+            field(text(&r.email));
+            field(text(&r.first_name));
+            field(text(&r.last_name));
+            field(text(&r.locale));
+            field(text(&r.jurisdiction));
+            field(Some(&[u8::from(r.electronic_consent)]));
+            field(text(&r.address1));
+            field(text(&r.address2));
+            field(text(&r.city));
+            field(text(&r.region));
+            field(text(&r.postal_code));
+            field(text(&r.country));
+            field(Some(&attributes));
+            field(Some(r.channel.as_str().as_bytes()));
+            field(Some(status.as_str().as_bytes()));
+            field(r.import_id.map(i64::to_be_bytes).as_ref().map(|b| &b[..]));
+        }
+        data.extend_from_slice(&(-1i16).to_be_bytes());
+        Ok(CopyBatch {
+            data,
+            email,
+            addresses,
+        })
     }
-    w.flush()
-        .map_err(|e| StoreError::Corrupt(format!("encoding recipients for COPY: {e}")))?;
-    drop(w);
-    Ok(data)
 }
 
 /// `a, b` with prefix `r` becomes `r.a, r.b` (keeping `AS` aliases and casts intact).

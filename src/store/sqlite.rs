@@ -18,6 +18,7 @@ use sqlx::{ConnectOptions, Row};
 use super::postgres::{next_state_columns, parse_attributes};
 use super::schema::{AppliedMigration, absent_table_is_none};
 use super::*;
+use crate::shared_addresses::address_key;
 
 const RECIPIENT_COLUMNS: &str = "id, campaign_id, customer_id, email, first_name, last_name, locale, \
     jurisdiction, electronic_consent, address1, address2, city, region, postal_code, country, \
@@ -198,9 +199,10 @@ impl SqliteStore {
         &self,
         campaign_id: i64,
         rows: &[NewRecipient],
-    ) -> Result<InsertOutcome> {
+    ) -> Result<StoredBatch> {
         let mut tx = self.pool.begin().await?;
         let (mut inserted, mut email) = (0, 0);
+        let mut addresses = Vec::new();
         for r in rows {
             let status = match r.channel {
                 Channel::Email => RecipientStatus::Queued,
@@ -241,13 +243,19 @@ impl SqliteStore {
             if r.channel == Channel::Email {
                 email += added;
             }
+            if let Some(e) = r.email.as_deref().filter(|_| added == 1) {
+                addresses.push(address_key(e));
+            }
         }
         tx.commit().await?;
-        Ok(InsertOutcome {
-            inserted,
-            duplicates: rows.len() as u64 - inserted,
-            email,
-            postal: inserted - email,
+        Ok(StoredBatch {
+            outcome: InsertOutcome {
+                inserted,
+                duplicates: rows.len() as u64 - inserted,
+                email,
+                postal: inserted - email,
+            },
+            addresses,
         })
     }
 
