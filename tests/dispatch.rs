@@ -26,6 +26,7 @@ macro_rules! both {
 
 both!(
     every_recipient_is_sent_once_and_the_campaign_completes,
+    a_relay_without_pipelining_gets_one_command_at_a_time,
     temporary_failures_are_retried_with_the_same_message_id,
     permanent_failures_fail_and_flag_a_letter,
     temporary_failures_past_the_give_up_age_expire,
@@ -102,6 +103,42 @@ async fn every_recipient_is_sent_once_and_the_campaign_completes(t: TestStore) {
     }
     let events = t.store.campaign_events(id).await.unwrap();
     assert!(events.last().unwrap().actor.starts_with("daemon:"));
+}
+
+/// The relay offers PIPELINING (as the test server does by default) in every other test here, so
+/// they all go through the pipelined transaction; this one checks that it really pipelines, and that
+/// a relay without PIPELINING gets lettre's one-command-at-a-time transaction and the same mail.
+async fn a_relay_without_pipelining_gets_one_command_at_a_time(t: TestStore) {
+    for pipelining in [true, false] {
+        let smtp = SmtpServer::start(Script::new().advertise_pipelining(pipelining)).await;
+        let rows: Vec<_> = (0..12).map(|i| person(i, "example.com")).collect();
+        // A line of the text that begins with a dot must arrive as written (dot-stuffing).
+        let id = create(
+            &t,
+            &spec(None, "Hi\n.dotted line {{ recipient.first_name }}"),
+            &rows,
+            true,
+        )
+        .await;
+        run_until_idle(&t, &settings(&t, &smtp), Duration::from_secs(60)).await;
+        let p = progress(&t, id).await;
+        assert_eq!((p.state, p.sent), (CampaignState::Completed, 12));
+        let received = smtp.received();
+        assert_eq!(received.len(), 12);
+        assert!(
+            received
+                .iter()
+                .all(|m| m.text().contains("\n.dotted line Person")),
+            "the dotted line arrived unstuffed"
+        );
+        let (mails, pipelined) = smtp.mail_commands();
+        assert_eq!(mails, 12);
+        assert_eq!(
+            pipelined,
+            if pipelining { 12 } else { 0 },
+            "PIPELINING offered: {pipelining}"
+        );
+    }
 }
 
 async fn temporary_failures_are_retried_with_the_same_message_id(t: TestStore) {

@@ -151,6 +151,8 @@ pub struct Script {
     default: Behaviour,
     max_connections: Option<usize>,
     advertise_auth: bool,
+    /// Whether PIPELINING is in the EHLO reply (default: yes, as every current MTA offers it).
+    advertise_pipelining: bool,
     /// When set, AUTH accepts only these and MAIL needs a successful AUTH first.
     credentials: Option<(String, String)>,
     tls: TlsMode,
@@ -226,6 +228,7 @@ impl Default for Script {
             default: Behaviour::Accept,
             max_connections: None,
             advertise_auth: false,
+            advertise_pipelining: true,
             credentials: None,
             tls: TlsMode::None,
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
@@ -274,6 +277,12 @@ impl Script {
     /// connections` and is closed. `None` (the default) means no limit.
     pub fn max_connections(mut self, limit: Option<usize>) -> Self {
         self.max_connections = limit;
+        self
+    }
+
+    /// Leaves PIPELINING out of the EHLO reply (a client must then wait for each answer).
+    pub fn advertise_pipelining(mut self, on: bool) -> Self {
+        self.advertise_pipelining = on;
         self
     }
 
@@ -467,6 +476,12 @@ impl SmtpServer {
     }
 
     /// The usernames of successful AUTH commands, in order.
+    /// MAIL commands received, and how many of them came pipelined with what follows.
+    pub fn mail_commands(&self) -> (usize, usize) {
+        let log = self.shared.log();
+        (log.mail_commands, log.pipelined_mail_commands)
+    }
+
     pub fn auth_usernames(&self) -> Vec<String> {
         self.shared.log().auth_usernames.clone()
     }
@@ -565,6 +580,9 @@ struct Log {
     /// Failures already given by `FailFirst` per lowercased address, since the script was installed.
     fail_first_given: HashMap<String, u32>,
     auth_usernames: Vec<String>,
+    /// MAIL commands, and those that arrived with the next command already behind them (pipelined).
+    mail_commands: usize,
+    pipelined_mail_commands: usize,
 }
 
 /// Locks a mutex, ignoring poisoning (a panicking test thread must not hide the records).
@@ -745,7 +763,23 @@ impl Session {
             let flow = match verb.to_ascii_uppercase().as_str() {
                 "EHLO" => self.hello(w, arg, true).await?,
                 "HELO" => self.hello(w, arg, false).await?,
-                "MAIL" => self.mail(w, arg).await?,
+                "MAIL" => {
+                    // Pipelined if the client sent more without waiting for this answer: bytes
+                    // are already buffered (or arrive at once) behind the MAIL line.
+                    let behind = std::future::poll_fn(|cx| {
+                        std::task::Poll::Ready(matches!(
+                            std::pin::Pin::new(&mut *r).poll_fill_buf(cx),
+                            std::task::Poll::Ready(Ok(buf)) if !buf.is_empty()
+                        ))
+                    })
+                    .await;
+                    {
+                        let mut log = self.shared.log();
+                        log.mail_commands += 1;
+                        log.pipelined_mail_commands += usize::from(behind);
+                    }
+                    self.mail(w, arg).await?
+                }
                 "RCPT" => self.rcpt(w, arg).await?,
                 "DATA" => self.data(r, w).await?,
                 "AUTH" => self.auth(r, w, arg).await?,
@@ -800,13 +834,15 @@ impl Session {
             return Ok(Flow::Continue);
         }
         let script = self.shared.script();
-        let mut lines = vec![
-            format!("{HOSTNAME} greets {}", arg.trim()),
-            "PIPELINING".to_string(),
+        let mut lines = vec![format!("{HOSTNAME} greets {}", arg.trim())];
+        if script.advertise_pipelining {
+            lines.push("PIPELINING".to_string());
+        }
+        lines.extend([
             "8BITMIME".to_string(),
             "SMTPUTF8".to_string(),
             "ENHANCEDSTATUSCODES".to_string(),
-        ];
+        ]);
         if self.starttls && !self.tls {
             lines.push("STARTTLS".to_string());
         }
