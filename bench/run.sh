@@ -91,24 +91,37 @@ only=${BENCH_ONLY:-all}   # BENCH_ONLY=import, dispatch, rate or fuzz runs that 
 
 if [ "$only" = all ] || [ "$only" = import ]; then
 # 1. Import vs psql \copy ------------------------------------------------------------------------
-say "import: $n_import rows"
+say "import: $n_import rows, 3 rounds"
 python3 examples/generate_recipients.py "$n_import" 11 > "$work/import.csv"
-c_import=$(campaign bench/campaign.toml)
 # Each load starts from a fresh checkpoint, so neither pays for the other's dirty pages and WAL.
 checkpoint() { sql "CHECKPOINT" >/dev/null 2>&1 || say "CHECKPOINT refused (not a superuser): figures noisier"; }
-checkpoint
-/usr/bin/time -f "%e %M" -o "$work/import.time" "$bin" import --campaign "$c_import" "$work/import.csv" > "$work/import.out" 2>/dev/null
-read -r import_s import_kb < "$work/import.time"
-grep -q "(reconciled)" "$work/import.out" || die "the import did not reconcile: $(cat "$work/import.out")"
 sql "CREATE TABLE bench_copy (LIKE recipients INCLUDING DEFAULTS INCLUDING INDEXES) WITH (fillfactor = 70);
-     ALTER TABLE bench_copy ALTER COLUMN campaign_id SET DEFAULT 0, ADD COLUMN enrollment_code TEXT, ADD COLUMN data_exposed TEXT;" >/dev/null
-checkpoint
-start=$(date +%s.%N)
-psql "$url" -X -q -c "\\copy bench_copy(customer_id, email, first_name, last_name, locale, jurisdiction, electronic_consent, address1, city, region, postal_code, country, enrollment_code, data_exposed) from '$work/import.csv' csv header"
-copy_s=$(echo "$(date +%s.%N) - $start" | bc -l)
+     ALTER TABLE bench_copy ADD COLUMN enrollment_code TEXT, ADD COLUMN data_exposed TEXT;" >/dev/null
+# Three rounds, each an import into a new campaign then the reference \copy of the same file (into its
+# own table, as campaign N there too, so both tables grow alike); the median of each is reported. One
+# round of each was too noisy on this shared machine: single-round ratios from 0.58 to 0.87 were seen
+# in a row with the same code.
+import_times=(); copy_times=(); import_kb=0
+for round in 1 2 3; do
+  c_import=$(campaign bench/campaign.toml)
+  checkpoint
+  /usr/bin/time -f "%e %M" -o "$work/import.time" "$bin" import --campaign "$c_import" "$work/import.csv" > "$work/import.out" 2>/dev/null
+  read -r secs kb < "$work/import.time"
+  grep -q "(reconciled)" "$work/import.out" || die "the import did not reconcile: $(cat "$work/import.out")"
+  import_times+=("$secs"); [ "$kb" -gt "$import_kb" ] && import_kb=$kb
+  sql "ALTER TABLE bench_copy ALTER COLUMN campaign_id SET DEFAULT $round" >/dev/null
+  checkpoint
+  start=$(date +%s.%N)
+  psql "$url" -X -q -c "\\copy bench_copy(customer_id, email, first_name, last_name, locale, jurisdiction, electronic_consent, address1, city, region, postal_code, country, enrollment_code, data_exposed) from '$work/import.csv' csv header"
+  copy_times+=("$(echo "$(date +%s.%N) - $start" | bc -l)")
+  say "round $round: import ${import_times[-1]} s, \\copy ${copy_times[-1]} s"
+done
+median() { printf '%s\n' "$@" | sort -g | sed -n 2p; }
+import_s=$(median "${import_times[@]}")
+copy_s=$(median "${copy_times[@]}")
 import_rate=$(echo "$n_import / $import_s" | bc -l)
 copy_rate=$(echo "$n_import / $copy_s" | bc -l)
-row "import $n_import rows (PostgreSQL)" "$(printf '%.0f rows/s' "$import_rate")" "$(printf 'psql \\copy %.0f rows/s' "$copy_rate")" \
+row "import $n_import rows (PostgreSQL, median of 3)" "$(printf '%.0f rows/s' "$import_rate")" "$(printf 'psql \\copy %.0f rows/s' "$copy_rate")" \
   "$(printf '%.2f' "$(echo "$import_rate / $copy_rate" | bc -l)")" "≥ 0.70"
 row "import peak memory" "$(printf '%.0f MB' "$(echo "$import_kb / 1024" | bc -l)")" "-" "-" "< 100 MB"
 
@@ -191,6 +204,9 @@ done
 fi
 
 # 5. Rate accuracy at 200 messages/second ---------------------------------------------------------------
+# Timed by each attempt's started_at: the moment the notice, its permits granted, goes to the
+# transport (what the limiter controls). finished_at adds the relay's reply time, whose jitter can move
+# one reply into the neighbouring second (221 was seen that way in a 1-second window).
 if [ "$only" = all ] || [ "$only" = rate ]; then
 say "rate accuracy: 200/s for $rate_secs s"
 n_rate=$(( 200 * (rate_secs + 10) ))
@@ -200,7 +216,7 @@ bn import --campaign "$c_rate" "$work/rate.csv" >/dev/null 2>&1
 bn campaign start "$c_rate" >/dev/null 2>&1
 BREACH_NOTIFIER__LIMITS__GLOBAL_PER_SECOND=200 BREACH_NOTIFIER__LIMITS__GLOBAL_BURST=20 run_daemon "$c_rate" $(( rate_secs + 5 )) >/dev/null
 read -r measured max_window <<<"$(sql "
-  WITH a AS (SELECT id, finished_at AS t FROM delivery_attempts WHERE campaign_id = $c_rate),
+  WITH a AS (SELECT id, started_at AS t FROM delivery_attempts WHERE campaign_id = $c_rate),
        w AS (SELECT min(t) + interval '2 seconds' AS t0 FROM a)
   SELECT round((SELECT count(*) FROM a, w WHERE a.t >= w.t0 AND a.t < w.t0 + interval '$rate_secs seconds')::numeric / $rate_secs, 1),
          (SELECT max(c) FROM (SELECT count(*) AS c FROM a x JOIN a y ON y.t >= x.t AND y.t < x.t + interval '1 second' GROUP BY x.id) s)" | tr '|' ' ')"

@@ -178,8 +178,20 @@ enum Work {
 /// Column positions of a header.
 struct Layout {
     names: Vec<String>,
-    index: std::collections::HashMap<&'static str, usize>,
+    /// For each of [`KNOWN`], in its order, the position of that column in the file (a plain array:
+    /// looked up thirteen times per row).
+    index: [Option<usize>; KNOWN.len()],
     attributes: Vec<(usize, String)>,
+}
+
+impl Layout {
+    fn position(&self, known: &str) -> Option<usize> {
+        let k = KNOWN
+            .iter()
+            .position(|k| *k == known)
+            .expect("a column intake knows");
+        self.index[k]
+    }
 }
 
 impl Layout {
@@ -204,17 +216,15 @@ impl Layout {
             }
             names.push(name);
         }
-        let mut index = std::collections::HashMap::new();
+        let mut index = [None; KNOWN.len()];
         let mut attributes = Vec::new();
         for (i, name) in names.iter().enumerate() {
-            match KNOWN.iter().find(|k| **k == name) {
-                Some(k) => {
-                    index.insert(*k, i);
-                }
+            match KNOWN.iter().position(|k| *k == name) {
+                Some(k) => index[k] = Some(i),
                 None => attributes.push((i, name.clone())),
             }
         }
-        if !index.contains_key("customer_id") {
+        if index[0].is_none() {
             bail!(
                 "line 1 (header): there is no customer_id column (found: {}); the header must name customer_id and may name {}",
                 names.join(", "),
@@ -260,9 +270,8 @@ fn parse_row(layout: &Layout, record: &csv::ByteRecord, email_without_consent: b
     }
     let get = |name: &str| {
         layout
-            .index
-            .get(name)
-            .map(|&i| fields[i])
+            .position(name)
+            .map(|i| fields[i])
             .filter(|v| !v.is_empty())
             .map(str::to_string)
     };
@@ -291,16 +300,19 @@ fn parse_row(layout: &Layout, record: &csv::ByteRecord, email_without_consent: b
             }
         },
     };
-    let electronic_consent = match get("electronic_consent")
-        .map(|v| v.to_ascii_lowercase())
-        .as_deref()
-    {
+    let consent = layout
+        .position("electronic_consent")
+        .map(|i| fields[i])
+        .filter(|v| !v.is_empty());
+    let one_of = |v: &str, words: &[&str]| words.iter().any(|w| v.eq_ignore_ascii_case(w));
+    let electronic_consent = match consent {
         None => false,
-        Some("yes" | "y" | "true" | "t" | "1") => true,
-        Some("no" | "n" | "false" | "f" | "0") => false,
+        Some(v) if one_of(v, &["yes", "y", "true", "t", "1"]) => true,
+        Some(v) if one_of(v, &["no", "n", "false", "f", "0"]) => false,
         Some(other) => {
             return Parsed::Rejected(format!(
-                "electronic_consent {other:?} is not yes/no, true/false or 1/0"
+                "electronic_consent {:?} is not yes/no, true/false or 1/0",
+                other.to_ascii_lowercase()
             ));
         }
     };
@@ -349,6 +361,11 @@ fn parse_row(layout: &Layout, record: &csv::ByteRecord, email_without_consent: b
 /// Parses an address with the mailer's own parser (lettre), trimmed, with the domain lower-cased.
 pub fn normalize_email(raw: &str) -> Option<String> {
     let address = lettre::Address::from_str(raw.trim()).ok()?;
+    let domain = address.domain();
+    if domain.is_ascii() && !domain.bytes().any(|b| b.is_ascii_uppercase()) {
+        // Already what would be stored (the usual case), and the parse above was the mailer's.
+        return Some(address.to_string());
+    }
     let normalized = format!("{}@{}", address.user(), address.domain().to_lowercase());
     // Re-parse: what is stored is exactly what the mailer will accept.
     lettre::Address::from_str(&normalized)

@@ -690,7 +690,9 @@ impl Store {
     }
 
     /// Stores a batch made by [`Backend::prepare_recipients`] for this store's backend, in one
-    /// transaction, as [`Store::insert_recipients`] does.
+    /// transaction, as [`Store::insert_recipients`] does. On PostgreSQL the commit does not wait for
+    /// the disk: a bulk load is made durable by the next synchronous commit (an import's `imports`
+    /// record), which flushes everything written before it.
     pub async fn insert_prepared(&self, batch: PreparedRecipients) -> Result<StoredBatch> {
         if batch.rows == 0 {
             return Ok(StoredBatch::default());
