@@ -3,8 +3,11 @@
 //! once as accepted (email or postal), rejected (written to the rejects file with its line and reason)
 //! or a duplicate, and the three add up to the rows read.
 //!
-//! The file is streamed: a blocking thread parses and validates (the `csv` crate is synchronous) and
-//! hands batches to the async side, which stores them, so memory stays flat whatever the file size.
+//! The file is streamed: a blocking thread parses and validates (the `csv` crate is synchronous),
+//! prepares each batch for the store (binary `COPY` data on PostgreSQL) and hands it to the async side,
+//! which stores it while the next one is parsed, so memory stays flat whatever the file size. The
+//! summary's shared-address count comes from the addresses each batch stored
+//! ([`crate::shared_addresses`]), not from reading the campaign back.
 
 use std::collections::{HashSet, VecDeque};
 use std::io::{Read, Write};
