@@ -195,9 +195,7 @@ impl Layout {
             .expect("a column intake knows");
         self.index[k]
     }
-}
 
-impl Layout {
     fn from_header(header: &csv::ByteRecord) -> anyhow::Result<Self> {
         let mut names = Vec::new();
         for (i, raw) in header.iter().enumerate() {
@@ -542,7 +540,8 @@ pub async fn import(store: &Store, opts: &ImportOptions) -> anyhow::Result<Impor
     });
 
     let mut counts = ImportCounts::default();
-    let mut addresses = SharedAddressCounter::default();
+    // Only a first list is counted from what it stores (see below); later lists ask the database.
+    let mut addresses = (!opts.dry_run && total_before == 0).then(SharedAddressCounter::default);
     let mut progress = crate::progress::Progress::new("import", "rows", opts.progress);
     let mut seen_in_dry_run: HashSet<u64> = HashSet::new();
     let mut sha256 = String::new();
@@ -578,9 +577,11 @@ pub async fn import(store: &Store, opts: &ImportOptions) -> anyhow::Result<Impor
                 // earlier in this list) is a duplicate.
                 let stored = store.insert_prepared(batch).await?;
                 counts.add(stored.outcome);
-                addresses
-                    .add(&stored.addresses)
-                    .context("counting shared addresses (temporary file)")?;
+                if let Some(counter) = addresses.as_mut() {
+                    counter
+                        .add(&stored.addresses)
+                        .context("counting shared addresses (temporary file)")?;
+                }
                 progress.tick(accepted_rows, || format!("{accepted_rows} rows stored"));
             }
             Work::Done(totals) => {
@@ -610,13 +611,12 @@ pub async fn import(store: &Store, opts: &ImportOptions) -> anyhow::Result<Impor
     // Counted from what this import stored when it is all the campaign has (the usual first list, and
     // the benchmarked case); otherwise the database counts the whole campaign.
     let stored_now = campaign_total(store, opts.campaign_id).await?;
-    let shared_addresses = if !opts.dry_run && total_before == 0 && stored_now == counts.accepted()
-    {
-        addresses
+    let shared_addresses = match addresses {
+        Some(counter) if stored_now == counts.accepted() => counter
             .shared()
-            .context("counting shared addresses (temporary file)")?
-    } else {
-        store.shared_addresses(opts.campaign_id).await?
+            .context("counting shared addresses (temporary file)")?,
+        // A later list, a dry run, or rows added meanwhile by someone else.
+        _ => store.shared_addresses(opts.campaign_id).await?,
     };
     if let Some(id) = import_id {
         store
