@@ -712,10 +712,11 @@ impl Delivery {
         ) {
             Ok(out) => {
                 let sending = Instant::now();
-                let d = self
-                    .transport
-                    .send(&out, &format!("{}-{}", self.campaign_id, id))
-                    .await;
+                // Boxed: the transport's future (lettre's connection and TLS state inline) is most
+                // of 10 KB, and a task's future is copied whole when it is spawned, finished and
+                // collected. Boxing it keeps every queued delivery task small.
+                let name = format!("{}-{}", self.campaign_id, id);
+                let d = Box::pin(self.transport.send(&out, &name)).await;
                 self.metrics.send_latency(sending.elapsed());
                 (d.outcome, d.code, d.reply, out.message_id)
             }
