@@ -74,6 +74,8 @@ free_port() {
   done
   die "no free port"
 }
+# The middle of three figures.
+median() { printf '%s\n' "$@" | sort -g | sed -n 2p; }
 # Median of psql's "Time: N ms" over 5 runs of a query.
 query_ms() {
   local out
@@ -116,7 +118,6 @@ for round in 1 2 3; do
   copy_times+=("$(echo "$(date +%s.%N) - $start" | bc -l)")
   say "round $round: import ${import_times[-1]} s, \\copy ${copy_times[-1]} s"
 done
-median() { printf '%s\n' "$@" | sort -g | sed -n 2p; }
 import_s=$(median "${import_times[@]}")
 copy_s=$(median "${copy_times[@]}")
 import_rate=$(echo "$n_import / $import_s" | bc -l)
@@ -173,26 +174,36 @@ run_daemon() {
 }
 
 if [ "$only" = all ] || [ "$only" = dispatch ]; then
-say "dispatch: $n_dispatch messages to smtp-sink"
+say "dispatch: $n_dispatch messages to smtp-sink, 3 rounds"
 ALL_EMAIL=1 python3 examples/generate_recipients.py "$n_dispatch" 12 > "$work/dispatch.csv"
-c_dispatch=$(campaign bench/campaign.toml)
-bn import --campaign "$c_dispatch" "$work/dispatch.csv" >/dev/null 2>&1
-msg_size=$(bn preview --campaign "$c_dispatch" --customer C00000001 | wc -c)
-bn campaign start "$c_dispatch" >/dev/null 2>&1
-# From a fresh checkpoint, as the import rounds: after them the first update of every page would
-# otherwise carry a full-page image (the full run right after the rounds measured 0.30, alone 0.48).
-sql "CHECKPOINT" >/dev/null 2>&1 || true
-read -r dispatch_s dispatch_kb <<<"$(run_daemon "$c_dispatch" 1800)"
-sent=$(sql "SELECT sent FROM campaign_progress WHERE campaign_id = $c_dispatch")
-[ "$sent" = "$n_dispatch" ] || die "dispatch sent $sent of $n_dispatch"
-start=$(date +%s.%N)
-smtp-source -d -s $concurrency -m "$n_dispatch" -l "$msg_size" -f a@example.com -t b@example.com 127.0.0.1:"$sink_port"
-source_s=$(echo "$(date +%s.%N) - $start" | bc -l)
+# Three rounds, each the daemon sending a new campaign of the same list and then smtp-source sending as
+# many messages of the same size over as many connections; the median of each is reported. Single
+# rounds of the reference alone ranged from 18,000 to 22,000 msg/s on this shared machine.
+dispatch_times=(); source_times=(); dispatch_kb=0
+for round in 1 2 3; do
+  c_dispatch=$(campaign bench/campaign.toml)
+  bn import --campaign "$c_dispatch" "$work/dispatch.csv" >/dev/null 2>&1
+  msg_size=$(bn preview --campaign "$c_dispatch" --customer C00000001 | wc -c)
+  bn campaign start "$c_dispatch" >/dev/null 2>&1
+  # From a fresh checkpoint, as the import rounds: after them the first update of every page would
+  # otherwise carry a full-page image (the full run right after the rounds measured 0.30, alone 0.48).
+  sql "CHECKPOINT" >/dev/null 2>&1 || true
+  read -r secs kb <<<"$(run_daemon "$c_dispatch" 1800)"
+  sent=$(sql "SELECT sent FROM campaign_progress WHERE campaign_id = $c_dispatch")
+  [ "$sent" = "$n_dispatch" ] || die "dispatch sent $sent of $n_dispatch"
+  dispatch_times+=("$secs"); [ "$kb" -gt "$dispatch_kb" ] && dispatch_kb=$kb
+  start=$(date +%s.%N)
+  smtp-source -d -s $concurrency -m "$n_dispatch" -l "$msg_size" -f a@example.com -t b@example.com 127.0.0.1:"$sink_port"
+  source_times+=("$(echo "$(date +%s.%N) - $start" | bc -l)")
+  say "round $round: daemon ${dispatch_times[-1]} s, smtp-source ${source_times[-1]} s"
+done
+dispatch_s=$(median "${dispatch_times[@]}")
+source_s=$(median "${source_times[@]}")
 ours=$(echo "$n_dispatch / $dispatch_s" | bc -l)
 ref=$(echo "$n_dispatch / $source_s" | bc -l)
-row "dispatch $n_dispatch messages (${msg_size} B, $concurrency conns)" "$(printf '%.0f msg/s' "$ours")" \
+row "dispatch $n_dispatch messages (${msg_size} B, $concurrency conns, median of 3)" "$(printf '%.0f msg/s' "$ours")" \
   "$(printf 'smtp-source -d %.0f msg/s' "$ref")" "$(printf '%.2f' "$(echo "$ours / $ref" | bc -l)")" "≥ 0.50"
-row "daemon peak memory, dispatch run" "$(printf '%.0f MB' "$(echo "$dispatch_kb / 1024" | bc -l)")" "-" "-" "< 100 MB"
+row "daemon peak memory, dispatch runs" "$(printf '%.0f MB' "$(echo "$dispatch_kb / 1024" | bc -l)")" "-" "-" "< 100 MB"
 
 fi
 
