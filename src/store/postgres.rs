@@ -415,8 +415,10 @@ impl PgStore {
         after_id: i64,
         limit: u32,
     ) -> Result<Vec<Recipient>> {
+        // Written as DUE_FRESH is, so that the first page does not walk earlier campaigns' ids.
         let rows = sqlx::query(audited!(
-            "SELECT {RECIPIENT_COLUMNS} FROM recipients WHERE campaign_id = $1 AND id > $2 ORDER BY id LIMIT $3"
+            "SELECT {RECIPIENT_COLUMNS} FROM recipients WHERE campaign_id >= $1 AND campaign_id <= $1 \
+             AND id > $2 ORDER BY campaign_id, id LIMIT $3"
         ))
         .bind(campaign_id)
         .bind(after_id)
@@ -438,11 +440,8 @@ impl PgStore {
         until: DateTime<Utc>,
     ) -> Result<Claim> {
         let mut tx = self.pool.begin().await?;
-        // Deferred rows whose retry is due, through the small partial index on retry_due_at.
         let retries = sqlx::query(audited!(
-            "WITH due AS (SELECT id FROM recipients WHERE retry_due_at <= $2 AND campaign_id = $1 \
-               AND status = 'deferred' AND (lease_expires_at IS NULL OR lease_expires_at <= $2) \
-               ORDER BY retry_due_at LIMIT $3 FOR UPDATE SKIP LOCKED) \
+            "WITH due AS ({DUE_RETRIES} FOR UPDATE SKIP LOCKED) \
              UPDATE recipients r SET lease_owner = $4, lease_expires_at = $5 FROM due WHERE r.id = due.id \
              RETURNING {}",
             prefixed("r", RECIPIENT_COLUMNS)
@@ -461,20 +460,18 @@ impl PgStore {
             // status updates nothing. Rows leased by others are skipped; if their owner dies, they are
             // found again when the caller restarts the scan from 0.
             fresh = sqlx::query(audited!(
-                "WITH due AS (SELECT id FROM recipients WHERE campaign_id = $1 AND id > $2 AND id <= $7 \
-                   AND status = 'queued' AND (lease_expires_at IS NULL OR lease_expires_at <= $3) \
-                   ORDER BY id LIMIT $4 FOR UPDATE SKIP LOCKED) \
-                 UPDATE recipients r SET lease_owner = $5, lease_expires_at = $6 FROM due \
+                "WITH due AS ({DUE_FRESH} FOR UPDATE SKIP LOCKED) \
+                 UPDATE recipients r SET lease_owner = $6, lease_expires_at = $7 FROM due \
                  WHERE r.id = due.id RETURNING {}",
                 prefixed("r", RECIPIENT_COLUMNS)
             ))
             .bind(campaign_id)
             .bind(cursor)
+            .bind(upper)
             .bind(now)
             .bind(remaining)
             .bind(instance)
             .bind(until)
-            .bind(upper)
             .fetch_all(&mut *tx)
             .await?;
         }
@@ -1017,6 +1014,26 @@ impl CopyBatch {
 }
 
 /// `a, b` with prefix `r` becomes `r.a, r.b` (keeping `AS` aliases and casts intact).
+/// The deferred recipients of a campaign whose retry is due ($1 campaign, $2 now, $3 limit), the
+/// longest waiting first, through recipients_retry_due: a partial index that only rows waiting for a
+/// retry enter. Migration 6 made it lead with campaign_id: with retry_due_at alone, PostgreSQL read
+/// this through recipients_campaign_id instead, every recipient of the campaign on every claim,
+/// whenever its statistics had not seen the campaign yet (docs/benchmarks.md). Public for the plan
+/// checks of tests/store_conformance.rs.
+pub const DUE_RETRIES: &str = "SELECT id FROM recipients WHERE campaign_id = $1 AND retry_due_at <= $2 \
+     AND status = 'deferred' AND (lease_expires_at IS NULL OR lease_expires_at <= $2) \
+     ORDER BY retry_due_at LIMIT $3";
+
+/// The queued recipients of a campaign after the cursor ($1 campaign, $2 cursor, $3 upper bound of the
+/// open wave, $4 now, $5 limit), in id order, through recipients_campaign_id. The campaign is bounded
+/// on both sides rather than compared with `=`, and the order is `campaign_id, id`, so that only that
+/// index gives the order: with `campaign_id = $1 … ORDER BY id` PostgreSQL chose the primary key
+/// instead, assuming the campaign's rows spread evenly over the ids, and from cursor 0 (the start and
+/// every rescan) walked the ids of every earlier campaign to reach this one's.
+pub const DUE_FRESH: &str = "SELECT id FROM recipients WHERE campaign_id >= $1 AND campaign_id <= $1 \
+     AND id > $2 AND id <= $3 AND status = 'queued' \
+     AND (lease_expires_at IS NULL OR lease_expires_at <= $4) ORDER BY campaign_id, id LIMIT $5";
+
 fn prefixed(prefix: &str, columns: &str) -> String {
     columns
         .split(',')

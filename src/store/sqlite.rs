@@ -26,6 +26,19 @@ const RECIPIENT_COLUMNS: &str = "id, campaign_id, customer_id, email, first_name
     lease_expires_at, message_id, last_code, last_reply, fail_reason, postal_followup, first_attempt_at, \
     finished_at";
 
+/// The deferred recipients of a campaign whose retry is due (?1 campaign, ?2 now in ms, ?3 limit), the
+/// longest waiting first: through recipients_retry_due, which only rows waiting for a retry enter
+/// (migration 6 made it lead with campaign_id; before, this read every recipient of the campaign).
+/// Public for the plan checks of tests/store_conformance.rs.
+pub const DUE_RETRIES: &str = "SELECT id FROM recipients WHERE campaign_id = ?1 AND retry_due_at <= ?2 \
+     AND status = 'deferred' AND (lease_expires_at IS NULL OR lease_expires_at <= ?2) \
+     ORDER BY retry_due_at LIMIT ?3";
+
+/// The queued recipients of a campaign after the cursor (?1 campaign, ?2 cursor, ?3 upper bound of the
+/// open wave, ?4 now in ms, ?5 limit), in id order, through recipients_campaign_id.
+pub const DUE_FRESH: &str = "SELECT id FROM recipients WHERE campaign_id = ?1 AND id > ?2 AND id <= ?3 \
+     AND status = 'queued' AND (lease_expires_at IS NULL OR lease_expires_at <= ?4) ORDER BY id LIMIT ?5";
+
 const CAMPAIGN_COLUMNS: &str = "id, name, state, definition, content_hash, email_without_consent, \
     discovered_at, supplements, state_reason, created_at, updated_at, started_at, finished_at";
 
@@ -430,10 +443,8 @@ impl SqliteStore {
         let (now, until) = (to_ms(now), to_ms(until));
         let mut tx = self.pool.begin().await?;
         let retries = sqlx::query(audited!(
-            "UPDATE recipients SET lease_owner = ?4, lease_expires_at = ?5 WHERE id IN ( \
-               SELECT id FROM recipients WHERE retry_due_at <= ?2 AND campaign_id = ?1 \
-               AND status = 'deferred' AND (lease_expires_at IS NULL OR lease_expires_at <= ?2) \
-               ORDER BY retry_due_at LIMIT ?3) RETURNING {RECIPIENT_COLUMNS}"
+            "UPDATE recipients SET lease_owner = ?4, lease_expires_at = ?5 WHERE id IN ({DUE_RETRIES}) \
+             RETURNING {RECIPIENT_COLUMNS}"
         ))
         .bind(campaign_id)
         .bind(now)
@@ -446,18 +457,16 @@ impl SqliteStore {
         let mut fresh = Vec::new();
         if remaining > 0 {
             fresh = sqlx::query(audited!(
-                "UPDATE recipients SET lease_owner = ?5, lease_expires_at = ?6 WHERE id IN ( \
-                   SELECT id FROM recipients WHERE campaign_id = ?1 AND id > ?2 AND id <= ?7 AND status = 'queued' \
-                   AND (lease_expires_at IS NULL OR lease_expires_at <= ?3) ORDER BY id LIMIT ?4) \
+                "UPDATE recipients SET lease_owner = ?6, lease_expires_at = ?7 WHERE id IN ({DUE_FRESH}) \
                  RETURNING {RECIPIENT_COLUMNS}"
             ))
             .bind(campaign_id)
             .bind(cursor)
+            .bind(upper)
             .bind(now)
             .bind(remaining)
             .bind(instance)
             .bind(until)
-            .bind(upper)
             .fetch_all(&mut *tx)
             .await?;
         }
