@@ -132,8 +132,8 @@ count_ms=$(query_ms "SELECT status, count(*) FROM recipients WHERE campaign_id =
 row "campaign_progress at $n_import recipients" "$progress_ms ms" "count(*) group by status $count_ms ms" \
   "$(printf '%.0fx' "$(echo "$count_ms / $progress_ms" | bc -l)")" "< 10 ms"
 
-# The rounds above leave millions of fresh rows; without this, autovacuum processes them during the
-# dispatch measurement below (seen: 0.27 instead of 0.45) but not during the reference's.
+# The rounds above leave millions of fresh rows; without this, autovacuum may process them during the
+# dispatch measurement below, but not during the reference's.
 say "vacuum after the import rounds"
 sql "DROP TABLE bench_copy" >/dev/null
 sql "VACUUM (ANALYZE) recipients" >/dev/null
@@ -185,8 +185,9 @@ for round in 1 2 3; do
   bn import --campaign "$c_dispatch" "$work/dispatch.csv" >/dev/null 2>&1
   msg_size=$(bn preview --campaign "$c_dispatch" --customer C00000001 | wc -c)
   bn campaign start "$c_dispatch" >/dev/null 2>&1
-  # From a fresh checkpoint, as the import rounds: after them the first update of every page would
-  # otherwise carry a full-page image (the full run right after the rounds measured 0.30, alone 0.48).
+  # From a fresh checkpoint, as each import round, so that no round pays for the previous one's dirty
+  # pages. (The 0.30 that full runs once measured here was not that but the planner: see
+  # docs/benchmarks.md, "Dispatch after the import rounds".)
   sql "CHECKPOINT" >/dev/null 2>&1 || true
   read -r secs kb <<<"$(run_daemon "$c_dispatch" 1800)"
   sent=$(sql "SELECT sent FROM campaign_progress WHERE campaign_id = $c_dispatch")
