@@ -170,10 +170,7 @@ enum Work {
     /// Rows for a dry run, which only looks them up.
     Batch(Vec<NewRecipient>),
     /// Rows made ready for the store's bulk insert (on the parser thread, beside the storing side).
-    Prepared {
-        batch: PreparedRecipients,
-        rows: u64,
-    },
+    Prepared(PreparedRecipients),
     /// Parsing ended; the final counts of the parser's part and the checksum.
     Done(ParseTotals),
 }
@@ -225,18 +222,19 @@ impl Layout {
                 None => attributes.push((i, name.clone())),
             }
         }
-        if index[0].is_none() {
-            bail!(
-                "line 1 (header): there is no customer_id column (found: {}); the header must name customer_id and may name {}",
-                names.join(", "),
-                KNOWN[1..].join(", ")
-            );
-        }
-        Ok(Layout {
+        let layout = Layout {
             names,
             index,
             attributes,
-        })
+        };
+        if layout.position("customer_id").is_none() {
+            bail!(
+                "line 1 (header): there is no customer_id column (found: {}); the header must name customer_id and may name {}",
+                layout.names.join(", "),
+                KNOWN[1..].join(", ")
+            );
+        }
+        Ok(layout)
     }
 }
 
@@ -367,7 +365,7 @@ pub fn normalize_email(raw: &str) -> Option<String> {
         // Already what would be stored (the usual case), and the parse above was the mailer's.
         return Some(address.to_string());
     }
-    let normalized = format!("{}@{}", address.user(), address.domain().to_lowercase());
+    let normalized = format!("{}@{}", address.user(), domain.to_lowercase());
     // Re-parse: what is stored is exactly what the mailer will accept.
     lettre::Address::from_str(&normalized)
         .ok()
@@ -571,8 +569,8 @@ pub async fn import(store: &Store, opts: &ImportOptions) -> anyhow::Result<Impor
                 }
                 progress.tick(accepted_rows, || format!("{accepted_rows} rows checked"));
             }
-            Work::Prepared { batch, rows } => {
-                accepted_rows += rows;
+            Work::Prepared(batch) => {
+                accepted_rows += batch.rows();
                 // Counted from what the store says it added: a customer already in the campaign (or
                 // earlier in this list) is a duplicate.
                 let stored = store.insert_prepared(batch).await?;
@@ -682,16 +680,13 @@ fn parse_stream(
     let totals = parse_csv(input, rejects, email_without_consent, import_id, |batch| {
         let work = match prepare {
             None => Work::Batch(batch),
-            Some((backend, campaign_id)) => {
-                let rows = batch.len() as u64;
-                match backend.prepare_recipients(campaign_id, batch) {
-                    Ok(batch) => Work::Prepared { batch, rows },
-                    Err(e) => {
-                        failed = Some(e);
-                        return false;
-                    }
+            Some((backend, campaign_id)) => match backend.prepare_recipients(campaign_id, batch) {
+                Ok(batch) => Work::Prepared(batch),
+                Err(e) => {
+                    failed = Some(e);
+                    return false;
                 }
-            }
+            },
         };
         tx.blocking_send(Ok(work)).is_ok()
     })?;

@@ -362,6 +362,13 @@ enum PreparedForm {
     Rows(Vec<NewRecipient>),
 }
 
+impl PreparedRecipients {
+    /// Rows in the batch as read, repeats within it included.
+    pub fn rows(&self) -> u64 {
+        self.rows
+    }
+}
+
 impl Backend {
     /// Makes `rows` ready for [`Store::insert_prepared`] on a store of this backend.
     pub fn prepare_recipients(
