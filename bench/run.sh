@@ -5,6 +5,9 @@
 #   bench/run.sh            full run (1,000,000-row import, 200,000-message dispatch, 60 s rate test,
 #                           60 s of each cargo fuzz target)
 #   bench/run.sh --quick    a smaller run that finishes in under 3 minutes once the builds exist
+#   BENCH_ONLY=import|dispatch|rate|fuzz bench/run.sh    one part alone
+#   BENCH_ONLY=scale bench/run.sh    the scale run of issue 13 (bench/scale.sh: 15,000,000 customers,
+#                           SCALE_ROWS and SCALE_RUN_SECS to change; see docs/benchmarks.md, "Scale run")
 #
 # Needs: a release build (built here if missing), PostgreSQL (DATABASE_URL, else a throwaway cluster with
 # initdb/pg_ctl), Postfix's smtp-sink and smtp-source (installed with apt-get if missing), python3, psql,
@@ -54,13 +57,15 @@ if [ -n "${DATABASE_URL:-}" ]; then
   base_url=$DATABASE_URL
 else
   # Default durability (fsync on): the reference \copy and our import pay the same.
+  # shellcheck disable=SC2119  # no extra server options
   pg_throwaway_start
   base_url=$PG_THROWAWAY_URL
 fi
 db="bn_bench_$$"
 psql "$base_url" -qAt -c "CREATE DATABASE $db" >/dev/null
 url="${base_url%/*}/$db"
-trap 'cleanup; psql "$base_url" -qAt -c "DROP DATABASE IF EXISTS $db" >/dev/null 2>&1 || true' EXIT
+# WITH (FORCE): a daemon that has not finished draining must not keep the bench database alive.
+trap 'cleanup; psql "$base_url" -qAt -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null 2>&1 || true' EXIT
 
 export BREACH_NOTIFIER__DATABASE__URL="$url"
 export BREACH_NOTIFIER__LOG__LEVEL=warn
@@ -85,11 +90,11 @@ query_ms() {
 campaign() {  # campaign FILE.toml -> id
   bn campaign create "$1" 2>/dev/null
 }
-rows=()
+rows=(); notes=()   # notes: lines printed under the table
 row() { rows+=("| $1 | $2 | $3 | $4 | $5 |"); printf '%-44s %-22s %-30s %-8s %s\n' "$1" "$2" "$3" "$4" "$5" >&2; }
 
 bn migrate >/dev/null
-only=${BENCH_ONLY:-all}   # BENCH_ONLY=import, dispatch, rate or fuzz runs that part alone
+only=${BENCH_ONLY:-all}   # BENCH_ONLY=import, dispatch, rate, fuzz or scale runs that part alone
 
 if [ "$only" = all ] || [ "$only" = import ]; then
 # 1. Import vs psql \copy ------------------------------------------------------------------------
@@ -223,6 +228,12 @@ done
 
 fi
 
+# Scale: issue 13's run at 15,000,000 customers (bench/scale.sh), on this database and smtp-sink.
+if [ "$only" = scale ]; then
+  # shellcheck source=bench/scale.sh
+  . bench/scale.sh
+fi
+
 # 5. Rate accuracy at 200 messages/second ---------------------------------------------------------------
 # Timed by each attempt's started_at: the moment the notice, its permits granted, goes to the
 # transport (what the limiter controls). finished_at adds the relay's reply time, whose jitter can move
@@ -259,11 +270,14 @@ mkdir -p bench/results
 out=bench/results/latest.md
 [ "$only" = all ] || out="bench/results/latest-$only.md"
 {
-  echo "Measured $(date -u +%Y-%m-%dT%H:%MZ) on $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB, PostgreSQL $(psql "$url" -X -qAt -c 'show server_version'), mode $mode: \`bench/run.sh${1:+ $1}\`"
+  command="bench/run.sh${1:+ $1}"
+  [ "$only" = all ] || command="BENCH_ONLY=$only $command"
+  echo "Measured $(date -u +%Y-%m-%dT%H:%MZ) on $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB, PostgreSQL $(psql "$url" -X -qAt -c 'show server_version'), mode $mode: \`$command\`"
   echo
   echo "| measure | breach-notifier | reference (same run) | ratio | target |"
   echo "|---|---|---|---|---|"
   printf '%s\n' "${rows[@]}"
+  [ "${#notes[@]}" = 0 ] || { echo; printf '%s\n' "${notes[@]}"; }
 } > "$out"
 cat "$out"
 [ "${fuzz_status:-0}" = 0 ] || die "a fuzz target crashed: see the FAIL row and fuzz/artifacts/"

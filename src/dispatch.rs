@@ -68,6 +68,14 @@ pub struct Stats {
     pub rate_limit_waits: AtomicU64,
 }
 
+/// What the main loop hands every delivery task it spawns: where to report, the send slots, and the
+/// switch that stops them.
+struct TaskWiring<'a> {
+    done: &'a mpsc::Sender<Finished>,
+    slots: &'a Arc<Semaphore>,
+    stop: &'a watch::Receiver<bool>,
+}
+
 /// What a delivery task reports.
 enum Finished {
     Attempted(AttemptRecord),
@@ -262,9 +270,12 @@ impl Dispatcher {
                     &mut active,
                     &in_flight,
                     &mut tasks,
-                    &done_tx,
-                    &send_slots,
-                    &stop_rx,
+                    &TaskWiring {
+                        done: &done_tx,
+                        slots: &send_slots,
+                        stop: &stop_rx,
+                    },
+                    &shutdown,
                 )
                 .await
             {
@@ -293,6 +304,11 @@ impl Dispatcher {
         // Shutdown: stop claiming, let in-flight sends finish within the drain time, release the rest.
         // The drain has its own bound (drain_secs, and systemd's TimeoutStopSec): no watchdog for it.
         self.liveness.unwatch();
+        match self.store.cancel_claims().await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(claims = n, "stopping: cancelled claims still running"),
+            Err(e) => tracing::warn!(error = %e, "stopping: cannot cancel running claims"),
+        }
         let held = in_flight.lock().expect("lock").len();
         self.notifier
             .stopping(&format!("stopping: draining {held} in flight"));
@@ -446,9 +462,8 @@ impl Dispatcher {
         active: &mut HashMap<i64, Active>,
         in_flight: &Arc<Mutex<HashSet<i64>>>,
         tasks: &mut JoinSet<()>,
-        done_tx: &mpsc::Sender<Finished>,
-        send_slots: &Arc<Semaphore>,
-        stop_rx: &watch::Receiver<bool>,
+        wiring: &TaskWiring<'_>,
+        shutdown: &watch::Receiver<bool>,
     ) -> anyhow::Result<usize> {
         let mut claimed_total = 0;
         let rescan = Duration::from_secs(self.settings.rescan_secs.max(1));
@@ -490,18 +505,22 @@ impl Dispatcher {
                 }
                 limit = limit.min(left.min(u64::from(u32::MAX)) as u32);
             }
-            let claim = self
-                .store
-                .claim_within(
-                    campaign_id,
-                    &self.instance.id,
-                    a.cursor,
-                    a.gate.upper,
-                    limit,
-                    lease,
-                    Utc::now(),
-                )
-                .await?;
+            // A shutdown does not wait for a claim: its transaction is dropped (rolled back), and
+            // on PostgreSQL the statement itself is cancelled on the way out (`cancel_claims`).
+            let claiming = self.store.claim_within(
+                campaign_id,
+                &self.instance.id,
+                a.cursor,
+                a.gate.upper,
+                limit,
+                lease,
+                Utc::now(),
+            );
+            let mut shutdown = shutdown.clone();
+            let claim = tokio::select! {
+                claim = claiming => claim?,
+                _ = shutdown.wait_for(|stop| *stop) => return Ok(claimed_total),
+            };
             a.cursor = claim.cursor;
             if claim.exhausted {
                 a.wave_drained = true;
@@ -532,11 +551,11 @@ impl Dispatcher {
                     templates: a.templates.clone(),
                     content_hash: a.content_hash.clone(),
                     campaign_state: a.state.subscribe(),
-                    stop: stop_rx.clone(),
+                    stop: wiring.stop.clone(),
                     limits: self.limits.clone(),
                     transport: self.transport.clone(),
-                    slots: send_slots.clone(),
-                    done: done_tx.clone(),
+                    slots: wiring.slots.clone(),
+                    done: wiring.done.clone(),
                     settings: self.settings.clone(),
                     stats: self.stats.clone(),
                     metrics: self.metrics.clone(),

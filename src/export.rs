@@ -4,28 +4,41 @@
 //! print-and-mail vendor who still needs a letter (no email address, no electronic consent, or a
 //! permanent email failure) and where to send it.
 //!
-//! Both are streamed so that memory stays flat at millions of recipients: the campaign is read in
-//! pages of [`PAGE_SIZE`] recipients in id order, the attempts of a whole page come in one query, and a
-//! blocking thread formats and writes each page while the next one is read. At most two pages wait
-//! between the two sides.
+//! Each export is one streaming query ([`Store::export_evidence`], [`Store::export_postal`]) in
+//! recipient id order, selecting only the columns that export writes: for the evidence every
+//! recipient with its attempts aggregated by the database into the recipient's row, for the postal
+//! list only the recipients the database finds in need of a letter. Rows are decoded as they arrive
+//! and handed in batches of [`BATCH_SIZE`] through a bounded channel to a blocking thread, which
+//! formats and writes them (CSV fields through reused buffers, not a string each) while the database
+//! sends the next ones. At most two batches wait between the two sides, so memory stays flat however
+//! large the campaign.
+//!
+//! Why: the exports used to page, 1,000 recipients a query with every column (`attributes` parsed),
+//! then a second query for the page's attempts, each waited for in turn. At 15,000,000 recipients
+//! that took 307 s where `psql \copy` of the same rows took 83 s; at 1,000,000 on the development
+//! machine, 22 s for the evidence, 12.6 s of it CPU in this process, and 13 s for a postal list of
+//! 78,000. One query lets the database walk the campaign once and keep sending while this side
+//! decodes and writes: 11 s and 1 s there, against 15 s and 1 s for `psql \copy` of the same rows,
+//! in about 14 MB. It also reads one snapshot, so a file is consistent within itself.
 //!
 //! The evidence file deliberately holds no email address and no name: the customer id identifies the
 //! person to the company, and the file travels to regulators. Columns are documented in
 //! `docs/exports.md`; the constants below are their single source.
 
+use std::fmt::Write as _;
 use std::io::{self, BufWriter, Write};
 use std::str::FromStr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Datelike, SecondsFormat, Timelike, Utc};
 use serde::Serialize;
 
-use crate::store::{Attempt, Channel, Recipient, RecipientStatus, Store, StoreError};
+use crate::store::{
+    Channel, EvidenceRow, ExportAttempt, ExportBatch, PostalRow, RecipientStatus, Store, StoreError,
+};
 
-/// Recipients read per page (and attempts fetched per query).
-pub const PAGE_SIZE: u32 = 1000;
+/// Recipients handed from the query to the writer at a time.
+pub const BATCH_SIZE: u32 = 1000;
 
 /// The evidence columns (CSV header; JSON lines use the same keys, with `attempts` an array and no
 /// `attempt_log`).
@@ -118,7 +131,8 @@ pub struct ExportOptions {
     pub campaign_id: i64,
     pub kind: ExportKind,
     pub format: Format,
-    /// Recipients per page; [`PAGE_SIZE`] unless a test wants to cross page boundaries cheaply.
+    /// Recipients per batch handed to the writer; [`BATCH_SIZE`] unless a test wants to cross batch
+    /// boundaries cheaply. The output does not depend on it.
     pub page_size: u32,
     /// Show progress on standard error (a live line on a terminal, a line every 10 s otherwise).
     pub progress: bool,
@@ -130,7 +144,7 @@ impl ExportOptions {
             campaign_id,
             kind,
             format,
-            page_size: PAGE_SIZE,
+            page_size: BATCH_SIZE,
             progress: false,
         }
     }
@@ -139,7 +153,8 @@ impl ExportOptions {
 /// What an export did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ExportSummary {
-    /// Recipients of the campaign read.
+    /// Recipients of the campaign read (for the postal list, counted by the database in the
+    /// snapshot the list was read in: it sends only those who need a letter).
     pub read: u64,
     /// Lines written (every recipient for evidence; those who need a letter for postal).
     pub written: u64,
@@ -157,11 +172,17 @@ pub enum ExportError {
     Write(io::Error),
 }
 
-/// One page on its way from the store to the writer.
-struct Page {
-    recipients: Vec<Recipient>,
-    /// The page's attempts, ordered by recipient id then oldest first (evidence only).
-    attempts: Vec<Attempt>,
+/// The text of a progress line. The postal list knows how many recipients were read only at its end
+/// (`read`): the database keeps the others.
+fn describe(kind: ExportKind, total: Option<u64>, read: Option<u64>, written: u64) -> String {
+    let of = total.map(|t| format!(" of {t}")).unwrap_or_default();
+    match (kind, read) {
+        (ExportKind::Evidence, _) => format!("{written}{of} recipients written"),
+        (ExportKind::Postal, Some(read)) => {
+            format!("{read}{of} recipients read, {written} need a letter")
+        }
+        (ExportKind::Postal, None) => format!("{written} need a letter so far"),
+    }
 }
 
 /// Streams one export of a campaign into `out`, returning the summary and `out` (flushed) so the
@@ -178,87 +199,43 @@ pub async fn export<W: Write + Send + 'static>(
         .await?
         .first()
         .map(|p| p.total.max(0) as u64);
-    let page_size = opts.page_size.max(1);
 
-    let written = Arc::new(AtomicU64::new(0));
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Page>(2);
-    let (kind, format) = (opts.kind, opts.format);
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<ExportBatch>(2);
+    let (kind, format, campaign_id) = (opts.kind, opts.format, campaign.id);
     let content_hash = campaign.content_hash.clone();
-    let counter = Arc::clone(&written);
-    let writer = tokio::task::spawn_blocking(move || -> io::Result<W> {
-        let mut sink = Sink::new(kind, format, content_hash, out)?;
-        while let Some(page) = rx.blocking_recv() {
-            let n = sink.write_page(&page)?;
-            counter.fetch_add(n, Ordering::Relaxed);
+    let mut progress =
+        crate::progress::Progress::new(kind.progress_label(), "recipients", opts.progress);
+    let writer = tokio::task::spawn_blocking(move || {
+        let mut sink = Sink::new(kind, format, campaign_id, content_hash, out)?;
+        let mut written = 0;
+        while let Some(batch) = rx.blocking_recv() {
+            written += sink.write_batch(&batch)?;
+            progress.tick(written, || describe(kind, total, None, written));
         }
-        sink.finish()
+        io::Result::Ok((sink.finish()?, written, progress))
     });
 
-    let mut progress =
-        crate::progress::Progress::new(opts.kind.progress_label(), "recipients", opts.progress);
-    let describe = |read: u64, written: u64| {
-        let of = total.map(|t| format!(" of {t}")).unwrap_or_default();
-        match opts.kind {
-            ExportKind::Evidence => format!("{read}{of} recipients written"),
-            ExportKind::Postal => format!("{read}{of} recipients read, {written} need a letter"),
-        }
+    let batch = opts.page_size.max(1) as usize;
+    // When the writer stops on an error, the store stops reading; the error is reported below.
+    let read = match kind {
+        ExportKind::Evidence => store.export_evidence(campaign_id, batch, &tx).await,
+        ExportKind::Postal => store.export_postal(campaign_id, batch, &tx).await,
     };
-    let mut read = 0u64;
-    let mut after = 0i64;
-    let fetched: Result<(), StoreError> = async {
-        loop {
-            let recipients = store
-                .recipients_after(campaign.id, after, page_size)
-                .await?;
-            let Some(last) = recipients.last() else {
-                break;
-            };
-            after = last.id;
-            let full = recipients.len() as u64 == u64::from(page_size);
-            let attempts = match opts.kind {
-                ExportKind::Evidence => {
-                    let ids: Vec<i64> = recipients.iter().map(|r| r.id).collect();
-                    store.attempts_for(&ids).await?
-                }
-                ExportKind::Postal => Vec::new(),
-            };
-            read += recipients.len() as u64;
-            if tx
-                .send(Page {
-                    recipients,
-                    attempts,
-                })
-                .await
-                .is_err()
-            {
-                // The writer stopped on an error: it is reported below.
-                break;
-            }
-            let w = written.load(Ordering::Relaxed);
-            progress.tick(read, || describe(read, w));
-            if !full {
-                break;
-            }
-        }
-        Ok(())
-    }
-    .await;
     drop(tx);
     let joined = writer.await;
-    fetched?;
-    let out = joined
+    let read = read?;
+    let (out, written, mut progress) = joined
         .map_err(|e| ExportError::Write(io::Error::other(format!("the writer stopped: {e}"))))?
         .map_err(ExportError::Write)?;
-    let written = written.load(Ordering::Relaxed);
-    progress.finish(|| describe(read, written));
+    progress.finish(|| describe(kind, total, Some(read), written));
     let summary = ExportSummary {
         read,
         written,
         elapsed: started.elapsed(),
     };
     tracing::info!(
-        campaign_id = campaign.id,
-        export = opts.kind.as_str(),
+        campaign_id,
+        export = kind.as_str(),
         read,
         written,
         elapsed_ms = summary.elapsed.as_millis() as u64,
@@ -268,8 +245,9 @@ pub async fn export<W: Write + Send + 'static>(
 }
 
 /// Whether a recipient needs a letter, and why. Cancelled recipients never do (the campaign, or the
-/// operator, withdrew them); recipients whose email is still open do not yet.
-fn postal_reason(r: &Recipient) -> Option<String> {
+/// operator, withdrew them); recipients whose email is still open do not yet. The postal query
+/// (`Store::export_postal`) keeps the same recipients in the database; this words the reason.
+fn postal_reason(r: &PostalRow) -> Option<String> {
     if r.status == RecipientStatus::Cancelled {
         return None;
     }
@@ -282,7 +260,7 @@ fn postal_reason(r: &Recipient) -> Option<String> {
     if r.channel != Channel::Postal && r.status != RecipientStatus::Postal {
         return None;
     }
-    Some(if r.email.is_none() {
+    Some(if !r.has_email {
         "no email address".into()
     } else if !r.electronic_consent {
         "no electronic consent".into()
@@ -297,14 +275,64 @@ fn time(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Micros, true)
 }
 
-fn opt_time(t: Option<DateTime<Utc>>) -> Option<String> {
-    t.map(time)
+/// [`time`]'s text without allocating: an export formats millions of times. The fixed layout holds
+/// the years 0 to 9999 (every stored time in practice); anything else goes through [`time`].
+enum TimeText {
+    Fixed([u8; 27]),
+    Other(String),
 }
 
-/// A reply on one line for `attempt_log`: each run of control characters (a multi-line SMTP reply's
-/// line breaks) becomes one space. The exact reply is in `last_reply` and in the JSON lines.
-fn one_line(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
+impl TimeText {
+    fn new(t: DateTime<Utc>) -> Self {
+        let (date, clock) = (t.date_naive(), t.time());
+        let year = date.year();
+        let nanos = clock.nanosecond();
+        if !(0..=9999).contains(&year) || nanos >= 1_000_000_000 {
+            // A signed year, or a leap second: chrono's own layout.
+            return TimeText::Other(time(t));
+        }
+        let mut text = *b"0000-00-00T00:00:00.000000Z";
+        digits(&mut text[0..4], year as u32);
+        digits(&mut text[5..7], date.month());
+        digits(&mut text[8..10], date.day());
+        digits(&mut text[11..13], clock.hour());
+        digits(&mut text[14..16], clock.minute());
+        digits(&mut text[17..19], clock.second());
+        // Truncated to microseconds, as chrono does.
+        digits(&mut text[20..26], nanos / 1000);
+        TimeText::Fixed(text)
+    }
+
+    fn as_str(&self) -> &str {
+        match self {
+            TimeText::Fixed(text) => std::str::from_utf8(text).unwrap_or_default(),
+            TimeText::Other(text) => text,
+        }
+    }
+}
+
+/// `value` in decimal, zero-padded to fill `out`.
+fn digits(out: &mut [u8], mut value: u32) {
+    for d in out.iter_mut().rev() {
+        *d = b'0' + (value % 10) as u8;
+        value /= 10;
+    }
+}
+
+/// A time in JSON lines (the text of [`time`]).
+struct Time(DateTime<Utc>);
+
+impl Serialize for Time {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(TimeText::new(self.0).as_str())
+    }
+}
+
+/// A reply on one line for `attempt_log`, into `out`: each run of control characters (a multi-line
+/// SMTP reply's line breaks) becomes one space; the caller trims. The exact reply is in `last_reply`
+/// and in the JSON lines.
+fn one_line(s: &str, out: &mut String) {
+    out.clear();
     let mut in_run = false;
     for c in s.chars() {
         if c.is_control() {
@@ -317,26 +345,32 @@ fn one_line(s: &str) -> String {
             in_run = false;
         }
     }
-    out.trim().to_string()
 }
 
-/// `N@TIME outcome code reply` per attempt, joined by ` | ` (`-` for a missing code).
-fn attempt_log(attempts: &[Attempt]) -> String {
-    attempts
-        .iter()
-        .map(|a| {
-            let code = a
-                .smtp_code
-                .map_or_else(|| "-".to_string(), |c| c.to_string());
-            let mut entry = format!("{}@{} {} {code}", a.attempt, time(a.started_at), a.outcome);
-            if let Some(reply) = a.reply.as_deref().map(one_line).filter(|r| !r.is_empty()) {
-                entry.push(' ');
-                entry.push_str(&reply);
+/// `N@TIME outcome code reply` per attempt, joined by ` | ` (`-` for a missing code), appended to
+/// `out`; `reply` is a buffer for the replies.
+fn attempt_log(out: &mut String, reply: &mut String, attempts: &[ExportAttempt]) {
+    for (i, a) in attempts.iter().enumerate() {
+        if i > 0 {
+            out.push_str(" | ");
+        }
+        let started = TimeText::new(a.started_at);
+        let _ = write!(out, "{}@{} {} ", a.attempt, started.as_str(), a.outcome);
+        match a.smtp_code {
+            Some(code) => {
+                let _ = write!(out, "{code}");
             }
-            entry
-        })
-        .collect::<Vec<_>>()
-        .join(" | ")
+            None => out.push('-'),
+        }
+        if let Some(text) = a.reply.as_deref() {
+            one_line(text, reply);
+            let text = reply.trim();
+            if !text.is_empty() {
+                out.push(' ');
+                out.push_str(text);
+            }
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -348,20 +382,38 @@ struct EvidenceLine<'a> {
     channel: Channel,
     status: RecipientStatus,
     message_id: Option<&'a str>,
-    attempts: Vec<AttemptLine<'a>>,
-    first_attempt_at: Option<String>,
-    finished_at: Option<String>,
+    attempts: Attempts<'a>,
+    first_attempt_at: Option<Time>,
+    finished_at: Option<Time>,
     last_code: Option<i32>,
     last_reply: Option<&'a str>,
     fail_reason: Option<&'a str>,
     postal_followup: bool,
 }
 
+/// A recipient's attempts in JSON lines: an array of [`AttemptLine`]s, made one at a time.
+struct Attempts<'a>(&'a [ExportAttempt]);
+
+impl Serialize for Attempts<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.iter().map(|a| AttemptLine {
+            attempt: a.attempt,
+            started_at: Time(a.started_at),
+            finished_at: Time(a.finished_at),
+            outcome: a.outcome,
+            smtp_code: a.smtp_code,
+            reply: a.reply.as_deref(),
+            message_id: &a.message_id,
+            instance: &a.instance,
+        }))
+    }
+}
+
 #[derive(Serialize)]
 struct AttemptLine<'a> {
     attempt: i32,
-    started_at: String,
-    finished_at: String,
+    started_at: Time,
+    finished_at: Time,
     outcome: crate::store::AttemptOutcome,
     smtp_code: Option<i32>,
     reply: Option<&'a str>,
@@ -387,33 +439,21 @@ struct PostalLine<'a> {
 }
 
 fn evidence_line<'a>(
+    campaign_id: i64,
     content_hash: &'a str,
-    r: &'a Recipient,
-    attempts: &'a [Attempt],
+    r: &'a EvidenceRow,
 ) -> EvidenceLine<'a> {
     EvidenceLine {
-        campaign_id: r.campaign_id,
+        campaign_id,
         content_hash,
         customer_id: &r.customer_id,
         recipient_id: r.id,
         channel: r.channel,
         status: r.status,
         message_id: r.message_id.as_deref(),
-        attempts: attempts
-            .iter()
-            .map(|a| AttemptLine {
-                attempt: a.attempt,
-                started_at: time(a.started_at),
-                finished_at: time(a.finished_at),
-                outcome: a.outcome,
-                smtp_code: a.smtp_code,
-                reply: a.reply.as_deref(),
-                message_id: &a.message_id,
-                instance: &a.instance,
-            })
-            .collect(),
-        first_attempt_at: opt_time(r.first_attempt_at),
-        finished_at: opt_time(r.finished_at),
+        attempts: Attempts(&r.attempts),
+        first_attempt_at: r.first_attempt_at.map(Time),
+        finished_at: r.finished_at.map(Time),
         last_code: r.last_code,
         last_reply: r.last_reply.as_deref(),
         fail_reason: r.fail_reason.as_deref(),
@@ -421,29 +461,76 @@ fn evidence_line<'a>(
     }
 }
 
-/// The evidence line as CSV fields, in [`EVIDENCE_COLUMNS`] order.
-fn evidence_record(line: &EvidenceLine<'_>, attempts: &[Attempt]) -> [String; 15] {
-    let o = |v: Option<&str>| v.unwrap_or_default().to_string();
-    [
-        line.campaign_id.to_string(),
-        line.content_hash.to_string(),
-        line.customer_id.to_string(),
-        line.recipient_id.to_string(),
-        line.channel.as_str().to_string(),
-        line.status.as_str().to_string(),
-        o(line.message_id),
-        attempts.len().to_string(),
-        line.first_attempt_at.clone().unwrap_or_default(),
-        line.finished_at.clone().unwrap_or_default(),
-        line.last_code.map(|c| c.to_string()).unwrap_or_default(),
-        o(line.last_reply),
-        o(line.fail_reason),
-        line.postal_followup.to_string(),
-        attempt_log(attempts),
-    ]
+/// Buffers reused from line to line for the CSV fields that need formatting.
+#[derive(Default)]
+struct Scratch {
+    field: String,
+    reply: String,
 }
 
-fn postal_line(r: &Recipient, reason: String) -> PostalLine<'_> {
+impl Scratch {
+    fn int(&mut self, value: i64) -> &str {
+        self.field.clear();
+        let _ = write!(self.field, "{value}");
+        &self.field
+    }
+
+    fn opt_int(&mut self, value: Option<i32>) -> &str {
+        self.field.clear();
+        if let Some(value) = value {
+            let _ = write!(self.field, "{value}");
+        }
+        &self.field
+    }
+
+    fn opt_time(&mut self, t: Option<DateTime<Utc>>) -> &str {
+        self.field.clear();
+        if let Some(t) = t {
+            self.field.push_str(TimeText::new(t).as_str());
+        }
+        &self.field
+    }
+
+    fn attempt_log(&mut self, attempts: &[ExportAttempt]) -> &str {
+        self.field.clear();
+        attempt_log(&mut self.field, &mut self.reply, attempts);
+        &self.field
+    }
+}
+
+fn opt(value: &Option<String>) -> &str {
+    value.as_deref().unwrap_or_default()
+}
+
+/// One evidence line as CSV, field by field in [`EVIDENCE_COLUMNS`] order (as [`EvidenceLine`] in
+/// JSON lines, plus `attempt_log`), without allocating per field.
+fn evidence_csv<W: Write>(
+    w: &mut csv::Writer<W>,
+    s: &mut Scratch,
+    campaign_id: i64,
+    content_hash: &str,
+    r: &EvidenceRow,
+) -> csv::Result<()> {
+    w.write_field(s.int(campaign_id))?;
+    w.write_field(content_hash)?;
+    w.write_field(&r.customer_id)?;
+    w.write_field(s.int(r.id))?;
+    w.write_field(r.channel.as_str())?;
+    w.write_field(r.status.as_str())?;
+    w.write_field(opt(&r.message_id))?;
+    w.write_field(s.int(r.attempts.len() as i64))?;
+    w.write_field(s.opt_time(r.first_attempt_at))?;
+    w.write_field(s.opt_time(r.finished_at))?;
+    w.write_field(s.opt_int(r.last_code))?;
+    w.write_field(opt(&r.last_reply))?;
+    w.write_field(opt(&r.fail_reason))?;
+    w.write_field(if r.postal_followup { "true" } else { "false" })?;
+    w.write_field(s.attempt_log(&r.attempts))?;
+    // Ends the record (and checks its field count against the header's).
+    w.write_record(None::<&[u8]>)
+}
+
+fn postal_line(r: &PostalRow, reason: String) -> PostalLine<'_> {
     PostalLine {
         customer_id: &r.customer_id,
         recipient_id: r.id,
@@ -483,9 +570,10 @@ fn postal_record(p: &PostalLine<'_>) -> [String; 13] {
 
 /// The formatting side of an export, run on a blocking thread.
 struct Sink<W: Write> {
-    kind: ExportKind,
+    campaign_id: i64,
     content_hash: String,
     out: Out<W>,
+    scratch: Scratch,
 }
 
 enum Out<W: Write> {
@@ -494,7 +582,14 @@ enum Out<W: Write> {
 }
 
 impl<W: Write> Sink<W> {
-    fn new(kind: ExportKind, format: Format, content_hash: String, out: W) -> io::Result<Self> {
+    /// Starts the output (the CSV header).
+    fn new(
+        kind: ExportKind,
+        format: Format,
+        campaign_id: i64,
+        content_hash: String,
+        out: W,
+    ) -> io::Result<Self> {
         let out = match format {
             Format::Csv => {
                 let mut w = csv::WriterBuilder::new()
@@ -510,37 +605,31 @@ impl<W: Write> Sink<W> {
             Format::JsonLines => Out::Json(BufWriter::with_capacity(1 << 16, out)),
         };
         Ok(Sink {
-            kind,
+            campaign_id,
             content_hash,
             out,
+            scratch: Scratch::default(),
         })
     }
 
-    /// Writes one page; returns the lines written.
-    fn write_page(&mut self, page: &Page) -> io::Result<u64> {
+    /// Writes one batch; returns the lines written.
+    fn write_batch(&mut self, batch: &ExportBatch) -> io::Result<u64> {
         let mut n = 0;
-        match self.kind {
-            ExportKind::Evidence => {
-                let mut attempts = &page.attempts[..];
-                for r in &page.recipients {
-                    // Both sides are in recipient id order: take this recipient's run of attempts.
-                    let start = attempts.partition_point(|a| a.recipient_id < r.id);
-                    attempts = &attempts[start..];
-                    let end = attempts.partition_point(|a| a.recipient_id == r.id);
-                    let (mine, rest) = attempts.split_at(end);
-                    attempts = rest;
-                    let line = evidence_line(&self.content_hash, r, mine);
+        match batch {
+            ExportBatch::Evidence(rows) => {
+                for r in rows {
+                    let (id, hash) = (self.campaign_id, self.content_hash.as_str());
                     match &mut self.out {
-                        Out::Csv(w) => w
-                            .write_record(evidence_record(&line, mine))
-                            .map_err(csv_io)?,
-                        Out::Json(w) => json_line(w, &line)?,
+                        Out::Csv(w) => {
+                            evidence_csv(w, &mut self.scratch, id, hash, r).map_err(csv_io)?
+                        }
+                        Out::Json(w) => json_line(w, &evidence_line(id, hash, r))?,
                     }
                     n += 1;
                 }
             }
-            ExportKind::Postal => {
-                for r in &page.recipients {
+            ExportBatch::Postal(rows) => {
+                for r in rows {
                     let Some(reason) = postal_reason(r) else {
                         continue;
                     };
@@ -583,14 +672,11 @@ mod tests {
     use super::*;
     use crate::store::AttemptOutcome;
 
-    fn attempt(n: i32, code: Option<i32>, reply: Option<&str>) -> Attempt {
+    fn attempt(n: i32, code: Option<i32>, reply: Option<&str>) -> ExportAttempt {
         let t = DateTime::parse_from_rfc3339("2026-01-01T00:00:10.123Z")
             .unwrap()
             .with_timezone(&Utc);
-        Attempt {
-            id: i64::from(n),
-            recipient_id: 7,
-            campaign_id: 1,
+        ExportAttempt {
             attempt: n,
             instance: "a".into(),
             started_at: t,
@@ -602,9 +688,15 @@ mod tests {
         }
     }
 
+    fn log_text(attempts: &[ExportAttempt]) -> String {
+        let (mut out, mut reply) = (String::new(), String::new());
+        attempt_log(&mut out, &mut reply, attempts);
+        out
+    }
+
     #[test]
     fn attempt_log_is_one_line_per_attempt_joined_by_bars() {
-        let log = attempt_log(&[
+        let log = log_text(&[
             attempt(1, Some(421), Some("421-4.7.0 try\r\n421 4.7.0 later\r\n")),
             attempt(2, None, Some("connection reset")),
             attempt(3, Some(451), None),
@@ -615,7 +707,42 @@ mod tests {
              | 2@2026-01-01T00:00:10.123000Z transient - connection reset \
              | 3@2026-01-01T00:00:10.123000Z transient 451"
         );
-        assert_eq!(attempt_log(&[]), "");
+        assert_eq!(log_text(&[]), "");
+        // A reply of nothing but line breaks and spaces adds nothing.
+        assert_eq!(
+            log_text(&[attempt(1, Some(421), Some(" \r\n "))]),
+            "1@2026-01-01T00:00:10.123000Z transient 421"
+        );
+    }
+
+    #[test]
+    fn time_text_is_chronos_text() {
+        let at = |secs: i64, nanos: u32| DateTime::from_timestamp(secs, nanos).unwrap();
+        let mut times = vec![
+            at(0, 0),
+            at(1_767_225_610, 123_000_000),
+            at(1_767_225_610, 999_999_999),
+            at(1_767_225_610, 1_000),
+            at(1_767_225_610, 999),
+            // The first and last instants of years 0 and 9999, and beyond.
+            at(-62_167_219_200, 0),
+            at(-62_167_219_201, 500_000),
+            at(253_402_300_799, 999_999_000),
+            at(253_402_300_800, 0),
+            // A leap second (chrono's nanoseconds past 1,000,000,000).
+            at(1_483_228_799, 1_500_000_000),
+        ];
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        for _ in 0..10_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let secs = (x % 4_102_444_800) as i64 - 2_208_988_800;
+            times.push(at(secs, (x >> 32) as u32 % 1_000_000_000));
+        }
+        for t in times {
+            assert_eq!(TimeText::new(t).as_str(), time(t), "{t:?}");
+        }
     }
 
     #[test]

@@ -630,6 +630,13 @@ pub async fn import(store: &Store, opts: &ImportOptions) -> anyhow::Result<Impor
                 finished_at: Utc::now(),
             })
             .await?;
+        // Fresh planner statistics for what was just loaded, instead of waiting for autovacuum
+        // (see Store::analyze_recipients). The rows are stored either way: a failure is a warning.
+        if counts.accepted() > 0
+            && let Err(e) = store.analyze_recipients().await
+        {
+            tracing::warn!(error = %e, "cannot refresh the database statistics after the import");
+        }
     }
     tracing::info!(
         campaign_id = opts.campaign_id,

@@ -92,11 +92,9 @@ async fn release(
     first_id: i64,
     now: DateTime<Utc>,
 ) -> anyhow::Result<()> {
+    // The open-ended wave's members are counted by the store from the counters as it is released.
     let (last_id, planned) = match parse_size(&wave.size_spec) {
-        WaveSize::Rest => (
-            None,
-            store.open_in_range(campaign_id, first_id, None).await? as i64,
-        ),
+        WaveSize::Rest => (None, None),
         size => {
             let n = match size {
                 WaveSize::Count(n) => n as i64,
@@ -111,9 +109,9 @@ async fn release(
                 .nth_email_recipient(campaign_id, first_id, n.max(1))
                 .await?
             {
-                Some((last, count)) => (Some(last), count),
+                Some((last, count)) => (Some(last), Some(count)),
                 // Nobody left to put in it: an empty wave ending where it starts.
-                None => (Some(first_id), 0),
+                None => (Some(first_id), Some(0)),
             }
         }
     };
@@ -121,7 +119,7 @@ async fn release(
         .release_wave(campaign_id, wave.number, first_id, last_id, planned, now)
         .await?
     {
-        tracing::info!(campaign_id, wave = wave.number, planned, "wave released");
+        tracing::info!(campaign_id, wave = wave.number, ?planned, "wave released");
     }
     Ok(())
 }
@@ -177,9 +175,7 @@ pub async fn advance(
             .find(|e| e.to_state == CampaignState::Running)
             .map(|e| e.at)
             .unwrap_or(now);
-        let a = store
-            .wave_attempts(campaign_id, first, w.last_id, since)
-            .await?;
+        let a = store.wave_attempts(campaign_id, w.number, since).await?;
         if a.total >= GUARD_MIN_ATTEMPTS {
             let checks = [
                 ("permanent-failure", a.permanent, w.max_failure_rate),
@@ -210,11 +206,9 @@ pub async fn advance(
                 }
             }
         }
-        // Counting a wave's open members scans its key range: only when the dispatcher found no more
-        // fresh work in it (`check_finish`).
-        if check_finish
-            && w.last_id.is_some()
-            && store.open_in_range(campaign_id, first, w.last_id).await? == 0
+        // Its open members come from its counters; asked only when the dispatcher found no more fresh
+        // work in it (`check_finish`).
+        if check_finish && w.last_id.is_some() && store.wave_open(campaign_id, w.number).await? == 0
         {
             store.finish_wave(campaign_id, w.number, now).await?;
             tracing::info!(campaign_id, wave = w.number, "wave finished");

@@ -542,3 +542,81 @@ async fn two_daemons_on_one_postgres_send_each_recipient_once() {
         "no duplicates between daemons"
     );
 }
+
+/// A claim stuck in the database (here a trigger that sleeps in claims only, as a plan reading the
+/// whole of a 15,000,000-recipient campaign would) neither stalls the daemon nor holds its shutdown:
+/// the claim's statement timeout turns it into a logged error and a retry, and a shutdown cancels the
+/// statement and exits well within the drain time. PostgreSQL only: SQLite runs its statements in the
+/// daemon's own process.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_stuck_claim_is_retried_and_does_not_hold_the_shutdown() {
+    let t = common::postgres().await;
+    let smtp = SmtpServer::start(Script::new()).await;
+    let rows: Vec<_> = (0..10).map(|i| person(i, "example.com")).collect();
+    let id = create(&t, &spec(None, "Hi"), &rows, true).await;
+    // Sequences are not transactional: the count of claims that began survives their cancellation.
+    sql(&t, "CREATE SEQUENCE stuck_claims").await;
+    sql(
+        &t,
+        "CREATE FUNCTION stuck_claim() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+         IF current_setting('application_name') LIKE 'breach-notifier claim %' THEN \
+         PERFORM nextval('stuck_claims'); PERFORM pg_sleep(120); END IF; RETURN NULL; END $$",
+    )
+    .await;
+    sql(
+        &t,
+        "CREATE TRIGGER stuck_claims BEFORE UPDATE ON recipients \
+         FOR EACH STATEMENT EXECUTE FUNCTION stuck_claim()",
+    )
+    .await;
+    let Store::Postgres(pg) = &t.store else {
+        unreachable!()
+    };
+    let claims_begun = || async {
+        sqlx::query_scalar::<_, i64>("SELECT last_value FROM stuck_claims WHERE is_called")
+            .fetch_optional(pg.pool())
+            .await
+            .unwrap()
+            .unwrap_or(0)
+    };
+    let r = start(&t, &settings(&t, &smtp), RunMode::Forever);
+    // The first claim times out (after CLAIM_TIMEOUT_MS) and the daemon claims again.
+    let timeout = Duration::from_millis(breach_notifier::store::postgres::CLAIM_TIMEOUT_MS.into());
+    assert!(
+        wait_until(timeout + Duration::from_secs(20), || async {
+            claims_begun().await >= 2
+        })
+        .await,
+        "a stuck claim is abandoned and retried"
+    );
+    let asked = Instant::now();
+    r.stop.send(true).unwrap();
+    tokio::time::timeout(Duration::from_secs(5), r.handle)
+        .await
+        .expect("stops within the drain time (5 s) although a claim is stuck")
+        .unwrap()
+        .unwrap();
+    let stopped_in = asked.elapsed();
+    assert!(stopped_in < Duration::from_secs(5), "{stopped_in:?}");
+    let still_running: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1 AND state = 'active'",
+    )
+    .bind(pg.claim_tag())
+    .fetch_one(pg.pool())
+    .await
+    .unwrap();
+    assert_eq!(
+        still_running, 0,
+        "the stuck claim was cancelled, not left running"
+    );
+    sql(&t, "DROP TRIGGER stuck_claims ON recipients").await;
+    let p = progress(&t, id).await;
+    assert_eq!((p.queued, p.sent), (10, 0), "nothing was claimed: {p:?}");
+    assert_eq!(smtp.received_count(), 0);
+    let leased: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM recipients WHERE lease_owner IS NOT NULL")
+            .fetch_one(pg.pool())
+            .await
+            .unwrap();
+    assert_eq!(leased, 0, "a cancelled claim leases nothing");
+}

@@ -44,6 +44,7 @@ backends!(
     an_unknown_campaign_is_one_clear_error,
     an_unwritable_path_is_one_clear_error_and_leaves_nothing,
     a_write_failure_on_standard_output_is_one_clear_error,
+    the_export_queries_walk_their_indexes,
 );
 
 // ---------------------------------------------------------------------------------------------------
@@ -1127,4 +1128,139 @@ async fn a_write_failure_on_standard_output_is_one_clear_error(t: TestStore) {
         &o,
         "cannot write the export to standard output: No space left on device",
     );
+}
+
+/// A running campaign of `n` recipients `PREFIX00000`…, the first `attempted` of them attempted once.
+async fn attempted_campaign(store: &Store, prefix: &str, n: usize, attempted: u32) -> i64 {
+    let id = store
+        .create_campaign(
+            &NewCampaign {
+                name: prefix.into(),
+                definition: String::new(),
+                content_hash: CONTENT_HASH.into(),
+                email_without_consent: false,
+                discovered_at: None,
+                supplements: None,
+            },
+            "test",
+        )
+        .await
+        .unwrap();
+    let rows: Vec<NewRecipient> = (0..n).map(|i| person(&format!("{prefix}{i:05}"))).collect();
+    store.insert_recipients(id, &rows).await.unwrap();
+    store
+        .set_campaign_state(id, CampaignState::Running, "test", None)
+        .await
+        .unwrap();
+    let now = Utc::now();
+    let claim = store
+        .claim(id, "a", 0, attempted, LEASE, now)
+        .await
+        .unwrap();
+    let records: Vec<AttemptRecord> = claim
+        .recipients
+        .iter()
+        .map(|r| {
+            let (next, outcome) = (NextState::Sent, AttemptOutcome::Sent);
+            record(r, next, outcome, Some(250), "250 ok", now)
+        })
+        .collect();
+    store.record_attempts("a", &records).await.unwrap();
+    id
+}
+
+/// The plans of the two export queries for `campaign`, as text: (evidence, postal). On PostgreSQL
+/// unprepared, as the export runs them, so planned with the campaign's id.
+async fn export_plans(store: &Store, campaign: i64) -> [(&'static str, String); 2] {
+    use breach_notifier::store::export::{PG_EVIDENCE, PG_POSTAL, SQLITE_EVIDENCE, SQLITE_POSTAL};
+    use sqlx::Row;
+    let mut plans = Vec::new();
+    match store {
+        Store::Postgres(s) => {
+            for query in [PG_EVIDENCE, PG_POSTAL] {
+                let rows = sqlx::query(sqlx::AssertSqlSafe(format!("EXPLAIN {query}")))
+                    .bind(campaign)
+                    .persistent(false)
+                    .fetch_all(s.pool())
+                    .await
+                    .unwrap();
+                let lines: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+                plans.push(lines.join("\n"));
+            }
+        }
+        Store::Sqlite(s) => {
+            for query in [SQLITE_EVIDENCE, SQLITE_POSTAL] {
+                let rows = sqlx::query(sqlx::AssertSqlSafe(format!("EXPLAIN QUERY PLAN {query}")))
+                    .bind(campaign)
+                    .fetch_all(s.pool())
+                    .await
+                    .unwrap();
+                let lines: Vec<String> = rows.iter().map(|r| r.get("detail")).collect();
+                plans.push(lines.join("\n"));
+            }
+        }
+    }
+    let postal = plans.pop().unwrap();
+    let evidence = plans.pop().unwrap();
+    [("evidence", evidence), ("postal", postal)]
+}
+
+/// Checks the plans of both export queries for `campaign`. Neither may walk the primary key (through
+/// every earlier campaign's ids), and the evidence must find attempts through
+/// `delivery_attempts_recipient`. With `in_order`, both must also walk `recipients_campaign_id`, which
+/// gives the order by itself, so rows stream from the first one without a sort of the campaign.
+async fn assert_export_plans(store: &Store, campaign: i64, case: &str, in_order: bool) {
+    for (export, plan) in export_plans(store, campaign).await {
+        // (SQLite names a scan of its primary key, the rowid, "INTEGER PRIMARY KEY".)
+        assert!(
+            !plan.contains("recipients_pkey") && !plan.contains("INTEGER PRIMARY KEY"),
+            "{case}: the {export} export must not walk the primary key:\n{plan}"
+        );
+        if export == "evidence" {
+            assert!(
+                plan.contains("delivery_attempts_recipient"),
+                "{case}: attempts must be found through delivery_attempts_recipient:\n{plan}"
+            );
+        }
+        if in_order {
+            assert!(
+                plan.contains("recipients_campaign_id")
+                    && !plan.contains("Sort")
+                    && !plan.contains("TEMP B-TREE")
+                    && !plan.contains("Bitmap"),
+                "{case}: the {export} export must walk recipients_campaign_id in order:\n{plan}"
+            );
+        }
+    }
+}
+
+/// Each export is one query over the whole campaign: it must never walk the primary key through
+/// earlier campaigns' ids, must find each recipient's attempts through `delivery_attempts_recipient`,
+/// and, for a campaign the statistics do not know yet (just imported), must walk
+/// `recipients_campaign_id` in order.
+async fn the_export_queries_walk_their_indexes(t: TestStore) {
+    let postgres = matches!(t.store, Store::Postgres(_));
+    if postgres {
+        // Only the ANALYZEs below may teach the planner: autovacuum must not analyze in between.
+        for table in ["recipients", "delivery_attempts"] {
+            let statement = format!("ALTER TABLE {table} SET (autovacuum_enabled = off)");
+            sql(&t.store, &statement).await;
+        }
+    }
+    attempted_campaign(&t.store, "E", 30_000, 5_000).await;
+    if postgres {
+        sql(&t.store, "ANALYZE recipients").await;
+        sql(&t.store, "ANALYZE delivery_attempts").await;
+    }
+    let campaign = attempted_campaign(&t.store, "F", 15_000, 5_000).await;
+    assert_export_plans(&t.store, campaign, "a campaign new to the statistics", true).await;
+    if postgres {
+        // Known to the statistics as a third of this small table, the campaign may be read by a
+        // sequential scan and sorted in memory when PostgreSQL finds that cheaper (at 1,000,000
+        // recipients it walks the index: a sort would spill to disk). Never through the primary key.
+        sql(&t.store, "ANALYZE recipients").await;
+        sql(&t.store, "ANALYZE delivery_attempts").await;
+        let case = "a campaign the statistics know";
+        assert_export_plans(&t.store, campaign, case, false).await;
+    }
 }

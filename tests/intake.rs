@@ -1191,3 +1191,49 @@ fn import_through_the_cli_prints_the_reconciliation() {
     );
     assert_eq!(err.trim_end().lines().count(), 1, "{err}");
 }
+
+/// An import leaves the planner statistics of what it loaded behind (PostgreSQL: an ANALYZE at its
+/// end, instead of waiting minutes for autovacuum; claims must not depend on them, but every other
+/// query is better for them) and the pre-flight's samples, one per locale and jurisdiction stored.
+#[tokio::test]
+async fn postgres_an_import_leaves_fresh_statistics_and_samples() {
+    let t = common::postgres().await;
+    let Store::Postgres(pg) = &t.store else {
+        unreachable!()
+    };
+    sqlx::query("ALTER TABLE recipients SET (autovacuum_enabled = off)")
+        .execute(pg.pool())
+        .await
+        .unwrap();
+    let analyzed = || async {
+        sqlx::query_scalar::<_, Option<chrono::DateTime<chrono::Utc>>>(
+            "SELECT last_analyze FROM pg_stat_user_tables \
+             WHERE relname = 'recipients' AND schemaname = current_schema()",
+        )
+        .fetch_one(pg.pool())
+        .await
+        .unwrap()
+    };
+    assert_eq!(
+        analyzed().await,
+        None,
+        "a new schema's table was never analysed"
+    );
+    let id = campaign(&t.store, false).await;
+    let summary = run_import(&t.store, id, &fixture("hostile.csv"), None).await;
+    assert!(summary.counts.accepted() > 0);
+    assert!(
+        analyzed().await.is_some(),
+        "the import analysed what it loaded"
+    );
+    let pairs: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM (SELECT DISTINCT locale, jurisdiction FROM recipients \
+         WHERE campaign_id = $1) AS p",
+    )
+    .bind(id)
+    .fetch_one(pg.pool())
+    .await
+    .unwrap();
+    let sample = t.store.sample_recipients(id, 1000).await.unwrap();
+    assert_eq!(sample.len() as i64, pairs, "one sample per pair stored");
+}

@@ -9,6 +9,7 @@
 //! Times passed in (`now`) come from the caller, never from the database clock, so that tests can drive
 //! time and so that both dialects agree on what "due" means.
 
+pub mod export;
 pub mod postgres;
 pub mod schema;
 pub mod sqlite;
@@ -21,6 +22,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use serde::Serialize;
 
 use crate::config::{DatabaseSettings, redact_url};
+pub use export::{EvidenceRow, ExportAttempt, ExportBatch, PostalRow};
 pub use schema::SchemaState;
 
 /// A storage failure, phrased for an operator.
@@ -551,6 +553,20 @@ pub struct WaveAttempts {
     pub temporary: u64,
 }
 
+impl WaveAttempts {
+    /// From send-bucket sums: every attempt that was neither sent nor refused for good was temporary
+    /// (a transient or ambiguous outcome).
+    fn from_buckets(total: i64, permanent: i64, sent: i64) -> Self {
+        let total = total.max(0) as u64;
+        let permanent = permanent.max(0) as u64;
+        WaveAttempts {
+            total,
+            permanent,
+            temporary: total.saturating_sub(permanent + sent.max(0) as u64),
+        }
+    }
+}
+
 /// The storage handle. Cheap to clone (it wraps a connection pool).
 #[derive(Debug, Clone)]
 pub enum Store {
@@ -769,7 +785,8 @@ impl Store {
     }
 
     /// Up to `limit` recipients of a campaign with ids above `after_id`, in id order (for paging
-    /// through a campaign with flat memory).
+    /// through a campaign with flat memory; the exports stream theirs in one query instead:
+    /// [`Store::export_evidence`]).
     pub async fn recipients_after(
         &self,
         campaign_id: i64,
@@ -811,6 +828,28 @@ impl Store {
         dispatch!(self.claim(campaign_id, instance, cursor, upper, limit, now, until))
     }
 
+    /// Refreshes the planner's statistics of `recipients` after a bulk load (PostgreSQL; a no-op on
+    /// SQLite, whose claims do not depend on statistics: see the plan checks in the conformance tests).
+    /// Autovacuum may take many minutes to analyse millions of new rows; until it does, every estimate
+    /// about them is a guess. ANALYZE reads a fixed sample (30,000 rows at the default target), so it
+    /// costs about the same at 15,000,000 rows as at 1,000,000.
+    pub async fn analyze_recipients(&self) -> Result<()> {
+        match self {
+            Store::Postgres(s) => s.analyze_recipients().await,
+            Store::Sqlite(_) => Ok(()),
+        }
+    }
+
+    /// Cancels this process's claims still running in the database (PostgreSQL: by the tag each claim
+    /// sets on its transaction; SQLite runs its statements in this process and has nothing to cancel).
+    /// For shutdown: a claim that a bad plan made slow must not hold the exit. Returns how many.
+    pub async fn cancel_claims(&self) -> Result<u64> {
+        match self {
+            Store::Postgres(s) => s.cancel_claims().await,
+            Store::Sqlite(_) => Ok(0),
+        }
+    }
+
     /// A campaign's waves, in order.
     pub async fn waves(&self, campaign_id: i64) -> Result<Vec<Wave>> {
         dispatch!(self.waves(campaign_id))
@@ -823,13 +862,17 @@ impl Store {
 
     /// Fixes a wave's members and marks it released (keeping an operator's earlier `released_at`).
     /// Returns false when its members were already fixed.
+    /// Fixes a wave's members and marks it released (keeping an operator's earlier `released_at`), and
+    /// starts its counters (`wave_counters`) in the same transaction. `planned` is the number of members
+    /// when the caller counted them; `None` (the open-ended last wave) takes the open recipients the
+    /// counters find. Returns false when its members were already fixed.
     pub async fn release_wave(
         &self,
         campaign_id: i64,
         number: i32,
         first_id: i64,
         last_id: Option<i64>,
-        planned: i64,
+        planned: Option<i64>,
         now: DateTime<Utc>,
     ) -> Result<bool> {
         dispatch!(self.release_wave(campaign_id, number, first_id, last_id, planned, now))
@@ -865,15 +908,22 @@ impl Store {
         dispatch!(self.open_in_range(campaign_id, first_id, last_id.unwrap_or(i64::MAX)))
     }
 
-    /// Attempts for recipients of `(first_id, last_id]` finished since `since`.
+    /// Email recipients of a released wave still queued or deferred, from its counters (0 for a wave
+    /// not released).
+    pub async fn wave_open(&self, campaign_id: i64, number: i32) -> Result<u64> {
+        dispatch!(self.wave_open(campaign_id, number))
+    }
+
+    /// Attempts for a wave's members finished since `since`, for its guards. Read from the 10-second
+    /// send buckets, not the attempt log: whole buckets from the one that holds `since`, so up to 10 s
+    /// of attempts before it may count.
     pub async fn wave_attempts(
         &self,
         campaign_id: i64,
-        first_id: i64,
-        last_id: Option<i64>,
+        number: i32,
         since: DateTime<Utc>,
     ) -> Result<WaveAttempts> {
-        dispatch!(self.wave_attempts(campaign_id, first_id, last_id.unwrap_or(i64::MAX), since))
+        dispatch!(self.wave_attempts(campaign_id, number, bucket_of(since)))
     }
 
     /// Extends the leases `instance` still holds on `ids`; returns how many it still held.
@@ -907,9 +957,11 @@ impl Store {
         dispatch!(self.record_attempts(instance, records))
     }
 
-    /// Notices of a campaign accepted (outcome `sent`) since `since`: what a daily cap counts.
+    /// Notices of a campaign accepted (outcome `sent`) since `since`: what a daily cap counts. Read from
+    /// the 10-second send buckets (at most 8,640 a day), so exact for a `since` on a 10-second
+    /// boundary, such as midnight; otherwise whole buckets from the one that holds `since`.
     pub async fn sent_since(&self, campaign_id: i64, since: DateTime<Utc>) -> Result<u64> {
-        dispatch!(self.sent_since(campaign_id, since))
+        dispatch!(self.sent_since(campaign_id, bucket_of(since)))
     }
 
     /// The `wave_progress` view for one campaign, in wave order.
@@ -928,8 +980,9 @@ impl Store {
         self.attempts_for(&[recipient_id]).await
     }
 
-    /// The attempts made for several recipients, in one query (a page of an export): ordered by
-    /// recipient id, then oldest first. Ids with no attempt contribute nothing.
+    /// The attempts made for several recipients, in one query: ordered by recipient id, then oldest
+    /// first. Ids with no attempt contribute nothing. (The exports read attempts with their
+    /// recipients instead: [`Store::export_evidence`].)
     pub async fn attempts_for(&self, recipient_ids: &[i64]) -> Result<Vec<Attempt>> {
         if recipient_ids.is_empty() {
             return Ok(Vec::new());
@@ -978,6 +1031,11 @@ impl Store {
             Store::Sqlite(s) => s.pool().close().await,
         }
     }
+}
+
+/// The send bucket (`send_buckets.bucket`: seconds since the Unix epoch, a multiple of 10) that holds `t`.
+fn bucket_of(t: DateTime<Utc>) -> i64 {
+    t.timestamp().div_euclid(10) * 10
 }
 
 fn allowed_list(from: CampaignState) -> String {

@@ -26,7 +26,14 @@ const CAMPAIGN_COLUMNS: &str = "id, name, state, definition, content_hash, email
 #[derive(Debug, Clone)]
 pub struct PgStore {
     pool: PgPool,
+    /// Set as `application_name` inside each claim's transaction, so that shutdown can find and cancel
+    /// this process's claims (and only them) in `pg_stat_activity`.
+    claim_tag: std::sync::Arc<str>,
 }
+
+/// A claim normally takes milliseconds; one that runs this long has a plan reading the campaign, and
+/// becomes an error the dispatcher logs and retries instead of a stall.
+pub const CLAIM_TIMEOUT_MS: u32 = 10_000;
 
 impl PgStore {
     pub async fn connect(url: &str, password: Option<&str>, max_connections: u32) -> Result<Self> {
@@ -58,11 +65,17 @@ impl PgStore {
                     "{e}; check database.url and that PostgreSQL is running and reachable"
                 ),
             })?;
-        Ok(Self { pool })
+        let claim_tag = format!("breach-notifier claim {:016x}", rand::random::<u64>()).into();
+        Ok(Self { pool, claim_tag })
     }
 
     pub fn pool(&self) -> &PgPool {
         &self.pool
+    }
+
+    /// The `application_name` this process's claims run under (see [`CLAIM_SETTINGS`]).
+    pub fn claim_tag(&self) -> &str {
+        &self.claim_tag
     }
 
     pub(super) async fn applied_migrations(&self) -> Result<Option<Vec<AppliedMigration>>> {
@@ -398,9 +411,11 @@ impl PgStore {
         campaign_id: i64,
         limit: u32,
     ) -> Result<Vec<Recipient>> {
+        // recipient_samples holds the first recipient of each pair, kept by a trigger as rows arrive
+        // (migration 7): a handful of rows, where grouping the campaign took 17 s at 15,000,000.
         let rows = sqlx::query(audited!(
-            "SELECT {RECIPIENT_COLUMNS} FROM recipients WHERE id IN (SELECT min(id) FROM recipients \
-             WHERE campaign_id = $1 GROUP BY locale, jurisdiction) ORDER BY id LIMIT $2"
+            "SELECT {RECIPIENT_COLUMNS} FROM recipients WHERE id IN (SELECT recipient_id \
+             FROM recipient_samples WHERE campaign_id = $1) ORDER BY id LIMIT $2"
         ))
         .bind(campaign_id)
         .bind(i64::from(limit))
@@ -440,10 +455,9 @@ impl PgStore {
         until: DateTime<Utc>,
     ) -> Result<Claim> {
         let mut tx = self.pool.begin().await?;
-        // Planned with this claim's values every time: after five executions PostgreSQL may otherwise
-        // keep a generic plan, made without knowing the cursor, and the one it makes for DUE_FRESH
-        // walks the primary key (see there). Planning a claim costs a fraction of a millisecond.
-        sqlx::query("SET LOCAL plan_cache_mode = force_custom_plan")
+        sqlx::query(CLAIM_SETTINGS)
+            .bind(&*self.claim_tag)
+            .bind(CLAIM_TIMEOUT_MS.to_string())
             .execute(&mut *tx)
             .await?;
         let retries = sqlx::query(audited!(
@@ -558,9 +572,16 @@ impl PgStore {
         number: i32,
         first_id: i64,
         last_id: Option<i64>,
-        planned: i64,
+        planned: Option<i64>,
         now: DateTime<Utc>,
     ) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        // Every insert and status change of the campaign updates its campaign_counters row: holding
+        // that row's lock, no change can fall between the count below and the wave_counters triggers.
+        sqlx::query("SELECT 1 FROM campaign_counters WHERE campaign_id = $1 FOR UPDATE")
+            .bind(campaign_id)
+            .execute(&mut *tx)
+            .await?;
         let done = sqlx::query(
             "UPDATE waves SET released_at = coalesce(released_at, $6), first_id = $3, last_id = $4, \
              planned = $5 WHERE campaign_id = $1 AND number = $2 AND first_id IS NULL",
@@ -569,11 +590,45 @@ impl PgStore {
         .bind(number)
         .bind(first_id)
         .bind(last_id)
-        .bind(planned)
+        .bind(planned.unwrap_or(0))
         .bind(now)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
-        Ok(done.rows_affected() == 1)
+        if done.rows_affected() == 0 {
+            return Ok(false);
+        }
+        let counted = match last_id {
+            Some(last) => sqlx::query(audited!("{WAVE_COUNT_RANGE}"))
+                .bind(campaign_id)
+                .bind(number)
+                .bind(first_id)
+                .bind(last),
+            None => sqlx::query(audited!("{WAVE_COUNT_REST}"))
+                .bind(campaign_id)
+                .bind(number),
+        };
+        let open: i64 = counted.fetch_one(&mut *tx).await?.get("open");
+        if planned.is_none() {
+            sqlx::query("UPDATE waves SET planned = $3 WHERE campaign_id = $1 AND number = $2")
+                .bind(campaign_id)
+                .bind(number)
+                .bind(open)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    pub(super) async fn wave_open(&self, campaign_id: i64, number: i32) -> Result<u64> {
+        let open: Option<i64> = sqlx::query_scalar(
+            "SELECT queued + deferred FROM wave_counters WHERE campaign_id = $1 AND wave_number = $2",
+        )
+        .bind(campaign_id)
+        .bind(number)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(open.unwrap_or(0) as u64)
     }
 
     pub(super) async fn finish_wave(
@@ -632,27 +687,20 @@ impl PgStore {
     pub(super) async fn wave_attempts(
         &self,
         campaign_id: i64,
-        first_id: i64,
-        last_id: i64,
-        since: DateTime<Utc>,
+        number: i32,
+        from_bucket: i64,
     ) -> Result<WaveAttempts> {
-        let (total, permanent, temporary): (i64, i64, i64) = sqlx::query_as(
-            "SELECT count(*), coalesce(sum(CASE WHEN outcome = 'permanent' THEN 1 ELSE 0 END), 0), \
-             coalesce(sum(CASE WHEN outcome IN ('transient', 'ambiguous') THEN 1 ELSE 0 END), 0) \
-             FROM delivery_attempts WHERE recipient_id > $2 AND recipient_id <= $3 \
-             AND campaign_id = $1 AND finished_at >= $4",
+        let (total, permanent, sent): (i64, i64, i64) = sqlx::query_as(
+            "SELECT coalesce(sum(attempts), 0)::bigint, coalesce(sum(failed), 0)::bigint, \
+             coalesce(sum(sent), 0)::bigint FROM send_buckets \
+             WHERE campaign_id = $1 AND wave_number = $2 AND bucket >= $3",
         )
         .bind(campaign_id)
-        .bind(first_id)
-        .bind(last_id)
-        .bind(since)
+        .bind(number)
+        .bind(from_bucket)
         .fetch_one(&self.pool)
         .await?;
-        Ok(WaveAttempts {
-            total: total as u64,
-            permanent: permanent as u64,
-            temporary: temporary as u64,
-        })
+        Ok(WaveAttempts::from_buckets(total, permanent, sent))
     }
 
     pub(super) async fn wave_progress(&self, campaign_id: i64) -> Result<Vec<WaveProgress>> {
@@ -794,12 +842,12 @@ impl PgStore {
         Ok(changed)
     }
 
-    pub(super) async fn sent_since(&self, campaign_id: i64, since: DateTime<Utc>) -> Result<u64> {
+    pub(super) async fn sent_since(&self, campaign_id: i64, from_bucket: i64) -> Result<u64> {
         let n: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM delivery_attempts WHERE campaign_id = $1 AND finished_at >= $2 AND outcome = 'sent'",
+            "SELECT coalesce(sum(sent), 0)::bigint FROM send_buckets WHERE campaign_id = $1 AND bucket >= $2",
         )
         .bind(campaign_id)
-        .bind(since)
+        .bind(from_bucket)
         .fetch_one(&self.pool)
         .await?;
         Ok(n as u64)
@@ -881,6 +929,24 @@ impl PgStore {
                 })
             })
             .collect()
+    }
+
+    pub(super) async fn analyze_recipients(&self) -> Result<()> {
+        sqlx::query("ANALYZE recipients")
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub(super) async fn cancel_claims(&self) -> Result<u64> {
+        let cancelled: Vec<bool> = sqlx::query_scalar(
+            "SELECT pg_cancel_backend(pid) FROM pg_stat_activity \
+             WHERE application_name = $1 AND state = 'active' AND pid <> pg_backend_pid()",
+        )
+        .bind(&*self.claim_tag)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(cancelled.into_iter().filter(|c| *c).count() as u64)
     }
 
     pub(super) async fn heartbeat(&self, i: &InstanceInfo, now: DateTime<Utc>) -> Result<()> {
@@ -1043,6 +1109,53 @@ pub const DUE_RETRIES: &str = "SELECT id FROM recipients WHERE campaign_id = $1 
 pub const DUE_FRESH: &str = "SELECT id FROM recipients WHERE campaign_id = ANY (ARRAY[$1::bigint]) \
      AND id > $2 AND id <= $3 AND status = 'queued' \
      AND (lease_expires_at IS NULL OR lease_expires_at <= $4) ORDER BY campaign_id, id LIMIT $5";
+
+/// What a claim's transaction may do, set in one round trip ($1 the claim tag, $2 the timeout in ms),
+/// so that the claims read only the rows they return plus the rows they skip, at any size and whatever
+/// the planner's statistics know:
+/// - `plan_cache_mode`: planned with this claim's values every time. After five executions PostgreSQL
+///   may otherwise keep a generic plan, made without knowing the cursor, and the one it makes for
+///   DUE_FRESH walks the primary key (see there). Planning a claim costs a fraction of a millisecond.
+/// - `enable_seqscan`, `enable_bitmapscan`, `enable_sort` off: the plans left are the index walks
+///   in the order each claim asks for (recipients_campaign_id for fresh rows, recipients_retry_due
+///   for retries), which stop after LIMIT rows. Right after a bulk load, with no statistics for the
+///   new rows, PostgreSQL estimated a campaign of 15,000,000 at a handful of rows and chose a bitmap
+///   scan of all of them and a sort: 40 s for every 500 claimed. An ANALYZE after each import
+///   (`Store::analyze_recipients`) fixes the estimates, but the plan must not depend on them. These
+///   settings only price the other plans out: a query with no other plan still runs.
+/// - `statement_timeout`: a claim that is slow anyway becomes a logged error and a retry.
+/// - `application_name`: the tag `cancel_claims` looks for at shutdown. `SET LOCAL`-like
+///   (`set_config(…, true)`): everything reverts when the transaction ends.
+pub const CLAIM_SETTINGS: &str = "SELECT set_config('plan_cache_mode', 'force_custom_plan', true), \
+     set_config('enable_seqscan', 'off', true), set_config('enable_bitmapscan', 'off', true), \
+     set_config('enable_sort', 'off', true), set_config('statement_timeout', $2, true), \
+     set_config('application_name', $1, true)";
+
+/// Starts the counters of a wave with a fixed key range ($1 campaign, $2 wave, $3 first_id exclusive,
+/// $4 last_id): counted once, at release, through recipients_campaign_id. Returns its open members.
+const WAVE_COUNT_RANGE: &str = "INSERT INTO wave_counters (campaign_id, wave_number, total, queued, \
+     deferred, sent, failed, cancelled) \
+     SELECT $1, $2, count(*), count(*) FILTER (WHERE status = 'queued'), \
+            count(*) FILTER (WHERE status = 'deferred'), count(*) FILTER (WHERE status = 'sent'), \
+            count(*) FILTER (WHERE status = 'failed'), count(*) FILTER (WHERE status = 'cancelled') \
+     FROM recipients WHERE campaign_id = $1 AND id > $3 AND id <= $4 AND channel = 'email' \
+     RETURNING queued + deferred AS open";
+
+/// Starts the counters of the open-ended last wave ($1 campaign, $2 wave) without reading its
+/// members: the released waves' ranges follow one another from id 0, so this one holds every email
+/// recipient of the campaign that the others do not. Email recipients are the campaign's counters
+/// less its postal ones (a postal-channel row never has another status). Returns its open members.
+const WAVE_COUNT_REST: &str = "INSERT INTO wave_counters (campaign_id, wave_number, total, queued, \
+     deferred, sent, failed, cancelled) \
+     SELECT $1, $2, c.total - c.postal - o.total, c.queued - o.queued, c.deferred - o.deferred, \
+            c.sent - o.sent, c.failed - o.failed, c.cancelled - o.cancelled \
+     FROM campaign_counters c, \
+          (SELECT coalesce(sum(total), 0) AS total, coalesce(sum(queued), 0) AS queued, \
+                  coalesce(sum(deferred), 0) AS deferred, coalesce(sum(sent), 0) AS sent, \
+                  coalesce(sum(failed), 0) AS failed, coalesce(sum(cancelled), 0) AS cancelled \
+           FROM wave_counters WHERE campaign_id = $1) o \
+     WHERE c.campaign_id = $1 \
+     RETURNING queued + deferred AS open";
 
 /// `a, b` with prefix `r` becomes `r.a, r.b` (keeping `AS` aliases and casts intact).
 fn prefixed(prefix: &str, columns: &str) -> String {

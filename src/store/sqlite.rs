@@ -34,6 +34,30 @@ pub const DUE_RETRIES: &str = "SELECT id FROM recipients WHERE campaign_id = ?1 
      AND status = 'deferred' AND (lease_expires_at IS NULL OR lease_expires_at <= ?2) \
      ORDER BY retry_due_at LIMIT ?3";
 
+/// Starts the counters of a wave with a fixed key range (?1 campaign, ?2 wave, ?3 first_id exclusive,
+/// ?4 last_id), counted once at release; returns its open members (see the PostgreSQL dialect).
+const WAVE_COUNT_RANGE: &str = "INSERT INTO wave_counters (campaign_id, wave_number, total, queued, \
+     deferred, sent, failed, cancelled) \
+     SELECT ?1, ?2, count(*), coalesce(sum(status = 'queued'), 0), coalesce(sum(status = 'deferred'), 0), \
+            coalesce(sum(status = 'sent'), 0), coalesce(sum(status = 'failed'), 0), \
+            coalesce(sum(status = 'cancelled'), 0) \
+     FROM recipients WHERE campaign_id = ?1 AND id > ?3 AND id <= ?4 AND channel = 'email' \
+     RETURNING queued + deferred AS open";
+
+/// Starts the counters of the open-ended last wave (?1 campaign, ?2 wave): the campaign's email
+/// recipients less the other released waves' (see the PostgreSQL dialect).
+const WAVE_COUNT_REST: &str = "INSERT INTO wave_counters (campaign_id, wave_number, total, queued, \
+     deferred, sent, failed, cancelled) \
+     SELECT ?1, ?2, c.total - c.postal - o.total, c.queued - o.queued, c.deferred - o.deferred, \
+            c.sent - o.sent, c.failed - o.failed, c.cancelled - o.cancelled \
+     FROM campaign_counters c, \
+          (SELECT coalesce(sum(total), 0) AS total, coalesce(sum(queued), 0) AS queued, \
+                  coalesce(sum(deferred), 0) AS deferred, coalesce(sum(sent), 0) AS sent, \
+                  coalesce(sum(failed), 0) AS failed, coalesce(sum(cancelled), 0) AS cancelled \
+           FROM wave_counters WHERE campaign_id = ?1) o \
+     WHERE c.campaign_id = ?1 \
+     RETURNING queued + deferred AS open";
+
 /// The queued recipients of a campaign after the cursor (?1 campaign, ?2 cursor, ?3 upper bound of the
 /// open wave, ?4 now in ms, ?5 limit), in id order, through recipients_campaign_id.
 pub const DUE_FRESH: &str = "SELECT id FROM recipients WHERE campaign_id = ?1 AND id > ?2 AND id <= ?3 \
@@ -402,8 +426,8 @@ impl SqliteStore {
         limit: u32,
     ) -> Result<Vec<Recipient>> {
         let rows = sqlx::query(audited!(
-            "SELECT {RECIPIENT_COLUMNS} FROM recipients WHERE id IN (SELECT min(id) FROM recipients \
-             WHERE campaign_id = ?1 GROUP BY locale, jurisdiction) ORDER BY id LIMIT ?2"
+            "SELECT {RECIPIENT_COLUMNS} FROM recipients WHERE id IN (SELECT recipient_id \
+             FROM recipient_samples WHERE campaign_id = ?1) ORDER BY id LIMIT ?2"
         ))
         .bind(campaign_id)
         .bind(i64::from(limit))
@@ -547,9 +571,11 @@ impl SqliteStore {
         number: i32,
         first_id: i64,
         last_id: Option<i64>,
-        planned: i64,
+        planned: Option<i64>,
         now: DateTime<Utc>,
     ) -> Result<bool> {
+        // One writer at a time on SQLite: nothing changes between the count and the triggers.
+        let mut tx = self.pool.begin().await?;
         let done = sqlx::query(
             "UPDATE waves SET released_at = coalesce(released_at, ?6), first_id = ?3, last_id = ?4, \
              planned = ?5 WHERE campaign_id = ?1 AND number = ?2 AND first_id IS NULL",
@@ -558,11 +584,45 @@ impl SqliteStore {
         .bind(number)
         .bind(first_id)
         .bind(last_id)
-        .bind(planned)
+        .bind(planned.unwrap_or(0))
         .bind(to_ms(now))
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
-        Ok(done.rows_affected() == 1)
+        if done.rows_affected() == 0 {
+            return Ok(false);
+        }
+        let counted = match last_id {
+            Some(last) => sqlx::query(audited!("{WAVE_COUNT_RANGE}"))
+                .bind(campaign_id)
+                .bind(number)
+                .bind(first_id)
+                .bind(last),
+            None => sqlx::query(audited!("{WAVE_COUNT_REST}"))
+                .bind(campaign_id)
+                .bind(number),
+        };
+        let open: i64 = counted.fetch_one(&mut *tx).await?.get("open");
+        if planned.is_none() {
+            sqlx::query("UPDATE waves SET planned = ?3 WHERE campaign_id = ?1 AND number = ?2")
+                .bind(campaign_id)
+                .bind(number)
+                .bind(open)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    pub(super) async fn wave_open(&self, campaign_id: i64, number: i32) -> Result<u64> {
+        let open: Option<i64> = sqlx::query_scalar(
+            "SELECT queued + deferred FROM wave_counters WHERE campaign_id = ?1 AND wave_number = ?2",
+        )
+        .bind(campaign_id)
+        .bind(number)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(open.unwrap_or(0) as u64)
     }
 
     pub(super) async fn finish_wave(
@@ -621,27 +681,19 @@ impl SqliteStore {
     pub(super) async fn wave_attempts(
         &self,
         campaign_id: i64,
-        first_id: i64,
-        last_id: i64,
-        since: DateTime<Utc>,
+        number: i32,
+        from_bucket: i64,
     ) -> Result<WaveAttempts> {
-        let (total, permanent, temporary): (i64, i64, i64) = sqlx::query_as(
-            "SELECT count(*), coalesce(sum(CASE WHEN outcome = 'permanent' THEN 1 ELSE 0 END), 0), \
-             coalesce(sum(CASE WHEN outcome IN ('transient', 'ambiguous') THEN 1 ELSE 0 END), 0) \
-             FROM delivery_attempts WHERE recipient_id > ?2 AND recipient_id <= ?3 \
-             AND campaign_id = ?1 AND finished_at >= ?4",
+        let (total, permanent, sent): (i64, i64, i64) = sqlx::query_as(
+            "SELECT coalesce(sum(attempts), 0), coalesce(sum(failed), 0), coalesce(sum(sent), 0) \
+             FROM send_buckets WHERE campaign_id = ?1 AND wave_number = ?2 AND bucket >= ?3",
         )
         .bind(campaign_id)
-        .bind(first_id)
-        .bind(last_id)
-        .bind(to_ms(since))
+        .bind(number)
+        .bind(from_bucket)
         .fetch_one(&self.pool)
         .await?;
-        Ok(WaveAttempts {
-            total: total as u64,
-            permanent: permanent as u64,
-            temporary: temporary as u64,
-        })
+        Ok(WaveAttempts::from_buckets(total, permanent, sent))
     }
 
     pub(super) async fn wave_progress(&self, campaign_id: i64) -> Result<Vec<WaveProgress>> {
@@ -777,12 +829,12 @@ impl SqliteStore {
         Ok(changed)
     }
 
-    pub(super) async fn sent_since(&self, campaign_id: i64, since: DateTime<Utc>) -> Result<u64> {
+    pub(super) async fn sent_since(&self, campaign_id: i64, from_bucket: i64) -> Result<u64> {
         let n: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM delivery_attempts WHERE campaign_id = ?1 AND finished_at >= ?2 AND outcome = 'sent'",
+            "SELECT coalesce(sum(sent), 0) FROM send_buckets WHERE campaign_id = ?1 AND bucket >= ?2",
         )
         .bind(campaign_id)
-        .bind(to_ms(since))
+        .bind(from_bucket)
         .fetch_one(&self.pool)
         .await?;
         Ok(n as u64)
