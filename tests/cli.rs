@@ -253,7 +253,8 @@ async fn schema_behind_or_ahead_is_refused_on_postgres() {
     schema_checks(
         &common::fresh_postgres_url().await,
         &FORGE_AHEAD.replace("X'00'", "'\\x00'::bytea"),
-        "DELETE FROM _sqlx_migrations WHERE version = 3; DROP VIEW wave_progress; DROP TABLE waves",
+        // CASCADE: wave_counters (migration 7) refers to waves.
+        "DELETE FROM _sqlx_migrations WHERE version = 3; DROP VIEW wave_progress; DROP TABLE waves CASCADE",
     )
     .await;
 }
