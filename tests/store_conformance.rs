@@ -1362,7 +1362,18 @@ async fn claims_use_their_indexes_whatever_the_statistics_know(t: TestStore) {
         sql(&t, "ANALYZE recipients").await.unwrap();
     }
     let campaign = running_campaign_with(&t, 15_000).await;
-    // A few rows waiting for a retry, so that the retry index is not empty.
+    defer_first_five(&t, campaign).await;
+
+    assert_claim_plans(&t, campaign, "a campaign new to the statistics").await;
+    if postgres {
+        sql(&t, "ANALYZE recipients").await.unwrap();
+        assert_claim_plans(&t, campaign, "a campaign the statistics know").await;
+    }
+}
+
+/// Claims the first five recipients of `campaign` and records a temporary failure for each, so that
+/// five rows wait for a retry (at 300 s) and the retry index is not empty.
+async fn defer_first_five(t: &TestStore, campaign: i64) {
     let claim = t
         .store
         .claim(campaign, "a", 0, 5, LEASE, at(0))
@@ -1381,12 +1392,6 @@ async fn claims_use_their_indexes_whatever_the_statistics_know(t: TestStore) {
         })
         .collect();
     t.store.record_attempts("a", &records).await.unwrap();
-
-    assert_claim_plans(&t, campaign, "a campaign new to the statistics").await;
-    if postgres {
-        sql(&t, "ANALYZE recipients").await.unwrap();
-        assert_claim_plans(&t, campaign, "a campaign the statistics know").await;
-    }
 }
 
 /// Plans `store::{postgres,sqlite}::{DUE_RETRIES, DUE_FRESH}` for `campaign` (cursor 0, as at the start
@@ -1614,25 +1619,7 @@ async fn claims_walk_their_index_at_a_size_where_the_planner_guesses(t: TestStor
     )
     .await
     .unwrap();
-    // Five rows waiting for a retry, so that the retry index is not empty.
-    let claim = t
-        .store
-        .claim(campaign, "a", 0, 5, LEASE, at(0))
-        .await
-        .unwrap();
-    let retries: Vec<_> = claim
-        .recipients
-        .iter()
-        .map(|r| {
-            record(
-                r,
-                NextState::Retry { at: at(300) },
-                AttemptOutcome::Transient,
-                421,
-            )
-        })
-        .collect();
-    t.store.record_attempts("a", &retries).await.unwrap();
+    defer_first_five(&t, campaign).await;
     if postgres {
         sql(&t, "VACUUM recipients").await.unwrap();
         let (_, unguarded) = claim_plans(&t, campaign, false).await;
