@@ -3,9 +3,11 @@
 # in the same run (machines are noisy: compare ratios, not absolute numbers).
 #
 #   bench/run.sh            full run (1,000,000-row import, 200,000-message dispatch, 60 s rate test,
-#                           60 s of each cargo fuzz target)
+#                           60 s two-daemon cluster rate test, 60 s of each cargo fuzz target)
 #   bench/run.sh --quick    a smaller run that finishes in under 3 minutes once the builds exist
-#   BENCH_ONLY=import|dispatch|rate|fuzz bench/run.sh    one part alone
+#   BENCH_ONLY=import|dispatch|rate|cluster|fuzz bench/run.sh    one part alone
+#   BENCH_ONLY=cluster bench/run.sh    issue 18's cluster rate (bench/cluster_rate.sh, which also runs
+#                           standalone): two daemons under one 300/s limit, one killed and restarted
 #   BENCH_ONLY=scale bench/run.sh    the scale run of issue 13 (bench/scale.sh: 15,000,000 customers,
 #                           SCALE_ROWS and SCALE_RUN_SECS to change; see docs/benchmarks.md, "Scale run")
 #
@@ -94,7 +96,7 @@ rows=(); notes=()   # notes: lines printed under the table
 row() { rows+=("| $1 | $2 | $3 | $4 | $5 |"); printf '%-44s %-22s %-30s %-8s %s\n' "$1" "$2" "$3" "$4" "$5" >&2; }
 
 bn migrate >/dev/null
-only=${BENCH_ONLY:-all}   # BENCH_ONLY=import, dispatch, rate, fuzz or scale runs that part alone
+only=${BENCH_ONLY:-all}   # BENCH_ONLY=import, dispatch, rate, cluster, fuzz or scale runs that part alone
 
 if [ "$only" = all ] || [ "$only" = import ]; then
 # 1. Import vs psql \copy ------------------------------------------------------------------------
@@ -254,6 +256,12 @@ read -r measured max_window <<<"$(sql "
 row "rate at 200/s over $rate_secs s" "$measured msg/s" "configured 200/s" \
   "$(printf '%.3f' "$(echo "$measured / 200" | bc -l)")" "within 2 %"
 row "busiest 1-second window" "$max_window msg" "rate + burst = 220" "-" "≤ 220"
+fi
+
+# 5b. Cluster rate: two daemons under one 300/s limit, one killed with SIGKILL and restarted (issue 18) ----
+if [ "$only" = all ] || [ "$only" = cluster ]; then
+  # shellcheck source=bench/cluster_rate.sh
+  . bench/cluster_rate.sh
 fi
 
 # 6. Fuzzing: CSV intake and template rendering, $fuzz_secs s each (bench/fuzz.sh) ------------------------

@@ -10,8 +10,11 @@
 //!   outcome to the recorder;
 //! - the **recorder** writes outcomes in batches (`record_attempts`: attempt rows plus status changes
 //!   in one transaction) and gives back leases of recipients that were not attempted;
-//! - **housekeeping** renews the leases still held, refreshes the heartbeat and the share of the
-//!   cluster-wide rates, the queue-depth gauges of [`crate::metrics`], and the systemd status line.
+//! - **membership** writes the heartbeat and keeps this daemon's share of the cluster-wide limits
+//!   current (recounting at every heartbeat and whenever another daemon announces that it joined or
+//!   left); it stops the daemon's sending while its heartbeat cannot be written;
+//! - **housekeeping** renews the leases still held, the queue-depth gauges of [`crate::metrics`], and
+//!   the systemd status line.
 //!
 //! Observability: [`Stats`] counts this run's outcomes (logs, tests); [`Metrics`] adds campaign and
 //! domain labels, the send latency and gauges for `/metrics`; [`Notifier`] reports to systemd
@@ -23,7 +26,7 @@
 //! recipient is then due again and is sent a second time with the same Message-ID. Only recipients
 //! held at the moment of the crash can be duplicated, so at most `max_in_flight`.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -41,7 +44,7 @@ use crate::metrics::{Metrics, Outcome};
 use crate::notify::{Liveness, Notifier};
 use crate::preflight;
 use crate::store::{
-    AttemptOutcome, AttemptRecord, Backend, CampaignState, InstanceInfo, NextState, Recipient,
+    AttemptOutcome, AttemptRecord, CampaignState, DailyCap, InstanceInfo, NextState, Recipient,
     Store,
 };
 use crate::template::Templates;
@@ -67,6 +70,59 @@ pub struct Stats {
     pub lease_renewals: AtomicU64,
     pub rate_limit_waits: AtomicU64,
 }
+
+/// The recipients this daemon holds (claimed, outcome not yet recorded), and how many per campaign:
+/// the claim's room under `max_in_flight`, a campaign's daily cap, lease renewal and the drain.
+#[derive(Debug, Default)]
+struct InFlight {
+    campaign_of: HashMap<i64, i64>,
+    per_campaign: HashMap<i64, u64>,
+}
+
+impl InFlight {
+    fn len(&self) -> usize {
+        self.campaign_of.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.campaign_of.is_empty()
+    }
+
+    fn of_campaign(&self, campaign_id: i64) -> u64 {
+        self.per_campaign.get(&campaign_id).copied().unwrap_or(0)
+    }
+
+    fn hold(&mut self, campaign_id: i64, recipients: impl IntoIterator<Item = i64>) {
+        for id in recipients {
+            if self.campaign_of.insert(id, campaign_id).is_none() {
+                *self.per_campaign.entry(campaign_id).or_default() += 1;
+            }
+        }
+    }
+
+    fn finish(&mut self, recipient_id: i64) {
+        let Some(campaign_id) = self.campaign_of.remove(&recipient_id) else {
+            return;
+        };
+        if let Some(n) = self.per_campaign.get_mut(&campaign_id) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_campaign.remove(&campaign_id);
+            }
+        }
+    }
+
+    fn ids(&self) -> Vec<i64> {
+        self.campaign_of.keys().copied().collect()
+    }
+
+    fn drain(&mut self) -> Vec<i64> {
+        self.per_campaign.clear();
+        self.campaign_of.drain().map(|(id, _)| id).collect()
+    }
+}
+
+type Held = Arc<Mutex<InFlight>>;
 
 /// What the main loop hands every delivery task it spawns: where to report, the send slots, and the
 /// switch that stops them.
@@ -179,27 +235,44 @@ impl Dispatcher {
         mode: RunMode,
         mut shutdown: watch::Receiver<bool>,
     ) -> anyhow::Result<()> {
-        let now = Utc::now();
-        let heartbeat_ttl = Duration::from_secs(self.settings.heartbeat_secs * 3);
-        if self.store.backend() == Backend::Sqlite {
-            let others: Vec<String> = self
-                .store
-                .live_instances(now, heartbeat_ttl)
-                .await?
-                .into_iter()
-                .filter(|i| *i != self.instance.id)
-                .collect();
-            if !others.is_empty() {
-                anyhow::bail!(
-                    "another daemon ({}) is running on this SQLite database; SQLite allows one daemon (use PostgreSQL for several)",
-                    others.join(", ")
-                );
+        // SQLite allows one daemon per database: a lock the kernel releases if this process dies,
+        // held until `run` returns (store::daemon_lock). None on PostgreSQL.
+        let _daemon_lock = self.store.daemon_lock(&self.instance.id)?;
+        // PostgreSQL: the campaigns trigger NOTIFYs every state change, so pause, resume and cancel
+        // (from the CLI or SQL) wake the loop at once, and daemons announce joining and leaving;
+        // polling stays as the fallback, since a listener that reconnects misses what was sent
+        // meanwhile. Listening starts before this daemon counts the others: one that registers after
+        // the count is heard.
+        let wake = Arc::new(tokio::sync::Notify::new());
+        let members_changed = Arc::new(tokio::sync::Notify::new());
+        let listener = match &self.store {
+            crate::store::Store::Postgres(pg) => {
+                let (listening, ready) = tokio::sync::oneshot::channel();
+                let listener = tokio::spawn(listen_for_changes(
+                    pg.pool().clone(),
+                    wake.clone(),
+                    members_changed.clone(),
+                    listening,
+                ));
+                if tokio::time::timeout(Duration::from_secs(5), ready)
+                    .await
+                    .is_err()
+                {
+                    tracing::warn!(
+                        "not listening for other daemons yet; counting them every heartbeat"
+                    );
+                }
+                Some(listener)
             }
+            crate::store::Store::Sqlite(_) => None,
+        };
+        if let Err(e) = self.join_cluster().await {
+            listener.inspect(|l| l.abort());
+            return Err(e);
         }
-        self.store.heartbeat(&self.instance, now).await?;
-        tracing::info!(instance = %self.instance.id, backend = %self.store.backend(), "dispatcher started");
+        tracing::info!(instance = %self.instance.id, backend = %self.store.backend(), share = self.limits.share(), "dispatcher started");
 
-        let in_flight: Arc<Mutex<HashSet<i64>>> = Arc::default();
+        let in_flight: Held = Arc::default();
         let send_slots = Arc::new(Semaphore::new(self.settings.concurrency as usize));
         let (done_tx, done_rx) =
             mpsc::channel::<Finished>(self.settings.max_in_flight as usize + 16);
@@ -226,6 +299,15 @@ impl Dispatcher {
             self.metrics.clone(),
             self.notifier.clone(),
             stop_rx.clone(),
+            quit_rx.clone(),
+        ));
+        let membership = tokio::spawn(membership_loop(
+            self.store.clone(),
+            self.instance.clone(),
+            self.limits.clone(),
+            self.metrics.clone(),
+            heartbeat_every(&self.settings),
+            members_changed.clone(),
             quit_rx,
         ));
 
@@ -233,17 +315,6 @@ impl Dispatcher {
         let mut active: HashMap<i64, Active> = HashMap::new();
         let poll = Duration::from_millis(self.settings.poll_interval_ms);
         let mut last_refresh = Instant::now() - poll;
-        // PostgreSQL: the campaigns trigger NOTIFYs every state change, so pause, resume and cancel
-        // (from the CLI or SQL) wake the loop at once; polling stays as the fallback, since a listener
-        // that reconnects misses what was sent meanwhile.
-        let wake = Arc::new(tokio::sync::Notify::new());
-        let listener = match &self.store {
-            crate::store::Store::Postgres(pg) => Some(tokio::spawn(listen_for_changes(
-                pg.pool().clone(),
-                wake.clone(),
-            ))),
-            crate::store::Store::Sqlite(_) => None,
-        };
         let mut result = Ok(());
         loop {
             self.liveness.beat();
@@ -331,7 +402,7 @@ impl Dispatcher {
         {
             result = Err(e);
         }
-        let leftover: Vec<i64> = in_flight.lock().expect("lock").drain().collect();
+        let leftover: Vec<i64> = in_flight.lock().expect("lock").drain();
         if !leftover.is_empty() {
             let n = self
                 .store
@@ -341,12 +412,17 @@ impl Dispatcher {
         }
         let _ = quit_tx.send(true);
         let _ = housekeeping.await;
+        let _ = membership.await;
         if let Some(listener) = listener {
             listener.abort();
         }
         self.store
             .instance_stopped(&self.instance.id, Utc::now())
             .await?;
+        // The others take this daemon's share now rather than when its heartbeat expires.
+        if let Err(e) = self.store.announce_membership().await {
+            tracing::warn!(error = %e, "cannot tell the other daemons that this one stopped");
+        }
         tracing::info!(
             sent = self.stats.sent.load(Ordering::Relaxed),
             deferred = self.stats.deferred.load(Ordering::Relaxed),
@@ -355,6 +431,20 @@ impl Dispatcher {
             "dispatcher stopped"
         );
         result
+    }
+
+    /// Announces this daemon and takes its share of the cluster's limits before it sends anything:
+    /// the others hear of it at once (PostgreSQL's NOTIFY) and take their smaller shares.
+    async fn join_cluster(&self) -> anyhow::Result<()> {
+        self.store.heartbeat(&self.instance, Utc::now()).await?;
+        self.store.announce_membership().await?;
+        let live = self
+            .store
+            .live_instances(Utc::now(), self.heartbeat_ttl())
+            .await?;
+        self.limits.set_share(live.len() as u32);
+        self.metrics.set_membership(self.limits.share(), false);
+        Ok(())
     }
 
     /// Loads newly running campaigns (with a pre-flight check), forgets stopped ones, completes
@@ -460,7 +550,7 @@ impl Dispatcher {
     async fn claim_round(
         &self,
         active: &mut HashMap<i64, Active>,
-        in_flight: &Arc<Mutex<HashSet<i64>>>,
+        in_flight: &Held,
         tasks: &mut JoinSet<()>,
         wiring: &TaskWiring<'_>,
         shutdown: &watch::Receiver<bool>,
@@ -489,39 +579,49 @@ impl Dispatcher {
                 a.cursor = 0;
                 a.last_rescan = Instant::now();
             }
-            let mut limit = room;
-            if let Some(cap) = a.spec.rate.daily_cap {
-                let midnight = Utc::now()
-                    .date_naive()
-                    .and_hms_opt(0, 0, 0)
-                    .expect("midnight")
-                    .and_utc();
-                let sent = self.store.sent_since(campaign_id, midnight).await?;
-                let mine = in_flight.lock().expect("lock").len() as u64;
-                let left = cap.saturating_sub(sent + mine);
-                if left == 0 {
-                    a.idle_until = Instant::now() + Duration::from_secs(30);
-                    continue;
+            // A daily cap holds for the cluster: what was sent today and what every live daemon
+            // holds for this campaign (this one's from `in_flight`) count against it.
+            let now = Utc::now();
+            let cap = a.spec.rate.daily_cap.map(|cap| DailyCap {
+                cap,
+                day_start: now.date_naive().and_time(chrono::NaiveTime::MIN).and_utc(),
+                held_here: in_flight.lock().expect("lock").of_campaign(campaign_id),
+                live_since: now - self.heartbeat_ttl(),
+            });
+            let (cursor, upper, instance) = (a.cursor, a.gate.upper, &self.instance.id);
+            let claiming = async {
+                match &cap {
+                    None => {
+                        self.store
+                            .claim_within(campaign_id, instance, cursor, upper, room, lease, now)
+                            .await
+                    }
+                    Some(cap) => {
+                        self.store
+                            .claim_capped(
+                                campaign_id,
+                                instance,
+                                cursor,
+                                upper,
+                                room,
+                                lease,
+                                now,
+                                cap,
+                            )
+                            .await
+                    }
                 }
-                limit = limit.min(left.min(u64::from(u32::MAX)) as u32);
-            }
-            // A shutdown does not wait for a claim: its transaction is dropped (rolled back), and
-            // on PostgreSQL the statement itself is cancelled on the way out (`cancel_claims`).
-            let claiming = self.store.claim_within(
-                campaign_id,
-                &self.instance.id,
-                a.cursor,
-                a.gate.upper,
-                limit,
-                lease,
-                Utc::now(),
-            );
+            };
             let mut shutdown = shutdown.clone();
             let claim = tokio::select! {
                 claim = claiming => claim?,
                 _ = shutdown.wait_for(|stop| *stop) => return Ok(claimed_total),
             };
             a.cursor = claim.cursor;
+            if claim.cap_reached {
+                a.idle_until = Instant::now() + Duration::from_secs(30);
+                continue;
+            }
             if claim.exhausted {
                 a.wave_drained = true;
                 a.idle_until =
@@ -539,7 +639,7 @@ impl Dispatcher {
                 .fetch_add(claim.recipients.len() as u64, Ordering::Relaxed);
             {
                 let mut held = in_flight.lock().expect("lock");
-                held.extend(claim.recipients.iter().map(|r| r.id));
+                held.hold(campaign_id, claim.recipients.iter().map(|r| r.id));
             }
             tracing::debug!(campaign_id, claimed = claim.recipients.len(), "claimed");
             for r in claim.recipients {
@@ -575,7 +675,7 @@ impl Dispatcher {
     async fn complete_if_done(
         &self,
         campaign_id: i64,
-        in_flight: &Arc<Mutex<HashSet<i64>>>,
+        in_flight: &Held,
         active: &mut HashMap<i64, Active>,
     ) -> anyhow::Result<()> {
         let Some(p) = self
@@ -642,6 +742,12 @@ impl Dispatcher {
         }
     }
 
+    /// A daemon whose heartbeat is older than this is gone: its share of the cluster's limits and
+    /// its holds under daily caps go to the others. Two heartbeats.
+    fn heartbeat_ttl(&self) -> Duration {
+        heartbeat_ttl(&self.settings)
+    }
+
     fn actor(&self) -> String {
         format!("daemon:{}", self.instance.id)
     }
@@ -679,26 +785,7 @@ impl Delivery {
             .rsplit_once('@')
             .map(|(_, d)| d.to_string())
             .unwrap_or_default();
-        // Wait for permits, unless the daemon stops or the campaign is no longer running.
-        let waited = tokio::select! {
-            w = self.limits.acquire(&domain, self.campaign_id, &self.spec.rate) => Some(w),
-            _ = self.stop.wait_for(|s| *s) => None,
-            // Paused or cancelled before this notice left: give it back untouched.
-            _ = self.campaign_state.wait_for(|s| *s != CampaignState::Running) => None,
-        };
-        let Some(waited) = waited else {
-            let _ = self.done.send(release).await;
-            return;
-        };
-        if waited > Duration::from_millis(1) {
-            self.stats.rate_limit_waits.fetch_add(1, Ordering::Relaxed);
-            self.metrics.rate_limit_wait(waited);
-        }
-        let permit = tokio::select! {
-            p = self.slots.clone().acquire_owned() => p.ok(),
-            _ = self.stop.wait_for(|s| *s) => None,
-        };
-        let Some(_permit) = permit else {
+        let Some(_slot) = self.permits_and_slot(&domain).await else {
             let _ = self.done.send(release).await;
             return;
         };
@@ -793,6 +880,38 @@ impl Delivery {
     }
 }
 
+impl Delivery {
+    /// Waits for the rate-limit permits, then for a send slot; `None` if the daemon stops or the
+    /// campaign stops running first. A message whose permits went stale waiting for a slot (the relay
+    /// was slow and every slot busy) takes them again: sending on old permits after a stall would
+    /// release in one burst everything the limits had spread out.
+    async fn permits_and_slot(
+        &mut self,
+        domain: &str,
+    ) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        loop {
+            let permits = tokio::select! {
+                p = self.limits.acquire(domain, self.campaign_id, &self.spec.rate) => p,
+                _ = self.stop.wait_for(|s| *s) => return None,
+                // Paused or cancelled before this notice left: give it back untouched.
+                _ = self.campaign_state.wait_for(|s| *s != CampaignState::Running) => return None,
+            };
+            if permits.waited > Duration::from_millis(1) {
+                self.stats.rate_limit_waits.fetch_add(1, Ordering::Relaxed);
+                self.metrics.rate_limit_wait(permits.waited);
+            }
+            let granted = Instant::now();
+            let slot = tokio::select! {
+                p = self.slots.clone().acquire_owned() => p.ok()?,
+                _ = self.stop.wait_for(|s| *s) => return None,
+            };
+            if granted.elapsed() <= permits.lifetime {
+                return Some(slot);
+            }
+        }
+    }
+}
+
 fn truncate(s: &str, max: usize) -> String {
     if s.len() <= max {
         return s.to_string();
@@ -854,21 +973,42 @@ pub fn backoff(settings: &DispatchSettings, attempts_before: u32, rng: &mut impl
 }
 
 /// Wakes the main loop on every campaign state change (PostgreSQL `LISTEN`), reconnecting as needed.
-async fn listen_for_changes(pool: sqlx::PgPool, wake: Arc<tokio::sync::Notify>) {
+/// Wakes the main loop when a campaign changes state and the membership loop when a daemon joins
+/// or leaves (PostgreSQL's LISTEN; both payloads carry ids and states only). `listening` is told once
+/// the first LISTEN is in place.
+async fn listen_for_changes(
+    pool: sqlx::PgPool,
+    wake: Arc<tokio::sync::Notify>,
+    members_changed: Arc<tokio::sync::Notify>,
+    listening: tokio::sync::oneshot::Sender<()>,
+) {
+    let mut listening = Some(listening);
     loop {
         let listener = async {
             let mut l = sqlx::postgres::PgListener::connect_with(&pool).await?;
-            l.listen("breach_notifier_campaigns").await?;
+            l.listen_all([
+                "breach_notifier_campaigns",
+                crate::store::MEMBERSHIP_CHANNEL,
+            ])
+            .await?;
+            if let Some(listening) = listening.take() {
+                let _ = listening.send(());
+            }
+            // Whatever changed while no one listened: count again.
+            members_changed.notify_one();
             loop {
-                // The payload ("ID:STATE") carries no personal data; the loop re-reads the campaigns.
-                let _ = l.recv().await?;
-                wake.notify_one();
+                let n = l.recv().await?;
+                if n.channel() == crate::store::MEMBERSHIP_CHANNEL {
+                    members_changed.notify_one();
+                } else {
+                    wake.notify_one();
+                }
             }
             #[allow(unreachable_code)]
             Ok::<(), sqlx::Error>(())
         };
         if let Err(e) = listener.await {
-            tracing::warn!(error = %e, "campaign change listener lost; polling meanwhile");
+            tracing::warn!(error = %e, "change listener lost; polling meanwhile");
         }
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
@@ -879,7 +1019,7 @@ async fn record_loop(
     store: Store,
     instance: String,
     mut rx: mpsc::Receiver<Finished>,
-    in_flight: Arc<Mutex<HashSet<i64>>>,
+    in_flight: Held,
     pause: mpsc::UnboundedSender<(i64, i64, String)>,
     stats: Arc<Stats>,
     flush_max: usize,
@@ -926,10 +1066,10 @@ async fn record_loop(
                 Ok(()) => {
                     let mut held = in_flight.lock().expect("lock");
                     for r in &records {
-                        held.remove(&r.recipient_id);
+                        held.finish(r.recipient_id);
                     }
                     for id in &releases {
-                        held.remove(id);
+                        held.finish(*id);
                     }
                     records.clear();
                     releases.clear();
@@ -949,7 +1089,7 @@ async fn record_loop(
 async fn housekeeping_loop(
     store: Store,
     instance: InstanceInfo,
-    in_flight: Arc<Mutex<HashSet<i64>>>,
+    in_flight: Held,
     limits: Arc<Limits>,
     settings: DispatchSettings,
     stats: Arc<Stats>,
@@ -960,7 +1100,6 @@ async fn housekeeping_loop(
 ) {
     let every = Duration::from_secs(settings.heartbeat_secs);
     let lease = chrono::Duration::seconds(settings.lease_secs as i64);
-    let ttl = Duration::from_secs(settings.heartbeat_secs * 3);
     let mut last_renewal = Instant::now();
     loop {
         tokio::select! {
@@ -974,10 +1113,6 @@ async fn housekeeping_loop(
             break;
         }
         let now = Utc::now();
-        match store.heartbeat(&instance, now).await {
-            Ok(()) => metrics.heartbeat(now),
-            Err(e) => tracing::warn!(error = %e, "heartbeat failed"),
-        }
         // Queue depth from the campaign counters: one row per campaign, O(1) each.
         match store.progress(None).await {
             Ok(progress) => metrics.set_queue_depth(
@@ -1002,14 +1137,11 @@ async fn housekeeping_loop(
             stats.deferred.load(Ordering::Relaxed),
             stats.failed.load(Ordering::Relaxed),
         ));
-        match store.live_instances(now, ttl).await {
-            Ok(live) => limits.set_share(live.len() as u32),
-            Err(e) => tracing::warn!(error = %e, "cannot count live daemons"),
-        }
+        limits.forget_idle(Duration::from_secs(600));
         // Renew leases every third of their length (and during the drain, so none lapses).
         if last_renewal.elapsed() >= Duration::from_secs(settings.lease_secs / 3) || *stop.borrow()
         {
-            let ids: Vec<i64> = in_flight.lock().expect("lock").iter().copied().collect();
+            let ids: Vec<i64> = in_flight.lock().expect("lock").ids();
             if !ids.is_empty() {
                 match store.renew_leases(&instance.id, &ids, now + lease).await {
                     Ok(n) => {
@@ -1019,6 +1151,77 @@ async fn housekeeping_loop(
                 }
             }
             last_renewal = Instant::now();
+        }
+    }
+}
+
+fn heartbeat_every(settings: &DispatchSettings) -> Duration {
+    Duration::from_secs(settings.heartbeat_secs.max(1))
+}
+
+fn heartbeat_ttl(settings: &DispatchSettings) -> Duration {
+    heartbeat_every(settings) * 2
+}
+
+/// Keeps this daemon counted among the live ones and its share of the cluster's limits current:
+/// a heartbeat every `every`, and a recount of the live daemons after each one and whenever another
+/// daemon announces itself or its departure. Runs apart from the rest of housekeeping so that slow
+/// queries there never delay a heartbeat.
+///
+/// The others count this daemon dead once its heartbeat is two intervals old and take its share; if
+/// its heartbeat cannot be written for most of that time, it stops sending (closes its limiters)
+/// until a heartbeat gets through, so the cluster never sends its share twice.
+async fn membership_loop(
+    store: Store,
+    instance: InstanceInfo,
+    limits: Arc<Limits>,
+    metrics: Arc<Metrics>,
+    every: Duration,
+    members_changed: Arc<tokio::sync::Notify>,
+    mut quit: watch::Receiver<bool>,
+) {
+    let ttl = every * 2;
+    let mut last_beat = Instant::now();
+    let mut next_beat = tokio::time::Instant::now() + every;
+    loop {
+        let beat = tokio::select! {
+            _ = tokio::time::sleep_until(next_beat) => true,
+            _ = members_changed.notified() => false,
+            _ = quit.changed() => false,
+        };
+        // Quit between rounds, never inside one: a heartbeat landing after the daemon marked itself
+        // stopped would revive it.
+        if *quit.borrow() {
+            break;
+        }
+        if beat {
+            next_beat += every;
+            let (now, started) = (Utc::now(), Instant::now());
+            match tokio::time::timeout(every, store.heartbeat(&instance, now)).await {
+                Ok(Ok(())) => {
+                    // The others see the time written, not the time the write returned.
+                    last_beat = started;
+                    metrics.heartbeat(now);
+                }
+                Ok(Err(e)) => tracing::warn!(error = %e, "heartbeat failed"),
+                Err(_) => tracing::warn!("heartbeat timed out"),
+            }
+        }
+        let fenced = last_beat.elapsed() > ttl * 3 / 4;
+        if fenced {
+            tracing::warn!(
+                "no heartbeat for {:?}: not sending until one gets through",
+                last_beat.elapsed()
+            );
+        }
+        limits.set_fenced(fenced);
+        match tokio::time::timeout(every, store.live_instances(Utc::now(), ttl)).await {
+            Ok(Ok(live)) => {
+                limits.set_share(live.len() as u32);
+                metrics.set_membership(limits.share(), fenced);
+            }
+            Ok(Err(e)) => tracing::warn!(error = %e, "cannot count live daemons"),
+            Err(_) => tracing::warn!("counting live daemons timed out"),
         }
     }
 }

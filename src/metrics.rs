@@ -191,6 +191,10 @@ pub struct Metrics {
     state: Mutex<State>,
     stats: Arc<Stats>,
     in_flight: AtomicU64,
+    /// Live daemons sharing the cluster's limits (this one included).
+    cluster_daemons: AtomicU64,
+    /// 1 while this daemon sends nothing because its heartbeat cannot be written.
+    sending_suspended: AtomicU64,
 }
 
 impl Metrics {
@@ -212,6 +216,8 @@ impl Metrics {
             }),
             stats,
             in_flight: AtomicU64::new(0),
+            cluster_daemons: AtomicU64::new(1),
+            sending_suspended: AtomicU64::new(0),
         }
     }
 
@@ -250,6 +256,15 @@ impl Metrics {
     /// Replaces the queue depths: open recipients per unfinished campaign.
     pub fn set_queue_depth(&self, depths: impl IntoIterator<Item = (i64, i64)>) {
         self.state().queue_depth = depths.into_iter().collect();
+    }
+
+    /// How many live daemons share the cluster's limits, and whether this one is suspended (its
+    /// heartbeat cannot be written, so the others may be sending its share).
+    pub fn set_membership(&self, daemons: u32, suspended: bool) {
+        self.cluster_daemons
+            .store(u64::from(daemons), Ordering::Relaxed);
+        self.sending_suspended
+            .store(u64::from(suspended), Ordering::Relaxed);
     }
 
     /// The heartbeat was written at `at`.
@@ -347,6 +362,18 @@ impl Metrics {
                 "gauge",
                 "Recipients this daemon holds a lease on (waiting for a rate limit or being sent).",
                 self.in_flight.load(Ordering::Relaxed) as f64,
+            ),
+            (
+                "cluster_daemons",
+                "gauge",
+                "Live daemons sharing the cluster-wide limits, this one included: each takes rate / N.",
+                self.cluster_daemons.load(Ordering::Relaxed) as f64,
+            ),
+            (
+                "sending_suspended",
+                "gauge",
+                "1 while this daemon sends nothing because it cannot write its heartbeat (the others may be sending its share).",
+                self.sending_suspended.load(Ordering::Relaxed) as f64,
             ),
             (
                 "claimed_total",

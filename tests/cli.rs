@@ -345,6 +345,46 @@ fn config_errors_name_the_file_line_and_key() {
     assert!(stderr(&env_typo).contains("urlx"), "{}", stderr(&env_typo));
 }
 
+/// Every limit is for the cluster; check-config shows what one daemon takes of each.
+#[test]
+fn check_config_shows_one_daemons_share_of_each_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("limits.toml");
+    std::fs::write(
+        &file,
+        "[limits]\nglobal_per_second = 300\nglobal_burst = 30\n[limits.domains]\n\"gmail.com\" = 20\n",
+    )
+    .unwrap();
+    let o = Command::new(common::binary())
+        .current_dir(dir.path())
+        .env("BREACH_NOTIFIER_CONFIG", &file)
+        .arg("check-config")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    let row = |name: &str| {
+        out.lines()
+            .find(|l| l.starts_with(&format!("# {name} ")))
+            .unwrap_or_else(|| panic!("no row for {name}: {out}"))
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    assert!(
+        row("global").ends_with("300/s, burst 30 150/s, burst 15 100/s, burst 10"),
+        "{out}"
+    );
+    assert!(
+        row("domain gmail.com").ends_with("20/s, burst 20 10/s, burst 10 6.67/s, burst 6"),
+        "{out}"
+    );
+    assert!(
+        out.contains("Every limit is for the whole cluster"),
+        "{out}"
+    );
+}
+
 #[test]
 fn check_config_shows_layers_and_redacts_secrets() {
     let dir = tempfile::tempdir().unwrap();

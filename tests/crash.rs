@@ -2,11 +2,15 @@
 //! (not dropped: no destructor, no drain), then restarted. Checked against what the SMTP server
 //! actually received: everyone is notified, nobody is left unfinished, and duplicates (same
 //! Message-ID twice) number no more than the in-flight bound.
+//!
+//! And the one-daemon rule of SQLite across a SIGKILL: the lock dies with the process, so a restart
+//! at once is admitted and dispatches, while a second daemon beside a live one is refused.
 
 mod common;
 
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use breach_notifier::campaign::{CampaignSpec, LocaleTemplates, RateSpec, SenderSpec};
 use breach_notifier::store::*;
@@ -125,7 +129,7 @@ async fn killed_and_restarted(t: common::TestStore) {
         child.start_kill().expect("SIGKILL");
         child.wait().await.unwrap();
         kills += 1;
-        // Let the dead daemon's heartbeat go stale (SQLite admits one live daemon) and its leases lapse.
+        // Let the dead daemon's leases lapse, so the next one starts with them due again.
         tokio::time::sleep(Duration::from_millis(3500)).await;
     }
     let mut child = daemon(&t.url, smtp.port());
@@ -185,4 +189,215 @@ async fn sigkill_and_restart_on_postgres() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_and_restart_on_sqlite() {
     killed_and_restarted(common::sqlite().await).await;
+}
+
+/// `breach-notifier run` on the embedded default (SQLite, file outbox in `dir`), its standard error in
+/// `dir/LOG`. With nothing to do it stays up until a signal. Heartbeats keep their default period
+/// (5 s, live for 15 s), so a killed daemon still looks alive to anyone reading `instances`.
+fn sqlite_daemon(dir: &Path, url: &str, log: &str) -> tokio::process::Child {
+    let stderr = std::fs::File::create(dir.join(log)).unwrap();
+    tokio::process::Command::new(common::binary())
+        .current_dir(dir)
+        .arg("run")
+        .env_remove("BREACH_NOTIFIER_CONFIG")
+        .env_remove("NOTIFY_SOCKET")
+        .env_remove("RUST_LOG")
+        .env_remove("RUST_BACKTRACE")
+        .env("BREACH_NOTIFIER__DATABASE__URL", url)
+        .env("BREACH_NOTIFIER__TRANSPORT__KIND", "file")
+        .env("BREACH_NOTIFIER__DISPATCH__POLL_INTERVAL_MS", "100")
+        .env("BREACH_NOTIFIER__LOG__LEVEL", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(stderr))
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start the daemon")
+}
+
+fn log(dir: &Path, name: &str) -> String {
+    std::fs::read_to_string(dir.join(name)).unwrap_or_default()
+}
+
+/// The lock file beside the test database (`sqlite://DIR/test.db`).
+fn lock_file(url: &str) -> PathBuf {
+    PathBuf::from(format!(
+        "{}.daemon.lock",
+        url.trim_start_matches("sqlite://")
+    ))
+}
+
+async fn live(t: &common::TestStore) -> Vec<String> {
+    t.store
+        .live_instances(chrono::Utc::now(), Duration::from_secs(60))
+        .await
+        .unwrap()
+}
+
+/// Waits until `child` dispatches (its heartbeat is in `instances`); returns its instance id
+/// (`HOST-PID`). Fails if it exits first.
+async fn dispatching(
+    t: &common::TestStore,
+    child: &mut tokio::process::Child,
+    dir: &Path,
+    log_name: &str,
+) -> String {
+    let suffix = format!("-{}", child.id().expect("running"));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!(
+                "the daemon exited ({status}) instead of running:\n{}",
+                log(dir, log_name)
+            );
+        }
+        if let Some(id) = live(t).await.into_iter().find(|i| i.ends_with(&suffix)) {
+            return id;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the daemon did not start within 30 s:\n{}",
+            log(dir, log_name)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// SIGTERM, as systemd sends it, then the exit status.
+async fn terminate(child: &mut tokio::process::Child) -> std::process::ExitStatus {
+    let pid = child.id().expect("still running").to_string();
+    let sent = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(sent.success(), "kill -TERM {pid}");
+    tokio::time::timeout(Duration::from_secs(30), child.wait())
+        .await
+        .expect("the daemon exits within 30 s of SIGTERM")
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_restart_right_after_sigkill_is_admitted() {
+    let t = common::sqlite().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut first = sqlite_daemon(dir.path(), &t.url, "first.log");
+    let first_id = dispatching(&t, &mut first, dir.path(), "first.log").await;
+    first.start_kill().expect("SIGKILL");
+    first.wait().await.unwrap();
+    assert!(
+        live(&t).await.contains(&first_id),
+        "the dead daemon's heartbeat still looks alive: a rule by heartbeat would refuse the restart"
+    );
+
+    // At once, as a person or systemd restarts it.
+    let mut second = sqlite_daemon(dir.path(), &t.url, "second.log");
+    let second_id = dispatching(&t, &mut second, dir.path(), "second.log").await;
+    assert_ne!(first_id, second_id);
+    assert_eq!(
+        std::fs::read_to_string(lock_file(&t.url)).unwrap(),
+        format!("{second_id}\n"),
+        "the lock file names the daemon that holds it"
+    );
+
+    // It dispatches: a campaign started now is sent.
+    let s = spec();
+    let id = t
+        .store
+        .create_campaign(
+            &NewCampaign {
+                name: s.name.clone(),
+                definition: s.to_stored(),
+                content_hash: s.content_hash(),
+                email_without_consent: false,
+                discovered_at: None,
+                supplements: None,
+            },
+            "test",
+        )
+        .await
+        .unwrap();
+    let rows: Vec<_> = (0..5)
+        .map(|i| NewRecipient {
+            customer_id: format!("R{i}"),
+            email: Some(format!("r{i}@example.com")),
+            first_name: Some("R".into()),
+            electronic_consent: true,
+            ..Default::default()
+        })
+        .collect();
+    t.store.insert_recipients(id, &rows).await.unwrap();
+    t.store
+        .set_campaign_state(id, CampaignState::Running, "test", None)
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let p = loop {
+        let p = t.store.progress(Some(id)).await.unwrap().remove(0);
+        if p.state == CampaignState::Completed {
+            break p;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the restarted daemon did not send the campaign: {p:?}\n{}",
+            log(dir.path(), "second.log")
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(p.sent, 5);
+    let sent_files = std::fs::read_dir(dir.path().join("outbox"))
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == "eml")
+        })
+        .count();
+    assert_eq!(sent_files, 5, "one .eml per notice in the outbox");
+
+    let exit = terminate(&mut second).await;
+    assert!(
+        exit.success(),
+        "exit 0 after SIGTERM, got {exit}:\n{}",
+        log(dir.path(), "second.log")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_second_daemon_beside_a_live_one_is_refused() {
+    let t = common::sqlite().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut first = sqlite_daemon(dir.path(), &t.url, "first.log");
+    let first_id = dispatching(&t, &mut first, dir.path(), "first.log").await;
+
+    let mut second = sqlite_daemon(dir.path(), &t.url, "second.log");
+    let exit = tokio::time::timeout(Duration::from_secs(30), second.wait())
+        .await
+        .expect("the second daemon exits")
+        .unwrap();
+    let logs = log(dir.path(), "second.log");
+    assert!(!exit.success(), "refused with a non-zero exit: {logs}");
+    assert!(
+        logs.contains(&format!(
+            "another daemon ({first_id}) is running on this SQLite database; SQLite allows one daemon (use PostgreSQL for several)"
+        )),
+        "{logs}"
+    );
+
+    // The first one is untouched: still running, still named in the lock file.
+    assert!(first.try_wait().unwrap().is_none(), "the first daemon runs");
+    assert_eq!(
+        std::fs::read_to_string(lock_file(&t.url)).unwrap(),
+        format!("{first_id}\n")
+    );
+
+    // A clean stop releases the lock as well: the next daemon is admitted.
+    let exit = terminate(&mut first).await;
+    assert!(exit.success(), "exit 0 after SIGTERM, got {exit}");
+    let mut third = sqlite_daemon(dir.path(), &t.url, "third.log");
+    dispatching(&t, &mut third, dir.path(), "third.log").await;
+    let exit = terminate(&mut third).await;
+    assert!(exit.success(), "exit 0 after SIGTERM, got {exit}");
 }

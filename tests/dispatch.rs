@@ -38,6 +38,7 @@ both!(
     a_template_failure_pauses_the_campaign,
     the_global_rate_is_kept,
     a_slow_domain_does_not_hold_up_the_others,
+    each_campaign_sends_its_daily_cap_and_no_more,
 );
 
 async fn every_recipient_is_sent_once_and_the_campaign_completes(t: TestStore) {
@@ -510,6 +511,141 @@ async fn a_slow_domain_does_not_hold_up_the_others(t: TestStore) {
         m
     });
     assert_eq!((per_domain[&true], per_domain[&false]), (40, 6));
+}
+
+const DAILY_CAP: u64 = 40;
+
+/// Two running campaigns with a daily cap each, 150 recipients each; returns their ids.
+async fn two_capped_campaigns(t: &TestStore) -> [i64; 2] {
+    let mut capped = spec(None, "Hi");
+    capped.rate.daily_cap = Some(DAILY_CAP);
+    let mut ids = [0; 2];
+    for (n, domain) in ["a.example", "b.example"].iter().enumerate() {
+        let rows: Vec<_> = (0..150).map(|i| person(n * 1000 + i, domain)).collect();
+        ids[n] = create(t, &capped, &rows, true).await;
+    }
+    ids
+}
+
+/// Waits until both campaigns sent their cap (or 30 s pass), then a few seconds more in which
+/// nothing else may leave; asserts exactly the cap each, counted by the database and by the relay.
+async fn assert_each_campaign_sent_its_cap(t: &TestStore, smtp: &SmtpServer, ids: [i64; 2]) {
+    let sent = || async {
+        let mut total = 0;
+        for id in ids {
+            total += progress(t, id).await.sent;
+        }
+        total
+    };
+    wait_until(Duration::from_secs(30), || async {
+        sent().await >= 2 * DAILY_CAP as i64
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    for id in ids {
+        let p = progress(t, id).await;
+        assert_eq!(
+            (p.sent, p.state),
+            (DAILY_CAP as i64, CampaignState::Running),
+            "campaign {id}: exactly its cap today, no more, no fewer"
+        );
+    }
+    assert_eq!(smtp.count_by_message_id().len(), 2 * DAILY_CAP as usize);
+    assert!(smtp.count_by_message_id().values().all(|n| *n == 1));
+}
+
+/// A daily cap is counted per campaign: one campaign's notices in flight never hold back another's.
+async fn each_campaign_sends_its_daily_cap_and_no_more(t: TestStore) {
+    let smtp = SmtpServer::start(Script::new()).await;
+    let ids = two_capped_campaigns(&t).await;
+    let mut s = settings(&t, &smtp);
+    s.dispatch.batch_size = 16;
+    let r = start(&t, &s, RunMode::Forever);
+    assert_each_campaign_sent_its_cap(&t, &smtp, ids).await;
+    r.stop.send(true).unwrap();
+    r.handle.await.unwrap().unwrap();
+}
+
+/// The cap holds for the cluster: two daemons on one PostgreSQL, each claiming for both campaigns at
+/// once, send each campaign's cap exactly between them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_two_daemons_keep_each_campaign_at_its_daily_cap() {
+    let t = common::postgres().await;
+    let smtp = SmtpServer::start(Script::new()).await;
+    let ids = two_capped_campaigns(&t).await;
+    let mut a = settings(&t, &smtp);
+    a.dispatch.instance_id = "daemon-a".into();
+    a.dispatch.batch_size = 16;
+    let mut b = a.clone();
+    b.dispatch.instance_id = "daemon-b".into();
+    let (ra, rb) = (
+        start(&t, &a, RunMode::Forever),
+        start(&t, &b, RunMode::Forever),
+    );
+    assert_each_campaign_sent_its_cap(&t, &smtp, ids).await;
+    let by_daemon: Vec<String> =
+        sqlx::query_scalar("SELECT DISTINCT instance FROM delivery_attempts")
+            .fetch_all(match &t.store {
+                Store::Postgres(pg) => pg.pool(),
+                Store::Sqlite(_) => unreachable!(),
+            })
+            .await
+            .unwrap();
+    eprintln!("daemons that sent: {by_daemon:?}");
+    for r in [ra, rb] {
+        r.stop.send(true).unwrap();
+        r.handle.await.unwrap().unwrap();
+    }
+}
+
+/// Daemons announce joining and leaving: the others take their new share at once, not at their next
+/// heartbeat (5 s here).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_daemon_joining_or_stopping_changes_the_others_share_at_once() {
+    let t = common::postgres().await;
+    let smtp = SmtpServer::start(Script::new()).await;
+    let mut a = settings(&t, &smtp);
+    a.dispatch.heartbeat_secs = 5;
+    a.dispatch.lease_secs = 60;
+    a.dispatch.instance_id = "daemon-a".into();
+    let mut b = a.clone();
+    b.dispatch.instance_id = "daemon-b".into();
+    let daemons = |r: &Running| {
+        r.metrics
+            .render()
+            .lines()
+            .find_map(|l| l.strip_prefix("breach_notifier_cluster_daemons "))
+            .and_then(|v| v.parse::<f64>().ok())
+    };
+    let ra = start(&t, &a, RunMode::Forever);
+    assert!(
+        wait_until(Duration::from_secs(5), || async {
+            daemons(&ra) == Some(1.0)
+        })
+        .await
+    );
+    let rb = start(&t, &b, RunMode::Forever);
+    assert!(
+        wait_until(Duration::from_secs(3), || async {
+            daemons(&ra) == Some(2.0) && daemons(&rb) == Some(2.0)
+        })
+        .await,
+        "a saw b join: {:?} / {:?}",
+        daemons(&ra),
+        daemons(&rb)
+    );
+    rb.stop.send(true).unwrap();
+    rb.handle.await.unwrap().unwrap();
+    assert!(
+        wait_until(Duration::from_secs(3), || async {
+            daemons(&ra) == Some(1.0)
+        })
+        .await,
+        "a saw b leave: {:?}",
+        daemons(&ra)
+    );
+    ra.stop.send(true).unwrap();
+    ra.handle.await.unwrap().unwrap();
 }
 
 /// Two daemons on one PostgreSQL: every recipient sent exactly once.

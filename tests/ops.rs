@@ -525,6 +525,15 @@ async fn http_endpoints_report_health_readiness_and_metrics(t: TestStore) {
     );
     assert_eq!(metrics.value("breach_notifier_in_flight", &[]), Some(0.0));
     assert_eq!(
+        metrics.value("breach_notifier_cluster_daemons", &[]),
+        Some(1.0),
+        "alone"
+    );
+    assert_eq!(
+        metrics.value("breach_notifier_sending_suspended", &[]),
+        Some(0.0)
+    );
+    assert_eq!(
         metrics.value("breach_notifier_claimed_total", &[]),
         Some(40.0)
     );
@@ -991,10 +1000,10 @@ fn parse_exposition(text: &str) -> Result<Exposition, String> {
                     if finished.contains(name) || out.samples.iter().any(|s| s.name == name) {
                         return Err(at("HELP/TYPE after the family's samples".into()));
                     }
-                    if current.as_deref() != Some(name) {
-                        if let Some(prev) = current.replace(name.to_string()) {
-                            finished.insert(prev);
-                        }
+                    if current.as_deref() != Some(name)
+                        && let Some(prev) = current.replace(name.to_string())
+                    {
+                        finished.insert(prev);
                     }
                     if keyword == Some("HELP") {
                         if !helped.insert(name.to_string()) {

@@ -73,7 +73,51 @@ fn check_config(loaded: &Loaded) -> anyhow::Result<ExitCode> {
         println!("#   environment {var}");
     }
     print!("{}", loaded.settings.to_redacted_toml());
+    print!("{}", limit_shares(&loaded.settings.limits));
     Ok(ExitCode::SUCCESS)
+}
+
+/// The share of each cluster-wide limit one daemon takes when 1, 2 or 3 daemons run, as comments
+/// after the effective configuration.
+fn limit_shares(limits: &crate::config::LimitSettings) -> String {
+    use crate::limits::Rate;
+    let mut rows: Vec<(String, Rate)> = Vec::new();
+    if let Some(rate) = limits.global_per_second {
+        rows.push(("global".into(), Rate::cluster(rate, limits.global_burst)));
+    }
+    if let Some(rate) = limits.domain_default_per_second {
+        rows.push(("each other domain".into(), Rate::cluster(rate, None)));
+    }
+    for (domain, rate) in &limits.domains {
+        rows.push((format!("domain {domain}"), Rate::cluster(*rate, None)));
+    }
+    let mut out = String::from(
+        "\n# Every limit is for the whole cluster: each running daemon takes an equal share\n\
+         # (rate / N, burst / N rounded down, at least 1). N is recounted at once when a daemon starts or\n\
+         # stops and within two heartbeats when one dies. Campaign rates and daily caps ([rate] in\n\
+         # campaign files) hold for the cluster too.\n",
+    );
+    if rows.is_empty() {
+        out.push_str("# No rate limit is configured.\n");
+        return out;
+    }
+    out.push_str(&format!(
+        "# {:<26} {:>20} {:>20} {:>20}\n",
+        "one daemon's share of", "1 daemon", "2 daemons", "3 daemons"
+    ));
+    for (name, rate) in rows {
+        let cells: Vec<String> = (1..=3)
+            .map(|n| {
+                let share = rate.share(n);
+                format!("{:.2}/s, burst {}", share.per_second, share.burst).replace(".00/s", "/s")
+            })
+            .collect();
+        out.push_str(&format!(
+            "# {name:<26} {:>20} {:>20} {:>20}\n",
+            cells[0], cells[1], cells[2]
+        ));
+    }
+    out
 }
 
 async fn migrate(settings: &Settings) -> anyhow::Result<ExitCode> {

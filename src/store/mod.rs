@@ -1,6 +1,6 @@
 //! Storage: the one interface every part of breach-notifier uses to read and change the database, with
 //! two implementations, PostgreSQL ([`postgres`], production, several daemons on one database) and
-//! SQLite ([`sqlite`], the embedded default, one daemon).
+//! SQLite ([`sqlite`], the embedded default, one daemon per file: [`daemon_lock`]).
 //!
 //! [`Store`] is an enum rather than a trait object: both backends are known at compile time, the
 //! dispatch is a `match`, and async methods need no boxing. Every method has the same meaning on both
@@ -9,6 +9,7 @@
 //! Times passed in (`now`) come from the caller, never from the database clock, so that tests can drive
 //! time and so that both dialects agree on what "due" means.
 
+pub mod daemon_lock;
 pub mod export;
 pub mod postgres;
 pub mod schema;
@@ -22,6 +23,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use serde::Serialize;
 
 use crate::config::{DatabaseSettings, redact_url};
+pub use daemon_lock::{DaemonLock, DaemonLockError};
 pub use export::{EvidenceRow, ExportAttempt, ExportBatch, PostalRow};
 pub use schema::SchemaState;
 
@@ -405,6 +407,9 @@ pub struct InsertOutcome {
     pub postal: u64,
 }
 
+/// The PostgreSQL notification channel on which daemons announce that they joined or left.
+pub const MEMBERSHIP_CHANNEL: &str = "breach_notifier_instances";
+
 /// A batch of work leased to one instance.
 #[derive(Debug, Clone, Default)]
 pub struct Claim {
@@ -415,6 +420,28 @@ pub struct Claim {
     /// The fresh-work scan found nothing more after the cursor: start again from 0 next time, to pick
     /// up rows whose lease expired behind the cursor.
     pub exhausted: bool,
+    /// The campaign's daily cap left no room: nothing was claimed ([`Store::claim_capped`]).
+    pub cap_reached: bool,
+}
+
+/// A campaign's daily cap, for a claim that must respect it across the cluster.
+#[derive(Debug, Clone, Copy)]
+pub struct DailyCap {
+    /// Notices the campaign may send per day (UTC).
+    pub cap: u64,
+    /// The start of today (UTC midnight).
+    pub day_start: DateTime<Utc>,
+    /// Notices of this campaign this daemon holds now (claimed, outcome not yet recorded).
+    pub held_here: u64,
+    /// Daemons whose heartbeat is older than this are gone; their holds no longer count.
+    pub live_since: DateTime<Utc>,
+}
+
+impl DailyCap {
+    /// What may still be claimed when `used` notices were sent today or are held by other daemons.
+    pub fn room(&self, used: u64) -> u64 {
+        self.cap.saturating_sub(used.saturating_add(self.held_here))
+    }
 }
 
 /// How a recipient leaves an attempt.
@@ -616,6 +643,27 @@ impl Store {
             Store::Postgres(_) => Backend::Postgres,
             Store::Sqlite(_) => Backend::Sqlite,
         }
+    }
+
+    /// Takes the one-daemon lock of a SQLite database file for `instance_id` ([`daemon_lock`]): held
+    /// until the returned value is dropped or the process dies. `None` on PostgreSQL, where several
+    /// daemons may run, and for an in-memory SQLite database, which no other process can open.
+    pub fn daemon_lock(
+        &self,
+        instance_id: &str,
+    ) -> std::result::Result<Option<DaemonLock>, DaemonLockError> {
+        let Store::Sqlite(s) = self else {
+            return Ok(None);
+        };
+        let options = s.pool().connect_options();
+        let in_memory = sqlx::ConnectOptions::to_url_lossy(&*options)
+            .query_pairs()
+            .any(|(key, value)| key == "mode" && value == "memory");
+        // An empty file name is a private temporary database, as good as in memory.
+        if in_memory || options.get_filename().as_os_str().is_empty() {
+            return Ok(None);
+        }
+        daemon_lock::acquire(options.get_filename(), instance_id).map(Some)
     }
 
     /// Applies every pending migration; returns the versions applied now.
@@ -828,6 +876,44 @@ impl Store {
         dispatch!(self.claim(campaign_id, instance, cursor, upper, limit, now, until))
     }
 
+    /// As [`Store::claim_within`], under a daily cap that holds for the whole cluster: what was sent
+    /// today plus what every live daemon holds never exceeds `cap.cap`. On PostgreSQL the claims of
+    /// one capped campaign take turns; on SQLite (one daemon) the daemon's own holds are all there is.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn claim_capped(
+        &self,
+        campaign_id: i64,
+        instance: &str,
+        cursor: i64,
+        upper: i64,
+        limit: u32,
+        lease: Duration,
+        now: DateTime<Utc>,
+        cap: &DailyCap,
+    ) -> Result<Claim> {
+        let until = now + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::MAX);
+        match self {
+            Store::Postgres(s) => {
+                s.claim_capped(campaign_id, instance, cursor, upper, limit, now, until, cap)
+                    .await
+            }
+            Store::Sqlite(s) => {
+                let sent = s.sent_since(campaign_id, bucket_of(cap.day_start)).await?;
+                let room = cap.room(sent);
+                if room == 0 {
+                    return Ok(Claim {
+                        cursor,
+                        cap_reached: true,
+                        ..Claim::default()
+                    });
+                }
+                let limit = limit.min(room.min(u64::from(u32::MAX)) as u32);
+                s.claim(campaign_id, instance, cursor, upper, limit, now, until)
+                    .await
+            }
+        }
+    }
+
     /// Refreshes the planner's statistics of `recipients` after a bulk load (PostgreSQL; a no-op on
     /// SQLite, whose claims do not depend on statistics: see the plan checks in the conformance tests).
     /// Autovacuum may take many minutes to analyse millions of new rows; until it does, every estimate
@@ -1000,6 +1086,19 @@ impl Store {
         dispatch!(self.heartbeat(instance, now))
     }
 
+    /// Tells the other daemons that one joined or left, so they recount the live daemons and take
+    /// their new share of the cluster's limits at once (PostgreSQL's NOTIFY on
+    /// [`MEMBERSHIP_CHANNEL`]; nothing to do on SQLite, which allows one daemon).
+    pub async fn announce_membership(&self) -> Result<()> {
+        if let Store::Postgres(s) = self {
+            sqlx::query("SELECT pg_notify($1, '')")
+                .bind(MEMBERSHIP_CHANNEL)
+                .execute(s.pool())
+                .await?;
+        }
+        Ok(())
+    }
+
     /// Marks a daemon as stopped (clean shutdown).
     pub async fn instance_stopped(&self, id: &str, now: DateTime<Utc>) -> Result<()> {
         dispatch!(self.instance_stopped(id, now))
@@ -1034,7 +1133,7 @@ impl Store {
 }
 
 /// The send bucket (`send_buckets.bucket`: seconds since the Unix epoch, a multiple of 10) that holds `t`.
-fn bucket_of(t: DateTime<Utc>) -> i64 {
+pub(crate) fn bucket_of(t: DateTime<Utc>) -> i64 {
     t.timestamp().div_euclid(10) * 10
 }
 

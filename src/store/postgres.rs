@@ -454,13 +454,122 @@ impl PgStore {
         now: DateTime<Utc>,
         until: DateTime<Utc>,
     ) -> Result<Claim> {
+        let mut tx = self.claim_transaction().await?;
+        let claim = claim_in(
+            &mut tx,
+            campaign_id,
+            instance,
+            cursor,
+            upper,
+            limit,
+            now,
+            until,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(claim)
+    }
+
+    /// A transaction with the claim's planner settings, statement timeout and tag.
+    async fn claim_transaction(&self) -> Result<sqlx::Transaction<'static, sqlx::Postgres>> {
         let mut tx = self.pool.begin().await?;
         sqlx::query(CLAIM_SETTINGS)
             .bind(&*self.claim_tag)
             .bind(CLAIM_TIMEOUT_MS.to_string())
             .execute(&mut *tx)
             .await?;
-        let retries = sqlx::query(audited!(
+        Ok(tx)
+    }
+
+    /// A claim under a daily cap that holds for the cluster: claims of one capped campaign take turns
+    /// (a lock on the campaign's row, which nothing but state changes writes); each sees what was sent
+    /// today and what every live daemon holds (`campaign_holds`), claims at most the rest, and records
+    /// what this daemon now holds, all in one transaction.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn claim_capped(
+        &self,
+        campaign_id: i64,
+        instance: &str,
+        cursor: i64,
+        upper: i64,
+        limit: u32,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+        cap: &DailyCap,
+    ) -> Result<Claim> {
+        let mut tx = self.claim_transaction().await?;
+        sqlx::query("SELECT id FROM campaigns WHERE id = $1 FOR NO KEY UPDATE")
+            .bind(campaign_id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "DELETE FROM campaign_holds h WHERE h.campaign_id = $1 AND h.instance <> $2 \
+             AND NOT EXISTS (SELECT 1 FROM instances i WHERE i.id = h.instance \
+                             AND i.heartbeat_at > $3 AND i.stopped_at IS NULL)",
+        )
+        .bind(campaign_id)
+        .bind(instance)
+        .bind(cap.live_since)
+        .execute(&mut *tx)
+        .await?;
+        let used: i64 = sqlx::query_scalar(
+            "SELECT coalesce((SELECT sum(sent) FROM send_buckets \
+                              WHERE campaign_id = $1 AND bucket >= $2), 0)::bigint \
+                  + coalesce((SELECT sum(held) FROM campaign_holds \
+                              WHERE campaign_id = $1 AND instance <> $3), 0)::bigint",
+        )
+        .bind(campaign_id)
+        .bind(super::bucket_of(cap.day_start))
+        .bind(instance)
+        .fetch_one(&mut *tx)
+        .await?;
+        let room = cap.room(used as u64);
+        let mut claim = Claim {
+            cursor,
+            cap_reached: room == 0,
+            ..Claim::default()
+        };
+        if room > 0 {
+            let limit = limit.min(room.min(u64::from(u32::MAX)) as u32);
+            claim = claim_in(
+                &mut tx,
+                campaign_id,
+                instance,
+                cursor,
+                upper,
+                limit,
+                now,
+                until,
+            )
+            .await?;
+        }
+        sqlx::query(
+            "INSERT INTO campaign_holds (campaign_id, instance, held) VALUES ($1, $2, $3) \
+             ON CONFLICT (campaign_id, instance) DO UPDATE SET held = EXCLUDED.held",
+        )
+        .bind(campaign_id)
+        .bind(instance)
+        .bind((cap.held_here + claim.recipients.len() as u64) as i64)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(claim)
+    }
+}
+
+/// Claims up to `limit` due recipients of one campaign in `tx`: retries first, then fresh rows.
+#[allow(clippy::too_many_arguments)]
+async fn claim_in(
+    tx: &mut sqlx::Transaction<'static, sqlx::Postgres>,
+    campaign_id: i64,
+    instance: &str,
+    cursor: i64,
+    upper: i64,
+    limit: u32,
+    now: DateTime<Utc>,
+    until: DateTime<Utc>,
+) -> Result<Claim> {
+    let retries = sqlx::query(audited!(
             "WITH due AS ({DUE_RETRIES} FOR UPDATE SKIP LOCKED) \
              UPDATE recipients r SET lease_owner = $4, lease_expires_at = $5 FROM due WHERE r.id = due.id \
              RETURNING {}",
@@ -471,51 +580,52 @@ impl PgStore {
         .bind(i64::from(limit))
         .bind(instance)
         .bind(until)
-        .fetch_all(&mut *tx)
+        .fetch_all(&mut **tx)
         .await?;
-        let remaining = i64::from(limit) - retries.len() as i64;
-        let mut fresh = Vec::new();
-        if remaining > 0 {
-            // Fresh rows by key range: the (campaign_id, id) index never changes, so it costs the
-            // status updates nothing. Rows leased by others are skipped; if their owner dies, they are
-            // found again when the caller restarts the scan from 0.
-            fresh = sqlx::query(audited!(
-                "WITH due AS ({DUE_FRESH} FOR UPDATE SKIP LOCKED) \
+    let remaining = i64::from(limit) - retries.len() as i64;
+    let mut fresh = Vec::new();
+    if remaining > 0 {
+        // Fresh rows by key range: the (campaign_id, id) index never changes, so it costs the
+        // status updates nothing. Rows leased by others are skipped; if their owner dies, they are
+        // found again when the caller restarts the scan from 0.
+        fresh = sqlx::query(audited!(
+            "WITH due AS ({DUE_FRESH} FOR UPDATE SKIP LOCKED) \
                  UPDATE recipients r SET lease_owner = $6, lease_expires_at = $7 FROM due \
                  WHERE r.id = due.id RETURNING {}",
-                prefixed("r", RECIPIENT_COLUMNS)
-            ))
-            .bind(campaign_id)
-            .bind(cursor)
-            .bind(upper)
-            .bind(now)
-            .bind(remaining)
-            .bind(instance)
-            .bind(until)
-            .fetch_all(&mut *tx)
-            .await?;
-        }
-        let exhausted = (fresh.len() as i64) < remaining;
-        let next_cursor = fresh
-            .iter()
-            .map(|r| r.get::<i64, _>("id"))
-            .max()
-            .unwrap_or(cursor)
-            .max(cursor);
-        tx.commit().await?;
-        let mut recipients = retries
-            .iter()
-            .chain(fresh.iter())
-            .map(recipient_from_row)
-            .collect::<Result<Vec<_>>>()?;
-        recipients.sort_by_key(|r| r.id);
-        Ok(Claim {
-            recipients,
-            cursor: next_cursor,
-            exhausted,
-        })
+            prefixed("r", RECIPIENT_COLUMNS)
+        ))
+        .bind(campaign_id)
+        .bind(cursor)
+        .bind(upper)
+        .bind(now)
+        .bind(remaining)
+        .bind(instance)
+        .bind(until)
+        .fetch_all(&mut **tx)
+        .await?;
     }
+    let exhausted = (fresh.len() as i64) < remaining;
+    let next_cursor = fresh
+        .iter()
+        .map(|r| r.get::<i64, _>("id"))
+        .max()
+        .unwrap_or(cursor)
+        .max(cursor);
+    let mut recipients = retries
+        .iter()
+        .chain(fresh.iter())
+        .map(recipient_from_row)
+        .collect::<Result<Vec<_>>>()?;
+    recipients.sort_by_key(|r| r.id);
+    Ok(Claim {
+        recipients,
+        cursor: next_cursor,
+        exhausted,
+        cap_reached: false,
+    })
+}
 
+impl PgStore {
     pub(super) async fn waves(&self, campaign_id: i64) -> Result<Vec<Wave>> {
         let rows = sqlx::query(
             "SELECT campaign_id, number, size_spec, release_rule, hold_minutes, max_failure_rate, \
@@ -754,15 +864,17 @@ impl PgStore {
     }
 
     pub(super) async fn release_leases(&self, instance: &str, ids: &[i64]) -> Result<u64> {
-        Ok(sqlx::query(
-            "UPDATE recipients SET lease_owner = NULL, lease_expires_at = NULL \
-             WHERE id = ANY($1) AND lease_owner = $2",
-        )
+        let released: i64 = sqlx::query_scalar(audited!(
+            "WITH changed AS (UPDATE recipients SET lease_owner = NULL, lease_expires_at = NULL \
+                              WHERE id = ANY($1) AND lease_owner = $2 RETURNING campaign_id), \
+             {} SELECT count(*) FROM changed",
+            lower_holds("$2")
+        ))
         .bind(ids)
         .bind(instance)
-        .execute(&self.pool)
-        .await?
-        .rows_affected())
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(released as u64)
     }
 
     pub(super) async fn record_attempts(
@@ -803,8 +915,10 @@ impl PgStore {
         .bind(&message_ids)
         .execute(&mut *tx)
         .await?;
-        let changed = sqlx::query(
-            "UPDATE recipients r SET \
+        // The recipients this daemon held leave its holds (`campaign_holds`, daily caps) in the same
+        // statement, so other daemons never count a notice both as sent today and as held.
+        let changed: i64 = sqlx::query_scalar(audited!(
+            "WITH changed AS (UPDATE recipients r SET \
                  status = CASE WHEN u.status = 'deferred' AND c.state = 'cancelled' THEN 'cancelled' \
                                ELSE u.status END, \
                  attempts = r.attempts + 1, \
@@ -823,8 +937,10 @@ impl PgStore {
                          $8::text[], $9::timestamptz[], $10::timestamptz[]) \
                   AS u(id, status, retry_at, reason, message_id, code, reply, started, finished), \
                   campaigns c \
-             WHERE r.id = u.id AND r.lease_owner = $1 AND c.id = r.campaign_id",
-        )
+             WHERE r.id = u.id AND r.lease_owner = $1 AND c.id = r.campaign_id \
+             RETURNING r.campaign_id), {} SELECT count(*) FROM changed",
+            lower_holds("$1")
+        ))
         .bind(instance)
         .bind(&ids)
         .bind(&statuses)
@@ -835,11 +951,10 @@ impl PgStore {
         .bind(&replies)
         .bind(&started)
         .bind(&finished)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
+        .fetch_one(&mut *tx)
+        .await?;
         tx.commit().await?;
-        Ok(changed)
+        Ok(changed as u64)
     }
 
     pub(super) async fn sent_since(&self, campaign_id: i64, from_bucket: i64) -> Result<u64> {
@@ -994,6 +1109,17 @@ async fn asynchronous_commit(tx: &mut sqlx::Transaction<'_, sqlx::Postgres>) -> 
         .execute(&mut **tx)
         .await?;
     Ok(())
+}
+
+/// A CTE lowering this daemon's holds (`campaign_holds`, daily caps) by the rows of a CTE named
+/// `changed` that returns their `campaign_id`; `instance` is the placeholder bound to the daemon's id.
+/// Only capped campaigns have a row to lower.
+fn lower_holds(instance: &str) -> String {
+    format!(
+        "lowered AS (UPDATE campaign_holds h SET held = greatest(h.held - c.n, 0) \
+         FROM (SELECT campaign_id, count(*) AS n FROM changed GROUP BY campaign_id) c \
+         WHERE h.campaign_id = c.campaign_id AND h.instance = {instance} RETURNING 1)"
+    )
 }
 
 /// The recipients columns a batch's COPY data holds, in order.

@@ -512,6 +512,7 @@ impl SqliteStore {
             recipients,
             cursor: next_cursor,
             exhausted,
+            cap_reached: false,
         })
     }
 

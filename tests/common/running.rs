@@ -123,18 +123,21 @@ pub struct Running {
     pub stop: watch::Sender<bool>,
     pub handle: tokio::task::JoinHandle<anyhow::Result<()>>,
     pub stats: Arc<breach_notifier::dispatch::Stats>,
+    pub metrics: Arc<breach_notifier::metrics::Metrics>,
 }
 
 pub fn start(t: &TestStore, settings: &Settings, mode: RunMode) -> Running {
     let transport = Transport::from_settings(&settings.transport).unwrap();
     let dispatcher = Dispatcher::new(t.store.clone(), transport, settings).unwrap();
     let stats = dispatcher.stats.clone();
+    let metrics = dispatcher.metrics.clone();
     let (stop, rx) = watch::channel(false);
     let handle = tokio::spawn(async move { dispatcher.run(mode, rx).await });
     Running {
         stop,
         handle,
         stats,
+        metrics,
     }
 }
 
