@@ -2,41 +2,97 @@
 //! crash-safe, in rate-limited waves, recording what happened to each one.
 //!
 //! The binary (`src/main.rs`) is a thin shell over this library so that tests drive the same code.
-//! Modules, one concept each:
-//! - [`config`]: layered configuration, secrets, validation.
-//! - [`telemetry`]: logging (never personal data).
-//! - [`store`]: the database interface, PostgreSQL and SQLite.
+//! One folder per layer, each with a `mod.rs` saying what it owns and what it may use; dependencies
+//! point one way (docs/architecture.md draws them):
+//!
+//! - [`cli`]: the command line; uses every layer below.
 //! - [`intake`]: importing affected-customer lists (CSV), validated and reconciled.
-//! - [`campaign`]: campaign files and the stored campaign spec.
-//! - [`template`]: notice templates (minijinja, strict, auto-escaped).
-//! - [`message`]: the MIME message and its stable Message-ID.
-//! - [`preflight`]: checks run before a campaign sends its first message.
-//! - [`dispatch`]: the daemon: claims, sends, records; [`limits`]: rate limits; [`transport`]: SMTP
-//!   and the file outbox.
-//! - [`waves`]: the wave plan: releases, guards.
-//! - Operations: [`metrics`] (the Prometheus registry), [`http`] (`/healthz`, `/readyz`, `/metrics`),
-//!   [`notify`] (systemd's `sd_notify`: ready, status, watchdog, stopping).
-//! - [`export`]: streaming exports: evidence for regulators, the postal list for a print vendor.
-//! - [`progress`]: progress lines of long commands.
-//! - [`cli`]: the command line, and [`commands`]: what each command does.
+//! - [`campaign`]: campaign files, templates, the message, pre-flight checks, waves.
+//! - [`dispatch`]: the daemon: claims, rate limits, sends, records.
+//! - [`transport`]: SMTP and the file outbox.
+//! - [`store`]: the database interface, PostgreSQL and SQLite.
+//! - [`ops`]: metrics, HTTP endpoint, systemd notification, logging, progress lines, exports.
+//! - [`config`]: layered configuration, secrets, validation; used by all.
 
 pub mod campaign;
 pub mod cli;
-pub mod commands;
 pub mod config;
 pub mod dispatch;
-pub mod export;
-pub mod http;
 pub mod intake;
-pub mod limits;
-pub mod message;
-pub mod metrics;
-pub mod notify;
-pub mod preflight;
-pub mod progress;
-pub mod shared_addresses;
+pub mod ops;
 pub mod store;
-pub mod telemetry;
-pub mod template;
 pub mod transport;
-pub mod waves;
+
+#[cfg(test)]
+mod layers {
+    //! The layers' dependencies point one way: docs/architecture.md draws the same table.
+
+    use std::collections::BTreeSet;
+    use std::path::Path;
+
+    /// What each layer may use (besides `config`, which every layer may use).
+    const ALLOWED: &[(&str, &[&str])] = &[
+        (
+            "cli",
+            &[
+                "intake",
+                "campaign",
+                "dispatch",
+                "transport",
+                "ops",
+                "store",
+            ],
+        ),
+        ("intake", &["ops", "store"]),
+        ("dispatch", &["campaign", "transport", "ops", "store"]),
+        ("transport", &["campaign", "store"]),
+        ("ops", &["transport", "store"]),
+        ("campaign", &["store"]),
+        ("store", &[]),
+    ];
+
+    fn uses(layer: &str) -> BTreeSet<String> {
+        let mut found = BTreeSet::new();
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("src")
+            .join(layer);
+        for entry in std::fs::read_dir(&dir).expect("the layer's folder") {
+            let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+            for (at, _) in text.match_indices("crate::") {
+                let name: String = text[at + 7..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_lowercase() || *c == '_')
+                    .collect();
+                found.insert(name);
+            }
+        }
+        found
+    }
+
+    #[test]
+    fn every_layer_uses_only_the_layers_below_it() {
+        for (layer, allowed) in ALLOWED {
+            for used in uses(layer) {
+                assert!(
+                    used == *layer || used == "config" || allowed.contains(&used.as_str()),
+                    "{layer} uses {used}, which it may not (see docs/architecture.md)"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn the_ops_modules_the_lower_layers_report_through_use_no_layer() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/ops");
+        for module in ["metrics", "notify", "progress", "telemetry"] {
+            let text = std::fs::read_to_string(dir.join(format!("{module}.rs"))).unwrap();
+            for (at, _) in text.match_indices("crate::") {
+                assert!(
+                    text[at..].starts_with("crate::config") || text[at..].starts_with("crate::ops"),
+                    "ops::{module} must not use another layer: {}",
+                    &text[at..at + 30.min(text.len() - at)]
+                );
+            }
+        }
+    }
+}

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
-    let cli = breach_notifier::cli::Cli::parse();
+    let cli = breach_notifier::cli::args::Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -17,7 +17,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(breach_notifier::commands::run(cli)) {
+    match runtime.block_on(breach_notifier::cli::run(cli)) {
         Ok(code) => code,
         Err(e) => {
             // `{:#}` joins the cause chain on one line; backtraces only when RUST_BACKTRACE asks.

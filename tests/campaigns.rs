@@ -13,11 +13,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use breach_notifier::campaign::CampaignSpec;
-use breach_notifier::message::{self, Outgoing};
+use breach_notifier::campaign::message::{self, Outgoing};
+use breach_notifier::campaign::template::{RecipientContext, Rendered, Templates};
 use breach_notifier::store::{
     CampaignEvent, CampaignState, Channel, NewCampaign, Recipient, RecipientStatus, Store,
 };
-use breach_notifier::template::{RecipientContext, Rendered, Templates};
 use chrono::Utc;
 use common::TestStore;
 

@@ -11,7 +11,7 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use breach_notifier::export::{
+use breach_notifier::ops::export::{
     ExportError, ExportKind, ExportOptions, ExportSummary, Format, export,
 };
 use breach_notifier::store::{

@@ -10,8 +10,8 @@ use std::collections::BTreeMap;
 use breach_notifier::campaign::{
     CampaignSpec, LocaleTemplates, RateSpec, Release, SenderSpec, WaveSize, WaveSpec,
 };
-use breach_notifier::message;
-use breach_notifier::template::{RecipientContext, Templates};
+use breach_notifier::campaign::message;
+use breach_notifier::campaign::template::{RecipientContext, Templates};
 use libfuzzer_sys::arbitrary::{self, Arbitrary};
 use libfuzzer_sys::fuzz_target;
 
@@ -96,7 +96,7 @@ fn context<'a>(
 }
 
 /// Builds the message and checks its top-level header block.
-fn check_message(spec: &CampaignSpec, rendered: &breach_notifier::template::Rendered) {
+fn check_message(spec: &CampaignSpec, rendered: &breach_notifier::campaign::template::Rendered) {
     let out = match message::build(spec, "hash", 1, 42, "person@example.net", rendered, None) {
         Ok(out) => out,
         Err(e) => {

@@ -1,4 +1,4 @@
-//! The reads behind `export evidence` and `export postal` (see [`crate::export`]): each export is one
+//! The reads behind `export evidence` and `export postal` (see `ops::export`): each export is one
 //! query that streams the campaign in recipient id order, selecting only the columns that export
 //! writes, with each recipient's attempts aggregated by the database into the recipient's own row.
 //! Rows are decoded as they arrive and handed on in batches through a bounded channel, so memory stays
@@ -125,7 +125,7 @@ impl Store {
     /// The database chooses the rows: sending every recipient's address to keep a few made the
     /// export 2 to 4 times slower than `psql \copy` of the rows it keeps (78,000 letters among
     /// 1,000,000 recipients). `postal_reason` in
-    /// `crate::export`, which words the reason, must agree with this rule (docs/exports.md).
+    /// `ops::export`, which words the reason, must agree with this rule (docs/exports.md).
     pub async fn export_postal(
         &self,
         campaign_id: i64,

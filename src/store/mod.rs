@@ -343,7 +343,7 @@ pub struct Recipient {
 #[derive(Debug, Clone, Default)]
 pub struct StoredBatch {
     pub outcome: InsertOutcome,
-    /// [`crate::shared_addresses::address_key`] of the address of every recipient stored with one.
+    /// [`address_key`] of the address of every recipient stored with one.
     pub addresses: Vec<u128>,
 }
 
@@ -405,6 +405,15 @@ pub struct InsertOutcome {
     /// Of the inserted rows, how many are to be emailed and how many need a letter.
     pub email: u64,
     pub postal: u64,
+}
+
+/// The key of an address: the first 128 bits of the SHA-256 of its lower-cased form (the same
+/// address in another case is the same address). Each batch the store inserts reports the keys of
+/// the addresses it stored, and the import's shared-address count compares them.
+pub fn address_key(email: &str) -> u128 {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(email.to_lowercase().as_bytes());
+    u128::from_le_bytes(digest[..16].try_into().expect("16 bytes"))
 }
 
 /// The PostgreSQL notification channel on which daemons announce that they joined or left.

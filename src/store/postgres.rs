@@ -10,9 +10,9 @@ use chrono::{DateTime, Utc};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::{ConnectOptions, Row};
 
+use super::address_key;
 use super::schema::{AppliedMigration, absent_table_is_none};
 use super::*;
-use crate::shared_addresses::address_key;
 
 const RECIPIENT_COLUMNS: &str = "id, campaign_id, customer_id, email, first_name, last_name, locale, \
     jurisdiction, electronic_consent, address1, address2, city, region, postal_code, country, \

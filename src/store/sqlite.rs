@@ -15,10 +15,10 @@ use sqlx::sqlite::{
 };
 use sqlx::{ConnectOptions, Row};
 
+use super::address_key;
 use super::postgres::{next_state_columns, parse_attributes};
 use super::schema::{AppliedMigration, absent_table_is_none};
 use super::*;
-use crate::shared_addresses::address_key;
 
 const RECIPIENT_COLUMNS: &str = "id, campaign_id, customer_id, email, first_name, last_name, locale, \
     jurisdiction, electronic_consent, address1, address2, city, region, postal_code, country, \

@@ -123,7 +123,7 @@ pub struct Running {
     pub stop: watch::Sender<bool>,
     pub handle: tokio::task::JoinHandle<anyhow::Result<()>>,
     pub stats: Arc<breach_notifier::dispatch::Stats>,
-    pub metrics: Arc<breach_notifier::metrics::Metrics>,
+    pub metrics: Arc<breach_notifier::ops::metrics::Metrics>,
 }
 
 pub fn start(t: &TestStore, settings: &Settings, mode: RunMode) -> Running {

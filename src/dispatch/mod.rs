@@ -13,7 +13,7 @@
 //! - **membership** writes the heartbeat and keeps this daemon's share of the cluster-wide limits
 //!   current (recounting at every heartbeat and whenever another daemon announces that it joined or
 //!   left); it stops the daemon's sending while its heartbeat cannot be written;
-//! - **housekeeping** renews the leases still held, the queue-depth gauges of [`crate::metrics`], and
+//! - **housekeeping** renews the leases still held, the queue-depth gauges of [`crate::ops::metrics`], and
 //!   the systemd status line.
 //!
 //! Observability: [`Stats`] counts this run's outcomes (logs, tests); [`Metrics`] adds campaign and
@@ -25,9 +25,15 @@
 //! status only after the outcome is known. A crash between the two leaves a lease that expires; the
 //! recipient is then due again and is sent a second time with the same Message-ID. Only recipients
 //! held at the moment of the crash can be duplicated, so at most `max_in_flight`.
+//!
+//! **Layer: dispatch.** Owns the daemon's work and its rate [`limits`]. Uses the campaigns layer (spec,
+//! templates, message, waves), the transport, the store and the operations layer (metrics, systemd
+//! notification); used only by the command line.
+
+pub mod limits;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -37,17 +43,18 @@ use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
 
 use crate::campaign::CampaignSpec;
+use crate::campaign::message;
+use crate::campaign::preflight;
+use crate::campaign::template::Templates;
 use crate::config::{DispatchSettings, Settings};
-use crate::limits::{Limits, is_throttling};
-use crate::message;
-use crate::metrics::{Metrics, Outcome};
-use crate::notify::{Liveness, Notifier};
-use crate::preflight;
+use crate::dispatch::limits::{Limits, is_throttling};
+pub use crate::ops::metrics::Stats;
+use crate::ops::metrics::{Metrics, Outcome};
+use crate::ops::notify::{Liveness, Notifier};
 use crate::store::{
     AttemptOutcome, AttemptRecord, CampaignState, DailyCap, InstanceInfo, NextState, Recipient,
     Store,
 };
-use crate::template::Templates;
 use crate::transport::Transport;
 
 /// When the daemon stops by itself.
@@ -57,18 +64,6 @@ pub enum RunMode {
     Forever,
     /// Until no campaign is running and nothing is in flight (the demo, tests).
     UntilIdle,
-}
-
-/// Counters of one run, for logs, status lines and tests.
-#[derive(Debug, Default)]
-pub struct Stats {
-    pub claimed: AtomicU64,
-    pub sent: AtomicU64,
-    pub deferred: AtomicU64,
-    pub failed: AtomicU64,
-    pub released: AtomicU64,
-    pub lease_renewals: AtomicU64,
-    pub rate_limit_waits: AtomicU64,
 }
 
 /// The recipients this daemon holds (claimed, outcome not yet recorded), and how many per campaign:
@@ -158,7 +153,7 @@ struct Active {
     /// Set when the fresh scan found nothing: wait for the poll interval before scanning again.
     idle_until: Instant,
     /// How far fresh claims may go (the end of the released waves).
-    gate: crate::waves::Gate,
+    gate: crate::campaign::waves::Gate,
     last_wave_check: Instant,
     /// The last claim found no fresh work: the wave may be finished.
     wave_drained: bool,
@@ -200,7 +195,7 @@ impl Dispatcher {
         } else {
             d.instance_id.clone()
         };
-        let dkim = crate::message::load_dkim(settings.dkim.as_ref())?.map(Arc::new);
+        let dkim = crate::campaign::message::load_dkim(settings.dkim.as_ref())?.map(Arc::new);
         let stats = Arc::new(Stats::default());
         Ok(Dispatcher {
             store,
@@ -488,7 +483,7 @@ impl Dispatcher {
                             cursor: 0,
                             last_rescan: Instant::now(),
                             idle_until: Instant::now(),
-                            gate: crate::waves::Gate::CLOSED,
+                            gate: crate::campaign::waves::Gate::CLOSED,
                             last_wave_check: Instant::now() - Duration::from_secs(3600),
                             wave_drained: false,
                             state,
@@ -526,7 +521,7 @@ impl Dispatcher {
             if let Some(a) = active.get_mut(&c.id)
                 && a.last_wave_check.elapsed() >= Duration::from_secs(2)
             {
-                a.gate = crate::waves::advance(
+                a.gate = crate::campaign::waves::advance(
                     &self.store,
                     c.id,
                     &a.spec,
@@ -537,7 +532,7 @@ impl Dispatcher {
                 .await?;
                 a.last_wave_check = Instant::now();
                 a.wave_drained = false;
-                if a.gate == crate::waves::Gate::CLOSED {
+                if a.gate == crate::campaign::waves::Gate::CLOSED {
                     a.idle_until =
                         Instant::now() + Duration::from_millis(self.settings.poll_interval_ms);
                 }
@@ -704,7 +699,7 @@ impl Dispatcher {
             .await
         {
             Ok(_) => {
-                crate::waves::finish_all(&self.store, campaign_id, Utc::now()).await?;
+                crate::campaign::waves::finish_all(&self.store, campaign_id, Utc::now()).await?;
                 tracing::info!(
                     campaign_id,
                     sent = p.sent,

@@ -2,6 +2,11 @@
 //!
 //! Results go to standard output; logs and errors to standard error. Every failure is returned as an
 //! error whose message names the problem and the fix; `main` prints it on one line.
+//!
+//! **Layer: command line.** Owns the [`args`] (clap) and one module per group of commands. Uses every
+//! other layer; no other layer uses it.
+
+pub mod args;
 
 mod campaign;
 mod daemon;
@@ -12,10 +17,10 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 
-use crate::cli::{Cli, Command};
+use crate::cli::args::{Cli, Command};
 use crate::config::{Loaded, Settings};
+use crate::ops::telemetry;
 use crate::store::Store;
-use crate::telemetry;
 
 /// Runs one parsed command line.
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -80,7 +85,7 @@ fn check_config(loaded: &Loaded) -> anyhow::Result<ExitCode> {
 /// The share of each cluster-wide limit one daemon takes when 1, 2 or 3 daemons run, as comments
 /// after the effective configuration.
 fn limit_shares(limits: &crate::config::LimitSettings) -> String {
-    use crate::limits::Rate;
+    use crate::dispatch::limits::Rate;
     let mut rows: Vec<(String, Rate)> = Vec::new();
     if let Some(rate) = limits.global_per_second {
         rows.push(("global".into(), Rate::cluster(rate, limits.global_burst)));
@@ -143,7 +148,7 @@ async fn migrate(settings: &Settings) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn import(store: &Store, args: crate::cli::ImportArgs) -> anyhow::Result<ExitCode> {
+async fn import(store: &Store, args: crate::cli::args::ImportArgs) -> anyhow::Result<ExitCode> {
     let opts = crate::intake::ImportOptions {
         campaign_id: args.campaign,
         source: args.file.clone(),

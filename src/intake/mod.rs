@@ -7,7 +7,12 @@
 //! prepares each batch for the store (binary `COPY` data on PostgreSQL) and hands it to the async side,
 //! which stores it while the next one is parsed, so memory stays flat whatever the file size. The
 //! summary's shared-address count comes from the addresses each batch stored
-//! ([`crate::shared_addresses`]), not from reading the campaign back.
+//! ([`crate::intake::shared_addresses`]), not from reading the campaign back.
+//!
+//! **Layer: intake.** Owns imports ([`shared_addresses`] included). Uses the store and the operations
+//! layer's progress lines; used by the command line.
+
+pub mod shared_addresses;
 
 use std::collections::{HashSet, VecDeque};
 use std::io::{Read, Write};
@@ -19,7 +24,7 @@ use anyhow::{Context, bail};
 use chrono::Utc;
 use sha2::{Digest, Sha256};
 
-use crate::shared_addresses::SharedAddressCounter;
+use crate::intake::shared_addresses::SharedAddressCounter;
 use crate::store::{
     Backend, Channel, ImportCounts, ImportRecord, NewRecipient, PreparedRecipients, Store,
 };
@@ -540,7 +545,7 @@ pub async fn import(store: &Store, opts: &ImportOptions) -> anyhow::Result<Impor
     let mut counts = ImportCounts::default();
     // Only a first list is counted from what it stores (see below); later lists ask the database.
     let mut addresses = (!opts.dry_run && total_before == 0).then(SharedAddressCounter::default);
-    let mut progress = crate::progress::Progress::new("import", "rows", opts.progress);
+    let mut progress = crate::ops::progress::Progress::new("import", "rows", opts.progress);
     let mut seen_in_dry_run: HashSet<u64> = HashSet::new();
     let mut sha256 = String::new();
     let mut accepted_rows = 0u64;

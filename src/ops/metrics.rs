@@ -1,4 +1,4 @@
-//! Metrics of one daemon, exposed at `/metrics` (see [`crate::http`]) in the Prometheus text format
+//! Metrics of one daemon, exposed at `/metrics` (see [`crate::ops::http`]) in the Prometheus text format
 //! (version 0.0.4).
 //!
 //! A small hand-written registry rather than the `prometheus` or `metrics` crates: the set of metrics
@@ -20,8 +20,6 @@ use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-
-use crate::dispatch::Stats;
 
 /// Prefix of every metric name.
 pub const PREFIX: &str = "breach_notifier_";
@@ -183,6 +181,18 @@ struct State {
     /// Unix time of the last successful heartbeat.
     heartbeat: Option<f64>,
     rate_limit_wait_seconds: f64,
+}
+
+/// Counters of one run, for logs, status lines and tests.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub claimed: AtomicU64,
+    pub sent: AtomicU64,
+    pub deferred: AtomicU64,
+    pub failed: AtomicU64,
+    pub released: AtomicU64,
+    pub lease_renewals: AtomicU64,
+    pub rate_limit_waits: AtomicU64,
 }
 
 /// The registry of one daemon. Shared (`Arc`) between the dispatcher and the HTTP endpoint.

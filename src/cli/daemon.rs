@@ -9,12 +9,12 @@ use tokio::sync::watch;
 
 use super::{cli_actor, open, status};
 use crate::campaign::CampaignSpec;
+use crate::campaign::preflight;
 use crate::config::{Settings, TransportKind};
 use crate::dispatch::{Dispatcher, RunMode};
-use crate::http;
 use crate::intake::{ImportOptions, import};
-use crate::notify::{Liveness, Notifier};
-use crate::preflight;
+use crate::ops::http;
+use crate::ops::notify::{Liveness, Notifier};
 use crate::store::{CampaignState, NewCampaign, Store};
 use crate::transport::Transport;
 

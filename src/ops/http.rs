@@ -21,7 +21,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 
 use crate::config::{HttpSettings, TransportSettings};
-use crate::metrics::Metrics;
+use crate::ops::metrics::Metrics;
 use crate::store::Store;
 use crate::transport::Transport;
 

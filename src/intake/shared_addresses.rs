@@ -17,17 +17,10 @@
 use std::fs::File;
 use std::io::{BufWriter, Write};
 
-use sha2::{Digest, Sha256};
+pub use crate::store::address_key;
 
 /// Keys sorted in memory before a run is written out: 256 Ki keys, 4 MB.
 pub const RUN_KEYS: usize = 1 << 18;
-
-/// The key of an address: the first 128 bits of the SHA-256 of its lower-cased form (the same
-/// address in another case is the same address).
-pub fn address_key(email: &str) -> u128 {
-    let digest = Sha256::digest(email.to_lowercase().as_bytes());
-    u128::from_le_bytes(digest[..16].try_into().expect("16 bytes"))
-}
 
 /// Collects address keys and counts the ones added more than once.
 pub struct SharedAddressCounter {

@@ -1,5 +1,5 @@
 //! The command line: every subcommand and option, with help written for the operator running a
-//! breach campaign. What each command does lives in [`crate::commands`].
+//! breach campaign. What each command does lives in [`crate::cli`].
 
 use std::path::PathBuf;
 

@@ -5,6 +5,16 @@
 //! The stored spec carries the template *sources*, not paths: what was sent must be showable later even
 //! if the files change or vanish, and the daemon must never read the operator's working directory.
 //! Its SHA-256 is the campaign's content hash (evidence exports cite it).
+//!
+//! **Layer: campaigns.** Owns what a campaign is and says: the campaign file and stored spec (here), its
+//! [`template`]s, the [`message`] built from them, the [`preflight`] check, and the [`waves`] plan. Uses
+//! the store and the configuration; used by the dispatcher, the transport (the built message) and the
+//! command line.
+
+pub mod message;
+pub mod preflight;
+pub mod template;
+pub mod waves;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -243,7 +253,7 @@ impl CampaignSpec {
         spec.check_at().map_err(|(key, message)| {
             at(&key.iter().map(String::as_str).collect::<Vec<_>>(), message)
         })?;
-        crate::template::Templates::new(&spec)
+        crate::campaign::template::Templates::new(&spec)
             .and_then(|t| t.check_sample())
             .map_err(|e| {
                 // A text or HTML template's problem names its own file (the line is in the message);

@@ -11,6 +11,10 @@
 //! Every answer is classified into an [`AttemptOutcome`]: 2xx sent, 4xx and connection failures
 //! transient, 5xx permanent, and a timeout (which may strike after the relay took the message)
 //! ambiguous. The relay's reply text (with its queue id) is kept as evidence.
+//!
+//! **Layer: transport.** Owns the way out: SMTP and the outbox, and what each answer means. Uses the
+//! built message (campaigns) and the store's outcome type; used by the dispatcher, `test-send` and
+//! `/readyz`.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -26,8 +30,8 @@ use secrecy::ExposeSecret;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::Semaphore;
 
+use crate::campaign::message::Outgoing;
 use crate::config::{SmtpSettings, SmtpTls, TransportKind, TransportSettings};
-use crate::message::Outgoing;
 use crate::store::AttemptOutcome;
 
 /// What the transport said about one message.

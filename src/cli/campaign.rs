@@ -7,9 +7,9 @@ use anyhow::bail;
 
 use super::cli_actor;
 use crate::campaign::CampaignSpec;
-use crate::cli::{CampaignCommand, TransitionArgs};
-use crate::message;
-use crate::preflight;
+use crate::campaign::message;
+use crate::campaign::preflight;
+use crate::cli::args::{CampaignCommand, TransitionArgs};
 use crate::store::{CampaignState, NewCampaign, Store};
 
 pub async fn run(store: &Store, cmd: CampaignCommand) -> anyhow::Result<ExitCode> {
@@ -87,8 +87,13 @@ pub async fn run(store: &Store, cmd: CampaignCommand) -> anyhow::Result<ExitCode
             transition(store, a, CampaignState::Running, CampaignState::Paused).await?
         }
         CampaignCommand::ReleaseWave(a) => {
-            let wave =
-                crate::waves::release_next(store, a.id, &cli_actor(), a.reason.as_deref()).await?;
+            let wave = crate::campaign::waves::release_next(
+                store,
+                a.id,
+                &cli_actor(),
+                a.reason.as_deref(),
+            )
+            .await?;
             println!("campaign {}: wave {} released", a.id, wave);
         }
         CampaignCommand::Cancel(a) => {
@@ -224,7 +229,7 @@ pub async fn test_send(
     }
     if rendered.is_empty() {
         let attributes = serde_json::Map::new();
-        let sample = crate::template::sample_recipient(&attributes);
+        let sample = crate::campaign::template::sample_recipient(&attributes);
         for locale in templates.locales() {
             rendered.push((0, templates.render_in(locale, &sample)?));
         }

@@ -8,8 +8,8 @@
 //! is exercised in every language.
 
 use crate::campaign::CampaignSpec;
+use crate::campaign::template::{RecipientContext, TemplateError, Templates};
 use crate::store::{Campaign, Store};
-use crate::template::{RecipientContext, TemplateError, Templates};
 
 /// How many (locale, jurisdiction) groups are sampled at most.
 const SAMPLE_GROUPS: u32 = 500;

@@ -13,7 +13,7 @@ use lettre::message::{Mailbox, MultiPart};
 use sha2::{Digest, Sha256};
 
 use crate::campaign::CampaignSpec;
-use crate::template::Rendered;
+use crate::campaign::template::Rendered;
 
 /// A message ready for a transport: envelope plus RFC 5322 bytes.
 #[derive(Debug, Clone)]

@@ -204,7 +204,7 @@ pub async fn export<W: Write + Send + 'static>(
     let (kind, format, campaign_id) = (opts.kind, opts.format, campaign.id);
     let content_hash = campaign.content_hash.clone();
     let mut progress =
-        crate::progress::Progress::new(kind.progress_label(), "recipients", opts.progress);
+        crate::ops::progress::Progress::new(kind.progress_label(), "recipients", opts.progress);
     let writer = tokio::task::spawn_blocking(move || {
         let mut sink = Sink::new(kind, format, campaign_id, content_hash, out)?;
         let mut written = 0;

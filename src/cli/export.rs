@@ -1,6 +1,6 @@
 //! `breach-notifier export evidence|postal`: streaming exports for regulators and print vendors.
 //!
-//! The streaming lives in [`crate::export`]; this opens the output and reports. A file is written
+//! The streaming lives in [`crate::ops::export`]; this opens the output and reports. A file is written
 //! under a temporary name in its own directory and renamed into place only once complete and synced,
 //! so a half-written export never looks like a finished one (an interrupted run leaves nothing, or at
 //! worst a `.NAME.PID.partial` file after a hard kill).
@@ -11,8 +11,8 @@ use std::process::ExitCode;
 
 use anyhow::anyhow;
 
-use crate::cli::{ExportArgs, ExportCommand};
-use crate::export::{ExportError, ExportKind, ExportOptions, Format, export};
+use crate::cli::args::{ExportArgs, ExportCommand};
+use crate::ops::export::{ExportError, ExportKind, ExportOptions, Format, export};
 use crate::store::{CampaignState, Store};
 
 pub async fn run(store: &Store, cmd: ExportCommand) -> anyhow::Result<ExitCode> {

@@ -10,7 +10,7 @@ use std::time::Duration;
 use chrono::Utc;
 use serde::Serialize;
 
-use crate::cli::StatusArgs;
+use crate::cli::args::StatusArgs;
 use crate::store::{CampaignProgress, Store, StoreError, WaveProgress};
 
 /// A campaign's status line and its waves, as printed and as serialised by `--json`.

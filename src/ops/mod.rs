@@ -1,0 +1,16 @@
+//! **Layer: operations.** Owns what lets people run and watch the daemon and prove what it did: the
+//! Prometheus registry ([`metrics`]), the `/healthz`, `/readyz` and `/metrics` endpoint ([`http`]),
+//! systemd notification ([`notify`]), logging ([`telemetry`]), progress lines of long commands
+//! ([`progress`]) and the evidence and postal [`export`]s.
+//!
+//! Uses the store (exports, `/readyz`), the transport (`/readyz` checks the relay) and the
+//! configuration; used by the dispatcher (metrics, notification), intake (progress) and the command
+//! line. [`metrics`], [`notify`], [`telemetry`] and [`progress`] use no other layer, so that the
+//! dispatcher and intake can report through them without a cycle.
+
+pub mod export;
+pub mod http;
+pub mod metrics;
+pub mod notify;
+pub mod progress;
+pub mod telemetry;
