@@ -21,7 +21,7 @@
 #     share is not yet free then, by design), against the configured 300/s: within 5 %. The rate
 #     over the whole measured time, gap included, is printed under the table.
 # What the killed daemon sent but had not yet recorded (at most one flush, 100 ms, of its sends) has
-# no attempt row and is not counted: smtp-sink keeps no record to count it from (tests/cluster.rs
+# no attempt row and is not counted: smtp-sink keeps no record to count it from (tests/it/cluster.rs
 # counts those at the relay's time).
 #
 # Sourced by bench/run.sh once its set-up is done (release build, bench database $url, smtp-sink on

@@ -7,7 +7,7 @@
 #   bench/faults.sh --quick    the same with 10,000 recipients and a 15 s outage
 #
 # The cases that need a scriptable relay (421 for one domain, SIGTERM mid-wave, a broken outbox) are
-# integration tests run by scripts/test: tests/faults.rs and tests/dispatch.rs.
+# integration tests run by scripts/test: tests/it/faults.rs and tests/it/dispatch.rs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

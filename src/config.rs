@@ -453,6 +453,13 @@ impl Settings {
 
     /// Checks that need more than one key or more than a type.
     fn validate(&self) -> Result<(), ConfigError> {
+        self.validate_database()?;
+        self.validate_dispatch()?;
+        self.validate_limits()?;
+        self.validate_endpoints()
+    }
+
+    fn validate_database(&self) -> Result<(), ConfigError> {
         let url = self.database.url.as_str();
         if !(url.starts_with("sqlite:")
             || url.starts_with("postgres://")
@@ -468,6 +475,10 @@ impl Settings {
                 "database.max_connections must be at least 1".into(),
             ));
         }
+        Ok(())
+    }
+
+    fn validate_dispatch(&self) -> Result<(), ConfigError> {
         let d = &self.dispatch;
         for (key, v) in [
             ("dispatch.batch_size", u64::from(d.batch_size)),
@@ -488,6 +499,10 @@ impl Settings {
                 "dispatch.lease_secs must be at least three heartbeats (dispatch.heartbeat_secs * 3), or leases expire while held".into(),
             ));
         }
+        Ok(())
+    }
+
+    fn validate_limits(&self) -> Result<(), ConfigError> {
         let l = &self.limits;
         for (key, v) in [
             ("limits.global_per_second", l.global_per_second),
@@ -507,6 +522,12 @@ impl Settings {
                 )));
             }
         }
+        Ok(())
+    }
+
+    /// The HTTP endpoint and the relay: nothing unauthenticated or unencrypted leaves the host
+    /// unless asked for.
+    fn validate_endpoints(&self) -> Result<(), ConfigError> {
         let http = &self.http;
         if http.enabled && !http.allow_remote && !http.listen.ip().is_loopback() {
             return Err(ConfigError::Value(format!(

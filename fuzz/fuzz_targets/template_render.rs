@@ -7,11 +7,11 @@
 
 use std::collections::BTreeMap;
 
+use breach_notifier::campaign::message;
+use breach_notifier::campaign::template::{RecipientContext, Templates};
 use breach_notifier::campaign::{
     CampaignSpec, LocaleTemplates, RateSpec, Release, SenderSpec, WaveSize, WaveSpec,
 };
-use breach_notifier::campaign::message;
-use breach_notifier::campaign::template::{RecipientContext, Templates};
 use libfuzzer_sys::arbitrary::{self, Arbitrary};
 use libfuzzer_sys::fuzz_target;
 

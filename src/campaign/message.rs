@@ -74,7 +74,7 @@ pub fn load_dkim(
 /// that re-fold headers or touch whitespace, which lettre's default `simple` header mode does not), over
 /// the headers a forger would want to change: From, To, Subject, Date, Message-ID, Reply-To and
 /// MIME-Version. Not Content-Type: lettre writes a multipart message's Content-Type with the body,
-/// after signing, so listing it would make every signature fail (tests/dkim.rs verifies them).
+/// after signing, so listing it would make every signature fail (tests/it/dkim.rs verifies them).
 pub fn dkim_config(
     selector: String,
     domain: String,

@@ -22,7 +22,7 @@ use std::str::FromStr;
 
 use chrono::NaiveDate;
 use lettre::message::Mailbox;
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 /// A problem in a campaign file, naming the file (and line where known) and the reason.
@@ -92,60 +92,8 @@ pub struct RateSpec {
     pub daily_cap: Option<u64>,
 }
 
-/// How big a wave is. Written as in the campaign file: `1000`, `"10%"` or `"rest"`.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum WaveSize {
-    Count(u64),
-    Percent(f64),
-    /// Everyone not in an earlier wave, including recipients added later.
-    Rest,
-}
-
-impl Serialize for WaveSize {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        match self {
-            WaveSize::Count(n) => s.serialize_u64(*n),
-            WaveSize::Percent(p) => s.serialize_str(&format!("{p}%")),
-            WaveSize::Rest => s.serialize_str("rest"),
-        }
-    }
-}
-
-impl<'de> Deserialize<'de> for WaveSize {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Count(u64),
-            Text(String),
-        }
-        match Raw::deserialize(d)? {
-            Raw::Count(0) => Err(serde::de::Error::custom("a wave size must be at least 1")),
-            Raw::Count(n) => Ok(WaveSize::Count(n)),
-            Raw::Text(t) if t == "rest" => Ok(WaveSize::Rest),
-            Raw::Text(t) => match t
-                .strip_suffix('%')
-                .and_then(|p| p.trim().parse::<f64>().ok())
-            {
-                Some(p) if p > 0.0 && p <= 100.0 => Ok(WaveSize::Percent(p)),
-                _ => Err(serde::de::Error::custom(format!(
-                    "wave size {t:?}: use a count (1000), a percentage (\"10%\") or \"rest\""
-                ))),
-            },
-        }
-    }
-}
-
-/// When a wave may begin.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Release {
-    /// When the previous wave is finished and its hold time has passed.
-    #[default]
-    Auto,
-    /// Only when an operator releases it.
-    Manual,
-}
+/// How big a wave is, and when a wave may begin: the stored plan's types, read from the campaign file.
+pub use crate::store::{Release, WaveSize};
 
 /// One wave of the plan, with the guards that pause the campaign when deliverability goes bad.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -183,75 +131,31 @@ impl CampaignSpec {
     /// Reads a campaign file and the templates it names, and checks everything that can be checked
     /// without recipients (syntax, addresses, subjects, a sample render of every locale).
     pub fn load(path: &Path) -> Result<Self, CampaignFileError> {
-        let err = |message: String| CampaignFileError {
+        let source = std::fs::read_to_string(path).map_err(|e| CampaignFileError {
             file: path.to_path_buf(),
-            message,
+            message: format!("cannot read it ({e})"),
+        })?;
+        let at = FileAt {
+            path,
+            source: &source,
         };
-        let source =
-            std::fs::read_to_string(path).map_err(|e| err(format!("cannot read it ({e})")))?;
-        // A problem with a key's value names the line of the key.
-        let at = |key: &[&str], message: String| match line_of(&source, key) {
-            Some(line) => err(format!("line {line}: {message}")),
-            None => err(message),
-        };
-        let file: CampaignFile =
-            toml::from_str(&source).map_err(|e| err(crate::config::toml_error(&source, &e)))?;
-        let discovered_at = match file.discovered_at {
-            None => None,
-            Some(d) => match (d.date, d.time) {
-                (Some(date), None) => NaiveDate::from_ymd_opt(
-                    i32::from(date.year),
-                    u32::from(date.month),
-                    u32::from(date.day),
-                ),
-                _ => None,
-            }
-            .ok_or_else(|| {
-                at(
-                    &["discovered_at"],
-                    format!("discovered_at = {d}: expected a plain date such as 2023-11-02"),
-                )
-            })
-            .map(Some)?,
-        };
+        let file: CampaignFile = toml::from_str(&source)
+            .map_err(|e| at.error(crate::config::toml_error(&source, &e)))?;
         let base = path.parent().unwrap_or(Path::new("."));
-        let mut locales = BTreeMap::new();
-        for (locale, l) in &file.locales {
-            let read = |part: &str, p: &Path| {
-                let full = base.join(p);
-                std::fs::read_to_string(&full).map_err(|e| {
-                    at(
-                        &["locales", locale, part],
-                        format!(
-                            "locales.{locale}.{part}: the template {} cannot be read ({e})",
-                            full.display()
-                        ),
-                    )
-                })
-            };
-            locales.insert(
-                locale.clone(),
-                LocaleTemplates {
-                    subject: l.subject.clone(),
-                    text: read("text", &l.text)?,
-                    html: read("html", &l.html)?,
-                },
-            );
-        }
         let spec = CampaignSpec {
-            name: file.name,
-            discovered_at,
+            name: file.name.clone(),
+            discovered_at: discovery_date(&at, file.discovered_at.as_ref())?,
             email_without_consent: file.email_without_consent,
             supplements: file.supplements,
-            default_locale: file.default_locale,
-            sender: file.sender,
-            locales,
-            rate: file.rate,
-            waves: file.waves,
+            default_locale: file.default_locale.clone(),
+            sender: file.sender.clone(),
+            locales: read_templates(&at, base, &file)?,
+            rate: file.rate.clone(),
+            waves: file.waves.clone(),
             source: source.clone(),
         };
         spec.check_at().map_err(|(key, message)| {
-            at(&key.iter().map(String::as_str).collect::<Vec<_>>(), message)
+            at.key(&key.iter().map(String::as_str).collect::<Vec<_>>(), message)
         })?;
         crate::campaign::template::Templates::new(&spec)
             .and_then(|t| t.check_sample())
@@ -259,16 +163,14 @@ impl CampaignSpec {
                 // A text or HTML template's problem names its own file (the line is in the message);
                 // a subject's names the line of the campaign file where it is written.
                 let (locale, part) = e.template.rsplit_once('/').unwrap_or((&e.template, ""));
+                let file_of = |p: &Path| CampaignFileError {
+                    file: base.join(p),
+                    message: e.to_string(),
+                };
                 match (file.locales.get(locale), part) {
-                    (Some(l), "text") => CampaignFileError {
-                        file: base.join(&l.text),
-                        message: e.to_string(),
-                    },
-                    (Some(l), "html") => CampaignFileError {
-                        file: base.join(&l.html),
-                        message: e.to_string(),
-                    },
-                    _ => at(&["locales", locale, part], e.to_string()),
+                    (Some(l), "text") => file_of(&l.text),
+                    (Some(l), "html") => file_of(&l.html),
+                    _ => at.key(&["locales", locale, part], e.to_string()),
                 }
             })?;
         Ok(spec)
@@ -282,8 +184,15 @@ impl CampaignSpec {
 
     /// As [`CampaignSpec::check`], with the key the problem is at (`["sender", "from"]`), so that a
     /// campaign file's error can name its line.
-    fn check_at(&self) -> Result<(), (Vec<String>, String)> {
-        let key = |k: &[&str]| k.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    fn check_at(&self) -> Result<(), Problem> {
+        self.check_locales()?;
+        self.check_sender()?;
+        self.check_rate()?;
+        self.check_waves()
+    }
+
+    /// A name, templates for the default locale, and one-line subjects.
+    fn check_locales(&self) -> Result<(), Problem> {
         if self.name.trim().is_empty() || self.name.chars().count() > 200 {
             return Err((key(&["name"]), "name must be 1 to 200 characters".into()));
         }
@@ -304,20 +213,6 @@ impl CampaignSpec {
                 ),
             ));
         }
-        for (name, value) in [
-            ("from", Some(&self.sender.from)),
-            ("reply_to", self.sender.reply_to.as_ref()),
-            ("return_path", self.sender.return_path.as_ref()),
-        ] {
-            if let Some(v) = value {
-                Mailbox::from_str(v).map_err(|e| {
-                    (
-                        key(&["sender", name]),
-                        format!("sender.{name} = {v:?} is not a valid address ({e})"),
-                    )
-                })?;
-            }
-        }
         for (locale, t) in &self.locales {
             let at = key(&["locales", locale, "subject"]);
             if t.subject.trim().is_empty() {
@@ -332,6 +227,28 @@ impl CampaignSpec {
                 ));
             }
         }
+        Ok(())
+    }
+
+    fn check_sender(&self) -> Result<(), Problem> {
+        for (name, value) in [
+            ("from", Some(&self.sender.from)),
+            ("reply_to", self.sender.reply_to.as_ref()),
+            ("return_path", self.sender.return_path.as_ref()),
+        ] {
+            if let Some(v) = value {
+                Mailbox::from_str(v).map_err(|e| {
+                    (
+                        key(&["sender", name]),
+                        format!("sender.{name} = {v:?} is not a valid address ({e})"),
+                    )
+                })?;
+            }
+        }
+        Ok(())
+    }
+
+    fn check_rate(&self) -> Result<(), Problem> {
         if let Some(r) = self.rate.per_second
             && !(r > 0.0 && r.is_finite())
         {
@@ -354,6 +271,10 @@ impl CampaignSpec {
                 ));
             }
         }
+        Ok(())
+    }
+
+    fn check_waves(&self) -> Result<(), Problem> {
         for (i, w) in self.waves.iter().enumerate() {
             for (name, v) in [
                 ("max_failure_rate", w.max_failure_rate),
@@ -416,6 +337,92 @@ impl CampaignSpec {
     }
 }
 
+/// A problem found by [`CampaignSpec::check_at`]: the key it is at, and the message.
+type Problem = (Vec<String>, String);
+
+fn key(k: &[&str]) -> Vec<String> {
+    k.iter().map(|s| s.to_string()).collect()
+}
+
+/// Errors about a campaign file: a problem with a key's value names the line of the key.
+struct FileAt<'a> {
+    path: &'a Path,
+    source: &'a str,
+}
+
+impl FileAt<'_> {
+    fn error(&self, message: String) -> CampaignFileError {
+        CampaignFileError {
+            file: self.path.to_path_buf(),
+            message,
+        }
+    }
+
+    fn key(&self, key: &[&str], message: String) -> CampaignFileError {
+        match line_of(self.source, key) {
+            Some(line) => self.error(format!("line {line}: {message}")),
+            None => self.error(message),
+        }
+    }
+}
+
+/// `discovered_at`: a plain date, or nothing.
+fn discovery_date(
+    at: &FileAt<'_>,
+    value: Option<&toml::value::Datetime>,
+) -> Result<Option<NaiveDate>, CampaignFileError> {
+    let Some(d) = value else {
+        return Ok(None);
+    };
+    match (d.date, d.time) {
+        (Some(date), None) => NaiveDate::from_ymd_opt(
+            i32::from(date.year),
+            u32::from(date.month),
+            u32::from(date.day),
+        ),
+        _ => None,
+    }
+    .ok_or_else(|| {
+        at.key(
+            &["discovered_at"],
+            format!("discovered_at = {d}: expected a plain date such as 2023-11-02"),
+        )
+    })
+    .map(Some)
+}
+
+/// Every locale's template sources, read from the files the campaign file names (relative to it).
+fn read_templates(
+    at: &FileAt<'_>,
+    base: &Path,
+    file: &CampaignFile,
+) -> Result<BTreeMap<String, LocaleTemplates>, CampaignFileError> {
+    let mut locales = BTreeMap::new();
+    for (locale, l) in &file.locales {
+        let read = |part: &str, p: &Path| {
+            let full = base.join(p);
+            std::fs::read_to_string(&full).map_err(|e| {
+                at.key(
+                    &["locales", locale, part],
+                    format!(
+                        "locales.{locale}.{part}: the template {} cannot be read ({e})",
+                        full.display()
+                    ),
+                )
+            })
+        };
+        locales.insert(
+            locale.clone(),
+            LocaleTemplates {
+                subject: l.subject.clone(),
+                text: read("text", &l.text)?,
+                html: read("html", &l.html)?,
+            },
+        );
+    }
+    Ok(locales)
+}
+
 /// The line (1-based) on which a key of a TOML document is written, `["sender", "from"]` or
 /// `["waves", "1", "size"]`; `None` when the document or the key cannot be found.
 fn line_of(source: &str, key: &[&str]) -> Option<usize> {
@@ -442,4 +449,17 @@ fn line_of(source: &str, key: &[&str]) -> Option<usize> {
         }
     }
     Some(source[..start?.min(source.len())].matches('\n').count() + 1)
+}
+/// The campaign row a spec is stored as.
+impl From<&CampaignSpec> for crate::store::NewCampaign {
+    fn from(spec: &CampaignSpec) -> Self {
+        crate::store::NewCampaign {
+            name: spec.name.clone(),
+            definition: spec.to_stored(),
+            content_hash: spec.content_hash(),
+            email_without_consent: spec.email_without_consent,
+            discovered_at: spec.discovered_at,
+            supplements: spec.supplements,
+        }
+    }
 }

@@ -47,11 +47,8 @@ pub async fn ensure_planned(
         .map(|(i, w)| Wave {
             campaign_id,
             number: i as i32 + 1,
-            size_spec: size_spec(&w.size),
-            release_rule: match w.release {
-                Release::Auto => "auto".into(),
-                Release::Manual => "manual".into(),
-            },
+            size_spec: w.size,
+            release_rule: w.release,
             hold_minutes: w.hold_minutes as i64,
             max_failure_rate: w.max_failure_rate,
             max_deferral_rate: w.max_deferral_rate,
@@ -66,24 +63,6 @@ pub async fn ensure_planned(
     Ok(store.waves(campaign_id).await?)
 }
 
-fn size_spec(size: &WaveSize) -> String {
-    match size {
-        WaveSize::Count(n) => n.to_string(),
-        WaveSize::Percent(p) => format!("{p}%"),
-        WaveSize::Rest => "rest".into(),
-    }
-}
-
-fn parse_size(spec: &str) -> WaveSize {
-    if spec == "rest" {
-        WaveSize::Rest
-    } else if let Some(p) = spec.strip_suffix('%').and_then(|p| p.parse().ok()) {
-        WaveSize::Percent(p)
-    } else {
-        spec.parse().map(WaveSize::Count).unwrap_or(WaveSize::Rest)
-    }
-}
-
 /// Fixes wave `number`'s members after `first_id` and marks it released.
 async fn release(
     store: &Store,
@@ -93,7 +72,7 @@ async fn release(
     now: DateTime<Utc>,
 ) -> anyhow::Result<()> {
     // The open-ended wave's members are counted by the store from the counters as it is released.
-    let (last_id, planned) = match parse_size(&wave.size_spec) {
+    let (last_id, planned) = match wave.size_spec {
         WaveSize::Rest => (None, None),
         size => {
             let n = match size {
@@ -156,7 +135,7 @@ pub async fn advance(
     let current = waves.iter().rposition(|w| w.first_id.is_some());
     let Some(ci) = current else {
         // Nothing released yet: the first wave goes now unless it waits for an operator.
-        if waves[0].release_rule == "auto" {
+        if waves[0].release_rule == Release::Auto {
             release(store, campaign_id, &waves[0], 0, now).await?;
             return Box::pin(advance(store, campaign_id, spec, actor, now, check_finish)).await;
         }
@@ -167,44 +146,8 @@ pub async fn advance(
 
     // Guards, on what the wave did since the campaign last (re)started.
     if w.finished_at.is_none() {
-        let since = store
-            .campaign_events(campaign_id)
-            .await?
-            .into_iter()
-            .rev()
-            .find(|e| e.to_state == CampaignState::Running)
-            .map(|e| e.at)
-            .unwrap_or(now);
-        let a = store.wave_attempts(campaign_id, w.number, since).await?;
-        if a.total >= GUARD_MIN_ATTEMPTS {
-            let checks = [
-                ("permanent-failure", a.permanent, w.max_failure_rate),
-                ("deferral", a.temporary, w.max_deferral_rate),
-            ];
-            for (what, n, limit) in checks {
-                let rate = n as f64 / a.total as f64;
-                if let Some(limit) = limit
-                    && rate > limit
-                {
-                    let reason = format!(
-                        "wave {} guard: {what} rate {:.1}% is above {:.1}% ({n} of {} attempts); check deliverability, then resume",
-                        w.number,
-                        rate * 100.0,
-                        limit * 100.0,
-                        a.total
-                    );
-                    tracing::warn!(campaign_id, wave = w.number, "{reason}");
-                    store
-                        .set_campaign_state(
-                            campaign_id,
-                            CampaignState::Paused,
-                            actor,
-                            Some(&reason),
-                        )
-                        .await?;
-                    return Ok(Gate::CLOSED);
-                }
-            }
+        if guard_breached(store, campaign_id, w, actor, now).await? {
+            return Ok(Gate::CLOSED);
         }
         // Its open members come from its counters; asked only when the dispatcher found no more fresh
         // work in it (`check_finish`).
@@ -217,7 +160,7 @@ pub async fn advance(
     } else if let Some(next) = waves.get(ci + 1) {
         let hold = chrono::Duration::minutes(w.hold_minutes);
         let due = w.finished_at.map(|f| f + hold <= now).unwrap_or(false);
-        if next.release_rule == "auto" && due {
+        if next.release_rule == Release::Auto && due {
             release(store, campaign_id, next, w.last_id.unwrap_or(first), now).await?;
             return Box::pin(advance(store, campaign_id, spec, actor, now, check_finish)).await;
         }
@@ -225,6 +168,53 @@ pub async fn advance(
     Ok(Gate {
         upper: w.last_id.unwrap_or(i64::MAX),
     })
+}
+
+/// Checks a running wave's guards on its attempts since the campaign last (re)started; a breach pauses
+/// the campaign with the reason. Returns whether one did.
+async fn guard_breached(
+    store: &Store,
+    campaign_id: i64,
+    w: &Wave,
+    actor: &str,
+    now: DateTime<Utc>,
+) -> anyhow::Result<bool> {
+    let since = store
+        .campaign_events(campaign_id)
+        .await?
+        .into_iter()
+        .rev()
+        .find(|e| e.to_state == CampaignState::Running)
+        .map(|e| e.at)
+        .unwrap_or(now);
+    let a = store.wave_attempts(campaign_id, w.number, since).await?;
+    if a.total < GUARD_MIN_ATTEMPTS {
+        return Ok(false);
+    }
+    let checks = [
+        ("permanent-failure", a.permanent, w.max_failure_rate),
+        ("deferral", a.temporary, w.max_deferral_rate),
+    ];
+    for (what, n, limit) in checks {
+        let rate = n as f64 / a.total as f64;
+        if let Some(limit) = limit
+            && rate > limit
+        {
+            let reason = format!(
+                "wave {} guard: {what} rate {:.1}% is above {:.1}% ({n} of {} attempts); check deliverability, then resume",
+                w.number,
+                rate * 100.0,
+                limit * 100.0,
+                a.total
+            );
+            tracing::warn!(campaign_id, wave = w.number, "{reason}");
+            store
+                .set_campaign_state(campaign_id, CampaignState::Paused, actor, Some(&reason))
+                .await?;
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 /// A completed campaign's released waves are all finished (the open-ended `rest` wave only ends here).

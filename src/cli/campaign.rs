@@ -14,69 +14,9 @@ use crate::store::{CampaignState, NewCampaign, Store};
 
 pub async fn run(store: &Store, cmd: CampaignCommand) -> anyhow::Result<ExitCode> {
     match cmd {
-        CampaignCommand::Create { file } => {
-            let spec = CampaignSpec::load(&file)?;
-            if let Some(s) = spec.supplements
-                && store.campaign(s).await?.is_none()
-            {
-                bail!(
-                    "{}: supplements = {s}, but campaign {s} does not exist",
-                    file.display()
-                );
-            }
-            let id = store
-                .create_campaign(
-                    &NewCampaign {
-                        name: spec.name.clone(),
-                        definition: spec.to_stored(),
-                        content_hash: spec.content_hash(),
-                        email_without_consent: spec.email_without_consent,
-                        discovered_at: spec.discovered_at,
-                        supplements: spec.supplements,
-                    },
-                    &cli_actor(),
-                )
-                .await?;
-            println!("{id}");
-            eprintln!(
-                "created campaign {id} ({}) as a draft; locales: {}; content hash {}",
-                spec.name,
-                spec.locales.keys().cloned().collect::<Vec<_>>().join(", "),
-                &spec.content_hash()[..16]
-            );
-        }
-        CampaignCommand::List => {
-            let campaigns = store.campaigns().await?;
-            if campaigns.is_empty() {
-                println!("no campaigns yet");
-            }
-            for c in campaigns {
-                println!("{:>6}  {:<10}  {}", c.id, c.state, c.name);
-            }
-        }
-        CampaignCommand::Show { id } => {
-            let c = store.require_campaign(id).await?;
-            println!("campaign {}: {}", c.id, c.name);
-            println!("state: {}", c.state);
-            if let Some(reason) = &c.state_reason {
-                println!("reason: {reason}");
-            }
-            println!("content hash: {}", c.content_hash);
-            println!("created: {}", c.created_at.to_rfc3339());
-            println!("history:");
-            for e in store.campaign_events(id).await? {
-                println!(
-                    "  {}  {} -> {}  by {}{}",
-                    e.at.to_rfc3339(),
-                    e.from_state
-                        .map(|s| s.to_string())
-                        .unwrap_or_else(|| "(new)".into()),
-                    e.to_state,
-                    e.actor,
-                    e.reason.map(|r| format!(": {r}")).unwrap_or_default()
-                );
-            }
-        }
+        CampaignCommand::Create { file } => create(store, &file).await?,
+        CampaignCommand::List => list(store).await?,
+        CampaignCommand::Show { id } => show(store, id).await?,
         CampaignCommand::Start(a) => {
             transition(store, a, CampaignState::Running, CampaignState::Draft).await?
         }
@@ -109,6 +49,67 @@ pub async fn run(store: &Store, cmd: CampaignCommand) -> anyhow::Result<ExitCode
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `campaign create FILE`: checks the file (and the campaign it supplements) and stores it as a draft.
+async fn create(store: &Store, file: &std::path::Path) -> anyhow::Result<()> {
+    let spec = CampaignSpec::load(file)?;
+    if let Some(s) = spec.supplements
+        && store.campaign(s).await?.is_none()
+    {
+        bail!(
+            "{}: supplements = {s}, but campaign {s} does not exist",
+            file.display()
+        );
+    }
+    let id = store
+        .create_campaign(&NewCampaign::from(&spec), &cli_actor())
+        .await?;
+    println!("{id}");
+    eprintln!(
+        "created campaign {id} ({}) as a draft; locales: {}; content hash {}",
+        spec.name,
+        spec.locales.keys().cloned().collect::<Vec<_>>().join(", "),
+        &spec.content_hash()[..16]
+    );
+    Ok(())
+}
+
+async fn list(store: &Store) -> anyhow::Result<()> {
+    let campaigns = store.campaigns().await?;
+    if campaigns.is_empty() {
+        println!("no campaigns yet");
+    }
+    for c in campaigns {
+        println!("{:>6}  {:<10}  {}", c.id, c.state, c.name);
+    }
+    Ok(())
+}
+
+/// `campaign show ID`: the campaign and its history of state changes.
+async fn show(store: &Store, id: i64) -> anyhow::Result<()> {
+    let c = store.require_campaign(id).await?;
+    println!("campaign {}: {}", c.id, c.name);
+    println!("state: {}", c.state);
+    if let Some(reason) = &c.state_reason {
+        println!("reason: {reason}");
+    }
+    println!("content hash: {}", c.content_hash);
+    println!("created: {}", c.created_at.to_rfc3339());
+    println!("history:");
+    for e in store.campaign_events(id).await? {
+        println!(
+            "  {}  {} -> {}  by {}{}",
+            e.at.to_rfc3339(),
+            e.from_state
+                .map(|s| s.to_string())
+                .unwrap_or_else(|| "(new)".into()),
+            e.to_state,
+            e.actor,
+            e.reason.map(|r| format!(": {r}")).unwrap_or_default()
+        );
+    }
+    Ok(())
 }
 
 /// `start` only leaves draft and `resume` only leaves paused, even though running can be reached from

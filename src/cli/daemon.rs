@@ -80,7 +80,7 @@ async fn serve(
     });
     notifier.ready(&format!(
         "running as {} ({} database)",
-        dispatcher.instance.id,
+        dispatcher.instance().id,
         store.backend()
     ));
     let result = dispatcher.run(RunMode::Forever, shutdown).await;
@@ -145,24 +145,44 @@ pub async fn demo(base: &Settings) -> anyhow::Result<ExitCode> {
 
     let store = Store::connect(&settings.database, None, true).await?;
     store.migrate().await?;
+    let campaign_id = start_example_campaign(&store, &examples).await?;
+    let transport = Transport::from_settings(&settings.transport)?;
+    transport.check().await?;
+    let dispatcher = Dispatcher::new(store.clone(), transport, &settings)?;
+    let shutdown = shutdown_signal()?;
+    dispatcher.run(RunMode::UntilIdle, shutdown).await?;
+
+    let statuses = status::collect(&store, Some(campaign_id)).await?;
+    println!("4. done. Campaign status:\n");
+    print!("{}", status::render(&statuses));
+    println!(
+        "\nThe notices are in {}/ ({} .eml files); open one in a mail client. The campaign's records stay in\n\
+         breach-notifier-demo.db: BREACH_NOTIFIER__DATABASE__URL={DEMO_DATABASE} breach-notifier status {campaign_id}",
+        outbox.display(),
+        eml_files(&outbox)
+    );
+    store.close().await;
+    let _ = std::fs::remove_dir_all(&examples);
+    let done = statuses
+        .first()
+        .is_some_and(|s| s.progress.state == CampaignState::Completed);
+    Ok(if done {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// Steps 1 to 3 of the demo: create the example campaign, import its list, check and start it.
+async fn start_example_campaign(store: &Store, examples: &std::path::Path) -> anyhow::Result<i64> {
     let spec = CampaignSpec::load(&examples.join("campaign.toml"))?;
     let campaign_id = store
-        .create_campaign(
-            &NewCampaign {
-                name: spec.name.clone(),
-                definition: spec.to_stored(),
-                content_hash: spec.content_hash(),
-                email_without_consent: spec.email_without_consent,
-                discovered_at: spec.discovered_at,
-                supplements: None,
-            },
-            &cli_actor(),
-        )
+        .create_campaign(&NewCampaign::from(&spec), &cli_actor())
         .await?;
     println!("1. created campaign {campaign_id}: {}", spec.name);
 
     let summary = import(
-        &store,
+        store,
         &ImportOptions {
             campaign_id,
             source: examples.join("recipients.csv"),
@@ -180,7 +200,7 @@ pub async fn demo(base: &Settings) -> anyhow::Result<ExitCode> {
     );
 
     let campaign = store.require_campaign(campaign_id).await?;
-    let report = preflight::check(&store, &campaign).await?;
+    let report = preflight::check(store, &campaign).await?;
     if let Some(problem) = report.problem() {
         anyhow::bail!("the example campaign failed its pre-flight check: {problem}");
     }
@@ -201,17 +221,12 @@ pub async fn demo(base: &Settings) -> anyhow::Result<ExitCode> {
         "3. started the campaign ({} pre-flight renders passed); sending{rate}…",
         report.rendered
     );
+    Ok(campaign_id)
+}
 
-    let transport = Transport::from_settings(&settings.transport)?;
-    transport.check().await?;
-    let dispatcher = Dispatcher::new(store.clone(), transport, &settings)?;
-    let shutdown = shutdown_signal()?;
-    dispatcher.run(RunMode::UntilIdle, shutdown).await?;
-
-    let statuses = status::collect(&store, Some(campaign_id)).await?;
-    println!("4. done. Campaign status:\n");
-    print!("{}", status::render(&statuses));
-    let files = std::fs::read_dir(&outbox)
+/// The `.eml` files in the outbox.
+fn eml_files(outbox: &std::path::Path) -> usize {
+    std::fs::read_dir(outbox)
         .map(|d| {
             d.filter(|e| {
                 e.as_ref()
@@ -219,22 +234,7 @@ pub async fn demo(base: &Settings) -> anyhow::Result<ExitCode> {
             })
             .count()
         })
-        .unwrap_or(0);
-    println!(
-        "\nThe notices are in {}/ ({files} .eml files); open one in a mail client. The campaign's records stay in\n\
-         breach-notifier-demo.db: BREACH_NOTIFIER__DATABASE__URL={DEMO_DATABASE} breach-notifier status {campaign_id}",
-        outbox.display()
-    );
-    store.close().await;
-    let _ = std::fs::remove_dir_all(&examples);
-    let done = statuses
-        .first()
-        .is_some_and(|s| s.progress.state == CampaignState::Completed);
-    Ok(if done {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+        .unwrap_or(0)
 }
 
 fn tempfile_dir() -> anyhow::Result<std::path::PathBuf> {

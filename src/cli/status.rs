@@ -75,7 +75,25 @@ pub fn render(rows: &[CampaignStatus]) -> String {
         return "no campaigns yet (create one with `breach-notifier campaign create FILE`)\n"
             .into();
     }
-    let header = [
+    let mut out = table(&campaign_lines(rows), &[1, 2, 13]);
+    for s in rows.iter().filter(|s| !s.waves.is_empty()) {
+        out.push_str(&format!("\ncampaign {} waves:\n", s.progress.campaign_id));
+        for line in table(&wave_lines(s), &[1, 2, 3, 14]).lines() {
+            out.push_str("  ");
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+fn header(names: &[&str]) -> Vec<String> {
+    names.iter().map(|s| s.to_string()).collect()
+}
+
+/// The campaigns table: a header and one line per campaign.
+fn campaign_lines(rows: &[CampaignStatus]) -> Vec<Vec<String>> {
+    let mut lines = vec![header(&[
         "ID",
         "NAME",
         "STATE",
@@ -90,8 +108,7 @@ pub fn render(rows: &[CampaignStatus]) -> String {
         "SENT/H",
         "ETA",
         "LAST CHANGE (UTC)",
-    ];
-    let mut lines: Vec<Vec<String>> = vec![header.iter().map(|s| s.to_string()).collect()];
+    ])];
     for s in rows {
         let r = &s.progress;
         lines.push(vec![
@@ -111,57 +128,48 @@ pub fn render(rows: &[CampaignStatus]) -> String {
             r.last_change_at.format("%Y-%m-%d %H:%M:%S").to_string(),
         ]);
     }
-    let mut out = table(&lines, &[1, 2, 13]);
-    for s in rows.iter().filter(|s| !s.waves.is_empty()) {
-        out.push_str(&format!("\ncampaign {} waves:\n", s.progress.campaign_id));
-        let mut w: Vec<Vec<String>> = vec![
-            [
-                "WAVE",
-                "SIZE",
-                "RELEASE",
-                "STATE",
-                "MEMBERS",
-                "QUEUED",
-                "DEFERRED",
-                "SENT",
-                "FAILED",
-                "CANCELLED",
-                "SENT/MIN",
-                "SENT/H",
-                "ETA",
-                "LAST CHANGE (UTC)",
-            ]
-            .iter()
-            .map(|s| s.to_string())
-            .collect(),
-        ];
-        for v in &s.waves {
-            w.push(vec![
-                v.number.to_string(),
-                v.size_spec.clone(),
-                v.release_rule.clone(),
-                v.state.clone(),
-                v.total.to_string(),
-                v.queued.to_string(),
-                v.deferred.to_string(),
-                v.sent.to_string(),
-                v.failed.to_string(),
-                v.cancelled.to_string(),
-                v.sent_last_minute.to_string(),
-                v.sent_last_hour.to_string(),
-                eta(v.eta_seconds),
-                v.last_change_at
-                    .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
-                    .unwrap_or_else(|| "-".into()),
-            ]);
-        }
-        for line in table(&w, &[1, 2, 3, 14]).lines() {
-            out.push_str("  ");
-            out.push_str(line);
-            out.push('\n');
-        }
+    lines
+}
+
+/// One campaign's waves table: a header and one line per wave.
+fn wave_lines(s: &CampaignStatus) -> Vec<Vec<String>> {
+    let mut lines = vec![header(&[
+        "WAVE",
+        "SIZE",
+        "RELEASE",
+        "STATE",
+        "MEMBERS",
+        "QUEUED",
+        "DEFERRED",
+        "SENT",
+        "FAILED",
+        "CANCELLED",
+        "SENT/MIN",
+        "SENT/H",
+        "ETA",
+        "LAST CHANGE (UTC)",
+    ])];
+    for v in &s.waves {
+        lines.push(vec![
+            v.number.to_string(),
+            v.size_spec.to_string(),
+            v.release_rule.to_string(),
+            v.state.to_string(),
+            v.total.to_string(),
+            v.queued.to_string(),
+            v.deferred.to_string(),
+            v.sent.to_string(),
+            v.failed.to_string(),
+            v.cancelled.to_string(),
+            v.sent_last_minute.to_string(),
+            v.sent_last_hour.to_string(),
+            eta(v.eta_seconds),
+            v.last_change_at
+                .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+                .unwrap_or_else(|| "-".into()),
+        ]);
     }
-    out
+    lines
 }
 
 /// Aligns cells in columns: numbers to the right, the columns in `left` to the left.

@@ -159,11 +159,6 @@ impl Pacer {
         self.changes.send_modify(|generation| *generation += 1);
     }
 
-    /// Waits for one permit. Cancel-safe: a task dropped while waiting has used nothing.
-    pub async fn acquire(&self) {
-        acquire_all(&[self]).await
-    }
-
     /// Waits to head this pacer's queue: through the lane, or straight (`priority`) for a task that
     /// already heads another pacer's queue.
     async fn head(&self, priority: bool) -> tokio::sync::MutexGuard<'_, ()> {
@@ -200,8 +195,9 @@ impl Pacer {
         }
     }
 
-    /// Takes a permit if one is free now (tests, diagnostics).
-    pub fn try_acquire(&self) -> bool {
+    /// Takes a permit if one is free now.
+    #[cfg(test)]
+    fn try_acquire(&self) -> bool {
         let Ok(_head) = self.head.try_lock() else {
             return false;
         };

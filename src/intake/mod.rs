@@ -12,7 +12,7 @@
 //! **Layer: intake.** Owns imports ([`shared_addresses`] included). Uses the store and the operations
 //! layer's progress lines; used by the command line.
 
-pub mod shared_addresses;
+pub(crate) mod shared_addresses;
 
 use std::collections::{HashSet, VecDeque};
 use std::io::{Read, Write};
@@ -245,33 +245,20 @@ impl Layout {
 
 /// Validates one data row.
 fn parse_row(layout: &Layout, record: &csv::ByteRecord, email_without_consent: bool) -> Parsed {
-    if record.len() != layout.names.len() {
-        return Parsed::Rejected(format!(
-            "the row has {} fields but the header has {}",
-            record.len(),
-            layout.names.len()
-        ));
+    match recipient_of(layout, record, email_without_consent) {
+        Ok((recipient, unusable)) => Parsed::Accepted(Box::new(recipient), unusable),
+        Err(reason) => Parsed::Rejected(reason),
     }
-    let mut fields: Vec<&str> = Vec::with_capacity(record.len());
-    for (i, raw) in record.iter().enumerate() {
-        let Ok(text) = std::str::from_utf8(raw) else {
-            return Parsed::Rejected(format!("column {} is not valid UTF-8", layout.names[i]));
-        };
-        if let Some(c) = text.chars().find(|c| c.is_control()) {
-            return Parsed::Rejected(format!(
-                "column {} contains a control character (U+{:04X}); line breaks and other control characters are refused, not stripped",
-                layout.names[i], c as u32
-            ));
-        }
-        let limit = max_len(&layout.names[i]);
-        if text.chars().count() > limit {
-            return Parsed::Rejected(format!(
-                "column {} is longer than {limit} characters",
-                layout.names[i]
-            ));
-        }
-        fields.push(text.trim());
-    }
+}
+
+/// The recipient a row describes, and whether it had an address that could not be used; or why the
+/// row is refused.
+fn recipient_of(
+    layout: &Layout,
+    record: &csv::ByteRecord,
+    email_without_consent: bool,
+) -> Result<(NewRecipient, bool), String> {
+    let fields = decode_fields(layout, record)?;
     let get = |name: &str| {
         layout
             .position(name)
@@ -279,47 +266,21 @@ fn parse_row(layout: &Layout, record: &csv::ByteRecord, email_without_consent: b
             .filter(|v| !v.is_empty())
             .map(str::to_string)
     };
-    let Some(customer_id) = get("customer_id") else {
-        return Parsed::Rejected("customer_id is empty".into());
-    };
-    let locale = match get("locale") {
-        None => None,
-        Some(l) => match normalize_locale(&l) {
-            Some(l) => Some(l),
-            None => {
-                return Parsed::Rejected(format!(
-                    "locale {l:?} is not a language tag such as en-US or es-US"
-                ));
-            }
-        },
-    };
-    let jurisdiction = match get("jurisdiction") {
-        None => None,
-        Some(j) => match normalize_jurisdiction(&j) {
-            Some(j) => Some(j),
-            None => {
-                return Parsed::Rejected(format!(
-                    "jurisdiction {j:?} is not an ISO 3166 code such as US-CA (subdivision) or DE (country)"
-                ));
-            }
-        },
-    };
-    let consent = layout
-        .position("electronic_consent")
-        .map(|i| fields[i])
-        .filter(|v| !v.is_empty());
-    let one_of = |v: &str, words: &[&str]| words.iter().any(|w| v.eq_ignore_ascii_case(w));
-    let electronic_consent = match consent {
-        None => false,
-        Some(v) if one_of(v, &["yes", "y", "true", "t", "1"]) => true,
-        Some(v) if one_of(v, &["no", "n", "false", "f", "0"]) => false,
-        Some(other) => {
-            return Parsed::Rejected(format!(
-                "electronic_consent {:?} is not yes/no, true/false or 1/0",
-                other.to_ascii_lowercase()
-            ));
-        }
-    };
+    let customer_id = get("customer_id").ok_or("customer_id is empty")?;
+    let locale = normalized(get("locale"), normalize_locale, |l| {
+        format!("locale {l:?} is not a language tag such as en-US or es-US")
+    })?;
+    let jurisdiction = normalized(get("jurisdiction"), normalize_jurisdiction, |j| {
+        format!(
+            "jurisdiction {j:?} is not an ISO 3166 code such as US-CA (subdivision) or DE (country)"
+        )
+    })?;
+    let electronic_consent = consent(
+        layout
+            .position("electronic_consent")
+            .map(|i| fields[i])
+            .filter(|v| !v.is_empty()),
+    )?;
     let (email, unusable) = match get("email") {
         None => (None, false),
         Some(e) => match normalize_email(&e) {
@@ -332,34 +293,94 @@ fn parse_row(layout: &Layout, record: &csv::ByteRecord, email_without_consent: b
     } else {
         Channel::Postal
     };
-    let mut attributes = serde_json::Map::new();
-    for (i, name) in &layout.attributes {
-        attributes.insert(
-            name.clone(),
-            serde_json::Value::String(fields[*i].to_string()),
-        );
+    let attributes = layout
+        .attributes
+        .iter()
+        .map(|(i, name)| {
+            (
+                name.clone(),
+                serde_json::Value::String(fields[*i].to_string()),
+            )
+        })
+        .collect();
+    let recipient = NewRecipient {
+        customer_id,
+        email,
+        first_name: get("first_name"),
+        last_name: get("last_name"),
+        locale,
+        jurisdiction,
+        electronic_consent,
+        address1: get("address1"),
+        address2: get("address2"),
+        city: get("city"),
+        region: get("region"),
+        postal_code: get("postal_code"),
+        country: get("country").map(|c| c.to_ascii_uppercase()),
+        attributes,
+        channel,
+        import_id: None,
+    };
+    Ok((recipient, unusable))
+}
+
+/// The row's fields as trimmed text: refused if the count differs from the header's, or a field is
+/// not UTF-8, holds a control character or is too long.
+fn decode_fields<'a>(layout: &Layout, record: &'a csv::ByteRecord) -> Result<Vec<&'a str>, String> {
+    if record.len() != layout.names.len() {
+        return Err(format!(
+            "the row has {} fields but the header has {}",
+            record.len(),
+            layout.names.len()
+        ));
     }
-    Parsed::Accepted(
-        Box::new(NewRecipient {
-            customer_id,
-            email,
-            first_name: get("first_name"),
-            last_name: get("last_name"),
-            locale,
-            jurisdiction,
-            electronic_consent,
-            address1: get("address1"),
-            address2: get("address2"),
-            city: get("city"),
-            region: get("region"),
-            postal_code: get("postal_code"),
-            country: get("country").map(|c| c.to_ascii_uppercase()),
-            attributes,
-            channel,
-            import_id: None,
-        }),
-        unusable,
-    )
+    let mut fields: Vec<&str> = Vec::with_capacity(record.len());
+    for (i, raw) in record.iter().enumerate() {
+        let Ok(text) = std::str::from_utf8(raw) else {
+            return Err(format!("column {} is not valid UTF-8", layout.names[i]));
+        };
+        if let Some(c) = text.chars().find(|c| c.is_control()) {
+            return Err(format!(
+                "column {} contains a control character (U+{:04X}); line breaks and other control characters are refused, not stripped",
+                layout.names[i], c as u32
+            ));
+        }
+        let limit = max_len(&layout.names[i]);
+        if text.chars().count() > limit {
+            return Err(format!(
+                "column {} is longer than {limit} characters",
+                layout.names[i]
+            ));
+        }
+        fields.push(text.trim());
+    }
+    Ok(fields)
+}
+
+/// An optional field in its normal form, or `refusal` of the value as given.
+fn normalized(
+    value: Option<String>,
+    normalize: impl Fn(&str) -> Option<String>,
+    refusal: impl Fn(&str) -> String,
+) -> Result<Option<String>, String> {
+    match value {
+        None => Ok(None),
+        Some(v) => normalize(&v).map(Some).ok_or_else(|| refusal(&v)),
+    }
+}
+
+/// The `electronic_consent` column: empty is no.
+fn consent(value: Option<&str>) -> Result<bool, String> {
+    let one_of = |v: &str, words: &[&str]| words.iter().any(|w| v.eq_ignore_ascii_case(w));
+    match value {
+        None => Ok(false),
+        Some(v) if one_of(v, &["yes", "y", "true", "t", "1"]) => Ok(true),
+        Some(v) if one_of(v, &["no", "n", "false", "f", "0"]) => Ok(false),
+        Some(other) => Err(format!(
+            "electronic_consent {:?} is not yes/no, true/false or 1/0",
+            other.to_ascii_lowercase()
+        )),
+    }
 }
 
 /// Parses an address with the mailer's own parser (lettre), trimmed, with the domain lower-cased.
@@ -508,23 +529,8 @@ pub async fn import(store: &Store, opts: &ImportOptions) -> anyhow::Result<Impor
     } else {
         Some(store.next_import_id().await?)
     };
-    let input: Box<dyn Read + Send> = if opts.source.as_os_str() == "-" {
-        Box::new(std::io::stdin())
-    } else {
-        Box::new(
-            std::fs::File::open(&opts.source)
-                .with_context(|| format!("cannot open {} for reading", opts.source.display()))?,
-        )
-    };
-    let rejects = match &opts.rejects {
-        Some(p) => Some(
-            std::fs::File::create(p)
-                .with_context(|| format!("cannot write the rejects file {}", p.display()))?,
-        ),
-        None => None,
-    };
-
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<anyhow::Result<Work>>(2);
+    let (input, rejects) = open_files(opts)?;
+    let (tx, rx) = tokio::sync::mpsc::channel::<anyhow::Result<Work>>(2);
     let email_without_consent = campaign.email_without_consent;
     // A dry run stores nothing, so it keeps the rows; an import has them encoded for its store.
     let prepare = (!opts.dry_run).then(|| (store.backend(), opts.campaign_id));
@@ -541,10 +547,87 @@ pub async fn import(store: &Store, opts: &ImportOptions) -> anyhow::Result<Impor
             let _ = tx.blocking_send(Err(e));
         }
     });
-
-    let mut counts = ImportCounts::default();
     // Only a first list is counted from what it stores (see below); later lists ask the database.
-    let mut addresses = (!opts.dry_run && total_before == 0).then(SharedAddressCounter::default);
+    let addresses = (!opts.dry_run && total_before == 0).then(SharedAddressCounter::default);
+    let stored = store_batches(store, opts, rx, addresses).await?;
+    parser
+        .await
+        .context("the CSV parser stopped unexpectedly")?;
+    if stored.sha256.is_empty() {
+        bail!("the import stopped before the end of the file");
+    }
+    if !stored.counts.reconciles() {
+        bail!(
+            "internal error: the import does not reconcile ({:?}); nothing more was done",
+            stored.counts
+        );
+    }
+    let summary = ImportSummary {
+        import_id,
+        counts: stored.counts,
+        sha256: stored.sha256.clone(),
+        shared_addresses: shared_addresses(store, opts, stored.addresses, stored.counts).await?,
+        same_file_as: earlier_import(store, opts.campaign_id, &stored.sha256).await?,
+        dry_run: opts.dry_run,
+        elapsed: Duration::ZERO,
+    };
+    if let Some(id) = import_id {
+        record(store, opts, id, &summary, started_at).await?;
+    }
+    tracing::info!(
+        campaign_id = opts.campaign_id,
+        import_id,
+        read = summary.counts.read,
+        accepted = summary.counts.accepted(),
+        rejected = summary.counts.rejected,
+        duplicates = summary.counts.duplicates,
+        dry_run = opts.dry_run,
+        "import finished"
+    );
+    Ok(ImportSummary {
+        elapsed: started.elapsed(),
+        ..summary
+    })
+}
+
+/// The list to read (a file, or standard input for `-`) and the rejects file to write.
+fn open_files(
+    opts: &ImportOptions,
+) -> anyhow::Result<(Box<dyn Read + Send>, Option<std::fs::File>)> {
+    let input: Box<dyn Read + Send> = if opts.source.as_os_str() == "-" {
+        Box::new(std::io::stdin())
+    } else {
+        Box::new(
+            std::fs::File::open(&opts.source)
+                .with_context(|| format!("cannot open {} for reading", opts.source.display()))?,
+        )
+    };
+    let rejects = match &opts.rejects {
+        Some(p) => Some(
+            std::fs::File::create(p)
+                .with_context(|| format!("cannot write the rejects file {}", p.display()))?,
+        ),
+        None => None,
+    };
+    Ok((input, rejects))
+}
+
+/// What the storing side made of the parser's batches.
+struct Stored {
+    counts: ImportCounts,
+    sha256: String,
+    addresses: Option<SharedAddressCounter>,
+}
+
+/// The async half: stores each batch as the parser hands it over (or, in a dry run, looks its
+/// customers up), counting what happened to every row.
+async fn store_batches(
+    store: &Store,
+    opts: &ImportOptions,
+    mut rx: tokio::sync::mpsc::Receiver<anyhow::Result<Work>>,
+    mut addresses: Option<SharedAddressCounter>,
+) -> anyhow::Result<Stored> {
+    let mut counts = ImportCounts::default();
     let mut progress = crate::ops::progress::Progress::new("import", "rows", opts.progress);
     let mut seen_in_dry_run: HashSet<u64> = HashSet::new();
     let mut sha256 = String::new();
@@ -554,24 +637,14 @@ pub async fn import(store: &Store, opts: &ImportOptions) -> anyhow::Result<Impor
             Work::Batch(rows) => {
                 // Only a dry run gets the rows themselves: it looks them up and stores nothing.
                 accepted_rows += rows.len() as u64;
-                let ids: Vec<String> = rows.iter().map(|r| r.customer_id.clone()).collect();
-                let existing: HashSet<String> = store
-                    .existing_customers(opts.campaign_id, &ids)
-                    .await?
-                    .into_iter()
-                    .collect();
-                for r in &rows {
-                    // A dry run keeps an 8-byte hash per customer to spot repeats within the file.
-                    if existing.contains(&r.customer_id)
-                        || !seen_in_dry_run.insert(hash_id(&r.customer_id))
-                    {
-                        counts.duplicates += 1;
-                    } else if r.channel == Channel::Email {
-                        counts.email += 1;
-                    } else {
-                        counts.postal += 1;
-                    }
-                }
+                count_dry_run(
+                    store,
+                    opts.campaign_id,
+                    &rows,
+                    &mut seen_in_dry_run,
+                    &mut counts,
+                )
+                .await?;
                 progress.tick(accepted_rows, || format!("{accepted_rows} rows checked"));
             }
             Work::Prepared(batch) => {
@@ -595,73 +668,102 @@ pub async fn import(store: &Store, opts: &ImportOptions) -> anyhow::Result<Impor
             }
         }
     }
-    parser
-        .await
-        .context("the CSV parser stopped unexpectedly")?;
     progress.finish(|| format!("{accepted_rows} rows stored"));
-    if sha256.is_empty() {
-        bail!("the import stopped before the end of the file");
+    Ok(Stored {
+        counts,
+        sha256,
+        addresses,
+    })
+}
+
+/// A dry run's counts for one batch: customers already in the campaign, or earlier in the file (an
+/// 8-byte hash per customer), are duplicates.
+async fn count_dry_run(
+    store: &Store,
+    campaign_id: i64,
+    rows: &[NewRecipient],
+    seen: &mut HashSet<u64>,
+    counts: &mut ImportCounts,
+) -> anyhow::Result<()> {
+    let ids: Vec<String> = rows.iter().map(|r| r.customer_id.clone()).collect();
+    let existing: HashSet<String> = store
+        .existing_customers(campaign_id, &ids)
+        .await?
+        .into_iter()
+        .collect();
+    for r in rows {
+        if existing.contains(&r.customer_id) || !seen.insert(hash_id(&r.customer_id)) {
+            counts.duplicates += 1;
+        } else if r.channel == Channel::Email {
+            counts.email += 1;
+        } else {
+            counts.postal += 1;
+        }
     }
-    if !counts.reconciles() {
-        bail!("internal error: the import does not reconcile ({counts:?}); nothing more was done");
-    }
-    let earlier = store
-        .imports(opts.campaign_id)
+    Ok(())
+}
+
+/// The import of the campaign that read the same bytes before, if any.
+async fn earlier_import(
+    store: &Store,
+    campaign_id: i64,
+    sha256: &str,
+) -> anyhow::Result<Option<i64>> {
+    Ok(store
+        .imports(campaign_id)
         .await?
         .into_iter()
         .find(|i| i.sha256 == sha256)
-        .map(|i| i.id);
-    // Counted from what this import stored when it is all the campaign has (the usual first list, and
-    // the benchmarked case); otherwise the database counts the whole campaign.
+        .map(|i| i.id))
+}
+
+/// Addresses shared by more than one customer: counted from what this import stored when it is all
+/// the campaign has (the usual first list, and the benchmarked case); otherwise the database counts
+/// the whole campaign (a later list, a dry run, or rows added meanwhile by someone else).
+async fn shared_addresses(
+    store: &Store,
+    opts: &ImportOptions,
+    counter: Option<SharedAddressCounter>,
+    counts: ImportCounts,
+) -> anyhow::Result<u64> {
     let stored_now = campaign_total(store, opts.campaign_id).await?;
-    let shared_addresses = match addresses {
+    match counter {
         Some(counter) if stored_now == counts.accepted() => counter
             .shared()
-            .context("counting shared addresses (temporary file)")?,
-        // A later list, a dry run, or rows added meanwhile by someone else.
-        _ => store.shared_addresses(opts.campaign_id).await?,
-    };
-    if let Some(id) = import_id {
-        store
-            .record_import(&ImportRecord {
-                id,
-                campaign_id: opts.campaign_id,
-                source_name: opts.source.display().to_string(),
-                sha256: sha256.clone(),
-                counts,
-                shared_addresses,
-                actor: opts.actor.clone(),
-                started_at,
-                finished_at: Utc::now(),
-            })
-            .await?;
-        // Fresh planner statistics for what was just loaded, instead of waiting for autovacuum
-        // (see Store::analyze_recipients). The rows are stored either way: a failure is a warning.
-        if counts.accepted() > 0
-            && let Err(e) = store.analyze_recipients().await
-        {
-            tracing::warn!(error = %e, "cannot refresh the database statistics after the import");
-        }
+            .context("counting shared addresses (temporary file)"),
+        _ => Ok(store.shared_addresses(opts.campaign_id).await?),
     }
-    tracing::info!(
-        campaign_id = opts.campaign_id,
-        import_id,
-        read = counts.read,
-        accepted = counts.accepted(),
-        rejected = counts.rejected,
-        duplicates = counts.duplicates,
-        dry_run = opts.dry_run,
-        "import finished"
-    );
-    Ok(ImportSummary {
-        import_id,
-        counts,
-        sha256,
-        shared_addresses,
-        same_file_as: earlier,
-        dry_run: opts.dry_run,
-        elapsed: started.elapsed(),
-    })
+}
+
+/// Records the import, then refreshes the planner's statistics for what was just loaded instead of
+/// waiting for autovacuum (see `Store::analyze_recipients`). The rows are stored either way: a failed
+/// refresh is a warning.
+async fn record(
+    store: &Store,
+    opts: &ImportOptions,
+    id: i64,
+    summary: &ImportSummary,
+    started_at: chrono::DateTime<Utc>,
+) -> anyhow::Result<()> {
+    store
+        .record_import(&ImportRecord {
+            id,
+            campaign_id: opts.campaign_id,
+            source_name: opts.source.display().to_string(),
+            sha256: summary.sha256.clone(),
+            counts: summary.counts,
+            shared_addresses: summary.shared_addresses,
+            actor: opts.actor.clone(),
+            started_at,
+            finished_at: Utc::now(),
+        })
+        .await?;
+    if summary.counts.accepted() > 0
+        && let Err(e) = store.analyze_recipients().await
+    {
+        tracing::warn!(error = %e, "cannot refresh the database statistics after the import");
+    }
+    Ok(())
 }
 
 /// Recipients the campaign has, from its O(1) counters.
@@ -753,34 +855,7 @@ pub fn parse_csv<R: Read, W: Write>(
         .from_reader(&mut hashing);
     let mut record = csv::ByteRecord::new();
     let mut rejects = rejects.map(|w| csv::WriterBuilder::new().flexible(true).from_writer(w));
-    let next = |reader: &mut csv::Reader<&mut Hashing<_>>,
-                record: &mut csv::ByteRecord|
-     -> anyhow::Result<bool> {
-        reader
-            .read_byte_record(record)
-            .map_err(|e| match e.position() {
-                Some(p) => anyhow::anyhow!(
-                    "line {}: the CSV cannot be read past this point ({e})",
-                    p.line()
-                ),
-                None => anyhow::anyhow!("the CSV cannot be read ({e})"),
-            })
-    };
-    if !next(&mut reader, &mut record)? {
-        bail!("the file is empty: expected a header line naming at least customer_id");
-    }
-    // A UTF-8 byte-order mark before the first column name is allowed.
-    if record
-        .get(0)
-        .is_some_and(|f| f.starts_with(b"\xEF\xBB\xBF"))
-    {
-        let mut fixed = csv::ByteRecord::new();
-        for (i, f) in record.iter().enumerate() {
-            fixed.push_field(if i == 0 { &f[3..] } else { f });
-        }
-        record = fixed;
-    }
-    let layout = Layout::from_header(&record)?;
+    let layout = read_header(&mut reader, &mut record)?;
     if let Some(w) = rejects.as_mut() {
         let mut header = vec!["line".to_string(), "reason".to_string()];
         header.extend(layout.names.iter().cloned());
@@ -788,7 +863,7 @@ pub fn parse_csv<R: Read, W: Write>(
     }
     let (mut read, mut accepted, mut rejected, mut unusable_email) = (0u64, 0u64, 0u64, 0u64);
     let mut batch = Vec::with_capacity(BATCH_ROWS);
-    while next(&mut reader, &mut record)? {
+    while next_record(&mut reader, &mut record)? {
         read += 1;
         let from = record.position().map_or(0, |p| p.byte());
         let line = reader.get_mut().lines.line_of_record(from);
@@ -805,13 +880,7 @@ pub fn parse_csv<R: Read, W: Write>(
             Parsed::Rejected(reason) => {
                 rejected += 1;
                 if let Some(w) = rejects.as_mut() {
-                    let mut out = csv::ByteRecord::new();
-                    out.push_field(line.to_string().as_bytes());
-                    out.push_field(reason.as_bytes());
-                    for f in record.iter() {
-                        out.push_field(f);
-                    }
-                    w.write_byte_record(&out)?;
+                    write_reject(w, line, &reason, &record)?;
                 }
             }
         }
@@ -834,6 +903,60 @@ pub fn parse_csv<R: Read, W: Write>(
         unusable_email,
         sha256,
     }))
+}
+
+/// Reads one record; an error names the line where the CSV stops being readable.
+fn next_record<R: Read>(
+    reader: &mut csv::Reader<R>,
+    record: &mut csv::ByteRecord,
+) -> anyhow::Result<bool> {
+    reader
+        .read_byte_record(record)
+        .map_err(|e| match e.position() {
+            Some(p) => anyhow::anyhow!(
+                "line {}: the CSV cannot be read past this point ({e})",
+                p.line()
+            ),
+            None => anyhow::anyhow!("the CSV cannot be read ({e})"),
+        })
+}
+
+/// The header line's layout. A UTF-8 byte-order mark before the first column name is allowed.
+fn read_header<R: Read>(
+    reader: &mut csv::Reader<R>,
+    record: &mut csv::ByteRecord,
+) -> anyhow::Result<Layout> {
+    if !next_record(reader, record)? {
+        bail!("the file is empty: expected a header line naming at least customer_id");
+    }
+    if record
+        .get(0)
+        .is_some_and(|f| f.starts_with(b"\xEF\xBB\xBF"))
+    {
+        let mut fixed = csv::ByteRecord::new();
+        for (i, f) in record.iter().enumerate() {
+            fixed.push_field(if i == 0 { &f[3..] } else { f });
+        }
+        *record = fixed;
+    }
+    Layout::from_header(record)
+}
+
+/// One line of the rejects file: `line,reason,<original fields>`.
+fn write_reject<W: Write>(
+    w: &mut csv::Writer<W>,
+    line: u64,
+    reason: &str,
+    record: &csv::ByteRecord,
+) -> anyhow::Result<()> {
+    let mut out = csv::ByteRecord::new();
+    out.push_field(line.to_string().as_bytes());
+    out.push_field(reason.as_bytes());
+    for f in record.iter() {
+        out.push_field(f);
+    }
+    w.write_byte_record(&out)?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -17,8 +17,6 @@
 use std::fs::File;
 use std::io::{BufWriter, Write};
 
-pub use crate::store::address_key;
-
 /// Keys sorted in memory before a run is written out: 256 Ki keys, 4 MB.
 pub const RUN_KEYS: usize = 1 << 18;
 
@@ -212,6 +210,7 @@ fn unlinked_temp_file() -> std::io::Result<File> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::address_key;
 
     fn count(addresses: &[&str], run_keys: usize) -> u64 {
         let mut c = SharedAddressCounter::with_run_size(run_keys);

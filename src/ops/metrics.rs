@@ -10,10 +10,11 @@
 //! `domain` (the recipient's mail domain) and nothing else: never an address, a name or a customer id.
 //! The domain label is bounded, see [`DomainLabels`].
 //!
-//! The dispatcher feeds it where outcomes are known (`Delivery::run`: outcome, send latency, rate-limit
-//! waits) and in housekeeping (heartbeat time, queue depth from the O(1) `campaign_progress`
-//! counters). Lease renewals, releases and claims are read from the dispatcher's [`Stats`] at render
-//! time, so nothing is counted twice.
+//! One registry: each fact is counted once, by one of its methods. The dispatcher calls them where
+//! the facts are known (the delivery task: outcome, send latency, rate-limit waits; the claim round,
+//! the recorder and housekeeping: claims, releases, lease renewals, heartbeat time, queue depth from
+//! the O(1) `campaign_progress` counters). The unlabelled totals live in [`Stats`], which the
+//! registry renders and lends out ([`Metrics::stats`]) for logs, the status line and tests.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Write as _;
@@ -183,7 +184,9 @@ struct State {
     rate_limit_wait_seconds: f64,
 }
 
-/// Counters of one run, for logs, status lines and tests.
+/// The unlabelled totals of one run, for logs, status lines, tests and `/metrics`. Written only by
+/// [`Metrics`]'s methods (an attempt's outcome goes to its labelled counter and to its total in one
+/// call); read them through [`Metrics::stats`].
 #[derive(Debug, Default)]
 pub struct Stats {
     pub claimed: AtomicU64,
@@ -207,14 +210,18 @@ pub struct Metrics {
     sending_suspended: AtomicU64,
 }
 
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::with_domain_labels(DomainLabels::default())
+    }
+}
+
 impl Metrics {
-    /// A registry reading the unlabelled counters (lease renewals, releases, claims, rate-limit
-    /// waits) from `stats`.
-    pub fn new(stats: Arc<Stats>) -> Self {
-        Self::with_domain_labels(stats, DomainLabels::default())
+    pub fn new() -> Self {
+        Self::default()
     }
 
-    pub fn with_domain_labels(stats: Arc<Stats>, domains: DomainLabels) -> Self {
+    pub fn with_domain_labels(domains: DomainLabels) -> Self {
         Metrics {
             state: Mutex::new(State {
                 domains,
@@ -224,7 +231,7 @@ impl Metrics {
                 heartbeat: None,
                 rate_limit_wait_seconds: 0.0,
             }),
-            stats,
+            stats: Arc::default(),
             in_flight: AtomicU64::new(0),
             cluster_daemons: AtomicU64::new(1),
             sending_suspended: AtomicU64::new(0),
@@ -236,8 +243,20 @@ impl Metrics {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Counts one attempt of `campaign_id` to a recipient at `domain`.
+    /// The unlabelled totals (sent, deferred, failed, claimed, released, ...).
+    pub fn stats(&self) -> &Arc<Stats> {
+        &self.stats
+    }
+
+    /// Counts one attempt of `campaign_id` to a recipient at `domain`: its labelled counter and its
+    /// total.
     pub fn attempt(&self, campaign_id: i64, domain: &str, outcome: Outcome) {
+        let total = match outcome {
+            Outcome::Sent => &self.stats.sent,
+            Outcome::Deferred => &self.stats.deferred,
+            Outcome::Failed => &self.stats.failed,
+        };
+        total.fetch_add(1, Ordering::Relaxed);
         let mut s = self.state();
         let label = s.domains.label(domain);
         let counts = s.outcomes.entry((campaign_id, label)).or_insert([0; 3]);
@@ -248,13 +267,29 @@ impl Metrics {
         }] += 1;
     }
 
+    /// Recipients leased by this daemon.
+    pub fn claimed(&self, n: u64) {
+        self.stats.claimed.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Leased recipients given back unattempted.
+    pub fn released(&self, n: u64) {
+        self.stats.released.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Leases renewed while their recipients were still in flight.
+    pub fn leases_renewed(&self, n: u64) {
+        self.stats.lease_renewals.fetch_add(n, Ordering::Relaxed);
+    }
+
     /// How long one hand-over to the transport took.
     pub fn send_latency(&self, took: Duration) {
         self.state().latency.observe(took.as_secs_f64());
     }
 
-    /// Time a delivery waited for its rate-limit permits (counted when it had to wait).
+    /// A delivery had to wait `waited` for its rate-limit permits.
     pub fn rate_limit_wait(&self, waited: Duration) {
+        self.stats.rate_limit_waits.fetch_add(1, Ordering::Relaxed);
         self.state().rate_limit_wait_seconds += waited.as_secs_f64();
     }
 
@@ -300,71 +335,24 @@ impl Metrics {
     pub fn render(&self) -> String {
         let s = self.state();
         let mut out = String::with_capacity(4096);
-        for (i, (name, help)) in [
-            (
-                "messages_sent_total",
-                "Notices accepted by the relay (or written to the outbox), by campaign and recipient domain.",
-            ),
-            (
-                "messages_deferred_total",
-                "Attempts that failed temporarily and will be retried, by campaign and recipient domain.",
-            ),
-            (
-                "messages_failed_total",
-                "Attempts that failed for good (refused or expired: a letter is needed), by campaign and recipient domain.",
-            ),
-        ]
-        .into_iter()
-        .enumerate()
-        {
-            family(&mut out, name, "counter", help);
-            for ((campaign, domain), counts) in &s.outcomes {
-                let _ = writeln!(
-                    out,
-                    "{PREFIX}{name}{{campaign=\"{campaign}\",domain=\"{}\"}} {}",
-                    escape_label(domain),
-                    counts[i]
-                );
-            }
-        }
-
-        let h = &s.latency;
+        render_outcomes(&mut out, &s);
+        render_latency(&mut out, &s.latency);
+        render_queue_depth(&mut out, &s);
+        self.render_scalars(&mut out, &s);
         family(
             &mut out,
-            "send_duration_seconds",
-            "histogram",
-            "Time to hand one notice to the transport (SMTP conversation or outbox write).",
-        );
-        let mut cumulative = 0;
-        for (i, bound) in h.bounds.iter().enumerate() {
-            cumulative += h.counts[i];
-            let _ = writeln!(
-                out,
-                "{PREFIX}send_duration_seconds_bucket{{le=\"{}\"}} {cumulative}",
-                float(*bound)
-            );
-        }
-        let _ = writeln!(
-            out,
-            "{PREFIX}send_duration_seconds_bucket{{le=\"+Inf\"}} {}",
-            h.count
-        );
-        let _ = writeln!(out, "{PREFIX}send_duration_seconds_sum {}", float(h.sum));
-        let _ = writeln!(out, "{PREFIX}send_duration_seconds_count {}", h.count);
-
-        family(
-            &mut out,
-            "queue_depth",
+            "heartbeat_timestamp_seconds",
             "gauge",
-            "Recipients of each unfinished campaign still queued or deferred (from the campaign counters, refreshed every heartbeat).",
+            "Unix time of this daemon's last successful heartbeat in the database (alert when it lags).",
         );
-        for (campaign, depth) in &s.queue_depth {
-            let _ = writeln!(
-                out,
-                "{PREFIX}queue_depth{{campaign=\"{campaign}\"}} {depth}"
-            );
+        if let Some(at) = s.heartbeat {
+            let _ = writeln!(out, "{PREFIX}heartbeat_timestamp_seconds {}", float(at));
         }
+        out
+    }
 
+    /// The unlabelled gauges and counters, one sample each.
+    fn render_scalars(&self, out: &mut String, s: &State) {
         let stats = &self.stats;
         for (name, kind, help, value) in [
             (
@@ -416,19 +404,82 @@ impl Metrics {
                 s.rate_limit_wait_seconds,
             ),
         ] {
-            family(&mut out, name, kind, help);
+            family(out, name, kind, help);
             let _ = writeln!(out, "{PREFIX}{name} {}", float(value));
         }
-        family(
-            &mut out,
-            "heartbeat_timestamp_seconds",
-            "gauge",
-            "Unix time of this daemon's last successful heartbeat in the database (alert when it lags).",
-        );
-        if let Some(at) = s.heartbeat {
-            let _ = writeln!(out, "{PREFIX}heartbeat_timestamp_seconds {}", float(at));
+    }
+}
+
+/// The outcome counters, by campaign and domain label.
+fn render_outcomes(out: &mut String, s: &State) {
+    for (i, (name, help)) in [
+            (
+                "messages_sent_total",
+                "Notices accepted by the relay (or written to the outbox), by campaign and recipient domain.",
+            ),
+            (
+                "messages_deferred_total",
+                "Attempts that failed temporarily and will be retried, by campaign and recipient domain.",
+            ),
+            (
+                "messages_failed_total",
+                "Attempts that failed for good (refused or expired: a letter is needed), by campaign and recipient domain.",
+            ),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            family(out, name, "counter", help);
+            for ((campaign, domain), counts) in &s.outcomes {
+                let _ = writeln!(
+                    out,
+                    "{PREFIX}{name}{{campaign=\"{campaign}\",domain=\"{}\"}} {}",
+                    escape_label(domain),
+                    counts[i]
+                );
+            }
         }
-        out
+}
+
+/// The send-latency histogram.
+fn render_latency(out: &mut String, h: &Histogram) {
+    family(
+        out,
+        "send_duration_seconds",
+        "histogram",
+        "Time to hand one notice to the transport (SMTP conversation or outbox write).",
+    );
+    let mut cumulative = 0;
+    for (i, bound) in h.bounds.iter().enumerate() {
+        cumulative += h.counts[i];
+        let _ = writeln!(
+            out,
+            "{PREFIX}send_duration_seconds_bucket{{le=\"{}\"}} {cumulative}",
+            float(*bound)
+        );
+    }
+    let _ = writeln!(
+        out,
+        "{PREFIX}send_duration_seconds_bucket{{le=\"+Inf\"}} {}",
+        h.count
+    );
+    let _ = writeln!(out, "{PREFIX}send_duration_seconds_sum {}", float(h.sum));
+    let _ = writeln!(out, "{PREFIX}send_duration_seconds_count {}", h.count);
+}
+
+/// Open recipients per unfinished campaign.
+fn render_queue_depth(out: &mut String, s: &State) {
+    family(
+        out,
+        "queue_depth",
+        "gauge",
+        "Recipients of each unfinished campaign still queued or deferred (from the campaign counters, refreshed every heartbeat).",
+    );
+    for (campaign, depth) in &s.queue_depth {
+        let _ = writeln!(
+            out,
+            "{PREFIX}queue_depth{{campaign=\"{campaign}\"}} {depth}"
+        );
     }
 }
 
@@ -536,9 +587,8 @@ mod tests {
 
     #[test]
     fn exposition() {
-        let stats = Arc::new(Stats::default());
-        stats.lease_renewals.fetch_add(3, Ordering::Relaxed);
-        let m = Metrics::with_domain_labels(stats, DomainLabels::new(5, 1, 10));
+        let m = Metrics::with_domain_labels(DomainLabels::new(5, 1, 10));
+        m.leases_renewed(3);
         m.attempt(7, "Example.com", Outcome::Sent);
         m.attempt(7, "example.com", Outcome::Deferred);
         m.attempt(7, "we\"ird\\dom\nain", Outcome::Failed);
@@ -566,6 +616,12 @@ mod tests {
             "no heartbeat yet"
         );
         assert_eq!(m.campaign_totals(7), [1, 1, 1]);
+        let totals = m.stats();
+        assert_eq!(
+            [&totals.sent, &totals.deferred, &totals.failed].map(|n| n.load(Ordering::Relaxed)),
+            [1, 1, 1],
+            "each outcome counted once, in its labelled counter and its total"
+        );
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             assert!(line.starts_with(PREFIX), "{line}");
         }

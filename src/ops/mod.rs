@@ -9,8 +9,8 @@
 //! dispatcher and intake can report through them without a cycle.
 
 pub mod export;
-pub mod http;
+pub(crate) mod http;
 pub mod metrics;
-pub mod notify;
-pub mod progress;
-pub mod telemetry;
+pub(crate) mod notify;
+pub(crate) mod progress;
+pub(crate) mod telemetry;

@@ -23,7 +23,8 @@ use tokio::sync::mpsc::Sender;
 use tracing::log::LevelFilter;
 
 use super::postgres::PgStore;
-use super::sqlite::{SqliteStore, from_ms};
+use super::sqlite::SqliteStore;
+use super::time::DbTime;
 use super::{AttemptOutcome, Channel, RecipientStatus, Result, Store, StoreError};
 
 /// One recipient as the evidence export reads it: no email address, name or postal address.
@@ -215,7 +216,7 @@ fn in_attempt_order(mut attempts: Vec<(i64, ExportAttempt)>) -> Vec<ExportAttemp
 /// `campaign_id, id`, as in `DUE_FRESH` (see there): the rows then come from `recipients_campaign_id`
 /// in order, never from a walk of the primary key through earlier campaigns' ids. The attempts of
 /// each recipient are found through `delivery_attempts_recipient`; the aggregate over none is one row
-/// of NULL arrays. Public for the plan check of tests/exports.rs.
+/// of NULL arrays. Public for the plan check of tests/it/exports.rs.
 pub const PG_EVIDENCE: &str = "SELECT r.id, r.customer_id, r.channel, r.status, r.message_id, \
      r.first_attempt_at, r.finished_at, r.last_code, r.last_reply, r.fail_reason, r.postal_followup, \
      a.ids, a.numbers, a.started, a.finished, a.outcomes, a.codes, a.replies, a.message_ids, a.instances \
@@ -542,4 +543,9 @@ fn sqlite_attempts(json: &str) -> Result<Vec<ExportAttempt>> {
 /// A [`SQLITE_POSTAL`] row.
 fn sqlite_postal(r: &SqliteRow) -> Result<PostalRow> {
     postal_row(Columns::new(r))
+}
+
+/// SQLite's integer milliseconds as a time.
+fn from_ms(ms: i64) -> DateTime<Utc> {
+    DbTime::from_millis(ms).0
 }

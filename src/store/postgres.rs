@@ -2,26 +2,19 @@
 //!
 //! Claims use `FOR UPDATE SKIP LOCKED` so that daemons never wait on each other's batches; batch writes
 //! use `unnest` over arrays so a batch of 500 outcomes is one statement, not 500 round trips. Counters
-//! follow by statement-level triggers (see `migrations/postgres/`).
+//! follow by statement-level triggers (see `migrations/postgres/`). Bulk imports COPY (binary), and
+//! claims and a few aggregates run with their own planner settings. What both backends do with the
+//! same SQL is in `portable.rs`; this file holds only what PostgreSQL does its own way.
 
 use std::str::FromStr;
 
 use chrono::{DateTime, Utc};
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
-use sqlx::{ConnectOptions, Row};
+use sqlx::ConnectOptions;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
 use super::address_key;
-use super::schema::{AppliedMigration, absent_table_is_none};
+use super::portable::{ATTEMPT_COLUMNS, RECIPIENT_COLUMNS, SHARED_ADDRESSES};
 use super::*;
-
-const RECIPIENT_COLUMNS: &str = "id, campaign_id, customer_id, email, first_name, last_name, locale, \
-    jurisdiction, electronic_consent, address1, address2, city, region, postal_code, country, \
-    attributes::text AS attributes, channel, status, attempts, next_attempt_at, retry_due_at, lease_owner, \
-    lease_expires_at, message_id, last_code, last_reply, fail_reason, postal_followup, first_attempt_at, \
-    finished_at";
-
-const CAMPAIGN_COLUMNS: &str = "id, name, state, definition, content_hash, email_without_consent, \
-    discovered_at, supplements, state_reason, created_at, updated_at, started_at, finished_at";
 
 #[derive(Debug, Clone)]
 pub struct PgStore {
@@ -76,124 +69,6 @@ impl PgStore {
     /// The `application_name` this process's claims run under (see [`CLAIM_SETTINGS`]).
     pub fn claim_tag(&self) -> &str {
         &self.claim_tag
-    }
-
-    pub(super) async fn applied_migrations(&self) -> Result<Option<Vec<AppliedMigration>>> {
-        let rows =
-            sqlx::query("SELECT version, checksum, success FROM _sqlx_migrations ORDER BY version")
-                .fetch_all(&self.pool)
-                .await;
-        Ok(absent_table_is_none(rows)?.map(|rows| {
-            rows.iter()
-                .map(|r| AppliedMigration {
-                    version: r.get("version"),
-                    checksum: r.get("checksum"),
-                    success: r.get("success"),
-                })
-                .collect()
-        }))
-    }
-
-    pub(super) async fn create_campaign(&self, c: &NewCampaign, actor: &str) -> Result<i64> {
-        let id = sqlx::query_scalar(
-            "INSERT INTO campaigns (name, definition, content_hash, email_without_consent, discovered_at, \
-             supplements, change_actor) VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
-        )
-        .bind(&c.name)
-        .bind(&c.definition)
-        .bind(&c.content_hash)
-        .bind(c.email_without_consent)
-        .bind(c.discovered_at)
-        .bind(c.supplements)
-        .bind(actor)
-        .fetch_one(&self.pool)
-        .await?;
-        // The insert trigger has read the actor; clear the mailbox (an UPDATE trigger would too).
-        sqlx::query("UPDATE campaigns SET change_actor = NULL WHERE id = $1")
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
-        Ok(id)
-    }
-
-    pub(super) async fn campaign(&self, id: i64) -> Result<Option<Campaign>> {
-        let row = sqlx::query(audited!(
-            "SELECT {CAMPAIGN_COLUMNS} FROM campaigns WHERE id = $1"
-        ))
-        .bind(id)
-        .fetch_optional(&self.pool)
-        .await?;
-        row.map(|r| campaign_from_row(&r)).transpose()
-    }
-
-    pub(super) async fn campaigns(&self) -> Result<Vec<Campaign>> {
-        let rows = sqlx::query(audited!(
-            "SELECT {CAMPAIGN_COLUMNS} FROM campaigns ORDER BY id"
-        ))
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(campaign_from_row).collect()
-    }
-
-    pub(super) async fn set_campaign_state(
-        &self,
-        id: i64,
-        from: CampaignState,
-        to: CampaignState,
-        actor: &str,
-        reason: Option<&str>,
-    ) -> Result<()> {
-        let done = sqlx::query(
-            "UPDATE campaigns SET state = $3, change_actor = $4, change_reason = $5 \
-             WHERE id = $1 AND state = $2",
-        )
-        .bind(id)
-        .bind(from.as_str())
-        .bind(to.as_str())
-        .bind(actor)
-        .bind(reason)
-        .execute(&self.pool)
-        .await?;
-        if done.rows_affected() == 0 {
-            // Someone else changed the state between our read and this update.
-            let now = self
-                .campaign(id)
-                .await?
-                .ok_or(StoreError::UnknownCampaign(id))?;
-            return Err(StoreError::IllegalTransition {
-                id,
-                from: now.state,
-                to,
-                allowed: allowed_list(now.state),
-            });
-        }
-        Ok(())
-    }
-
-    pub(super) async fn campaign_events(&self, campaign_id: i64) -> Result<Vec<CampaignEvent>> {
-        let rows = sqlx::query(
-            "SELECT id, campaign_id, at, from_state, to_state, actor, reason FROM campaign_events \
-             WHERE campaign_id = $1 ORDER BY id",
-        )
-        .bind(campaign_id)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(CampaignEvent {
-                    id: r.get("id"),
-                    campaign_id: r.get("campaign_id"),
-                    at: r.get("at"),
-                    from_state: r
-                        .get::<Option<String>, _>("from_state")
-                        .map(|s| s.parse())
-                        .transpose()?,
-                    to_state: r.get::<String, _>("to_state").parse()?,
-                    actor: r.get("actor"),
-                    reason: r.get("reason"),
-                })
-            })
-            .collect()
     }
 
     /// Stores a prepared batch. Fast path: the batch (repeats within it already dropped) is COPYed
@@ -309,119 +184,17 @@ impl PgStore {
         )
     }
 
-    pub(super) async fn record_import(&self, i: &ImportRecord) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO imports (id, campaign_id, source_name, sha256, rows_read, accepted, rejected, \
-             duplicates, email, postal, shared_addresses, actor, started_at, finished_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
-        )
-        .bind(i.id)
-        .bind(i.campaign_id)
-        .bind(&i.source_name)
-        .bind(&i.sha256)
-        .bind(i.counts.read as i64)
-        .bind(i.counts.accepted() as i64)
-        .bind(i.counts.rejected as i64)
-        .bind(i.counts.duplicates as i64)
-        .bind(i.counts.email as i64)
-        .bind(i.counts.postal as i64)
-        .bind(i.shared_addresses as i64)
-        .bind(&i.actor)
-        .bind(i.started_at)
-        .bind(i.finished_at)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
-    }
-
-    pub(super) async fn imports(&self, campaign_id: i64) -> Result<Vec<ImportRecord>> {
-        let rows = sqlx::query(
-            "SELECT id, campaign_id, source_name, sha256, rows_read, rejected, duplicates, email, postal, \
-             shared_addresses, actor, started_at, finished_at FROM imports WHERE campaign_id = $1 ORDER BY id",
-        )
-        .bind(campaign_id)
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows
-            .iter()
-            .map(|r| ImportRecord {
-                id: r.get("id"),
-                campaign_id: r.get("campaign_id"),
-                source_name: r.get("source_name"),
-                sha256: r.get("sha256"),
-                counts: ImportCounts {
-                    read: r.get::<i64, _>("rows_read") as u64,
-                    rejected: r.get::<i64, _>("rejected") as u64,
-                    duplicates: r.get::<i64, _>("duplicates") as u64,
-                    email: r.get::<i64, _>("email") as u64,
-                    postal: r.get::<i64, _>("postal") as u64,
-                    unusable_email: 0,
-                },
-                shared_addresses: r.get::<i64, _>("shared_addresses") as u64,
-                actor: r.get("actor"),
-                started_at: r.get("started_at"),
-                finished_at: r.get("finished_at"),
-            })
-            .collect())
-    }
-
     pub(super) async fn shared_addresses(&self, campaign_id: i64) -> Result<u64> {
         let mut tx = self.pool.begin().await?;
         // Once the table's statistics know the campaign is large, the planner JIT-compiles this
         // aggregate: measured at 1,000,000 recipients, 7 s with JIT against 1.3 s without.
         sqlx::query("SET LOCAL jit = off").execute(&mut *tx).await?;
-        let n: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM (SELECT lower(email) FROM recipients WHERE campaign_id = $1 \
-             AND email IS NOT NULL GROUP BY lower(email) HAVING count(*) > 1) AS shared",
-        )
-        .bind(campaign_id)
-        .fetch_one(&mut *tx)
-        .await?;
+        let n: i64 = sqlx::query_scalar(SHARED_ADDRESSES)
+            .bind(campaign_id)
+            .fetch_one(&mut *tx)
+            .await?;
         tx.commit().await?;
         Ok(n as u64)
-    }
-
-    pub(super) async fn recipient(&self, id: i64) -> Result<Option<Recipient>> {
-        let row = sqlx::query(audited!(
-            "SELECT {RECIPIENT_COLUMNS} FROM recipients WHERE id = $1"
-        ))
-        .bind(id)
-        .fetch_optional(&self.pool)
-        .await?;
-        row.map(|r| recipient_from_row(&r)).transpose()
-    }
-
-    pub(super) async fn recipient_by_customer(
-        &self,
-        campaign_id: i64,
-        customer_id: &str,
-    ) -> Result<Option<Recipient>> {
-        let row = sqlx::query(audited!(
-            "SELECT {RECIPIENT_COLUMNS} FROM recipients WHERE campaign_id = $1 AND customer_id = $2"
-        ))
-        .bind(campaign_id)
-        .bind(customer_id)
-        .fetch_optional(&self.pool)
-        .await?;
-        row.map(|r| recipient_from_row(&r)).transpose()
-    }
-
-    pub(super) async fn sample_recipients(
-        &self,
-        campaign_id: i64,
-        limit: u32,
-    ) -> Result<Vec<Recipient>> {
-        // recipient_samples holds the first recipient of each pair, kept by a trigger as rows arrive
-        // (migration 7): a handful of rows, where grouping the campaign took 17 s at 15,000,000.
-        let rows = sqlx::query(audited!(
-            "SELECT {RECIPIENT_COLUMNS} FROM recipients WHERE id IN (SELECT recipient_id \
-             FROM recipient_samples WHERE campaign_id = $1) ORDER BY id LIMIT $2"
-        ))
-        .bind(campaign_id)
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(recipient_from_row).collect()
     }
 
     pub(super) async fn recipients_after(
@@ -431,7 +204,7 @@ impl PgStore {
         limit: u32,
     ) -> Result<Vec<Recipient>> {
         // Written as DUE_FRESH is, so that the first page does not walk earlier campaigns' ids.
-        let rows = sqlx::query(audited!(
+        Ok(sqlx::query_as(audited!(
             "SELECT {RECIPIENT_COLUMNS} FROM recipients WHERE campaign_id = ANY (ARRAY[$1::bigint]) \
              AND id > $2 ORDER BY campaign_id, id LIMIT $3"
         ))
@@ -439,33 +212,16 @@ impl PgStore {
         .bind(after_id)
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(recipient_from_row).collect()
+        .await?)
     }
 
-    #[allow(clippy::too_many_arguments)]
-    pub(super) async fn claim(
-        &self,
-        campaign_id: i64,
-        instance: &str,
-        cursor: i64,
-        upper: i64,
-        limit: u32,
-        now: DateTime<Utc>,
-        until: DateTime<Utc>,
-    ) -> Result<Claim> {
+    /// A claim (see `Store::claim_batch`) in its own transaction with the claim's settings.
+    pub(super) async fn claim(&self, request: &ClaimRequest<'_>) -> Result<Claim> {
         let mut tx = self.claim_transaction().await?;
-        let claim = claim_in(
-            &mut tx,
-            campaign_id,
-            instance,
-            cursor,
-            upper,
-            limit,
-            now,
-            until,
-        )
-        .await?;
+        let claim = match &request.daily_cap {
+            None => claim_in(&mut tx, request, request.limit).await?,
+            Some(cap) => claim_capped(&mut tx, request, cap).await?,
+        };
         tx.commit().await?;
         Ok(claim)
     }
@@ -480,372 +236,116 @@ impl PgStore {
             .await?;
         Ok(tx)
     }
+}
 
-    /// A claim under a daily cap that holds for the cluster: claims of one capped campaign take turns
-    /// (a lock on the campaign's row, which nothing but state changes writes); each sees what was sent
-    /// today and what every live daemon holds (`campaign_holds`), claims at most the rest, and records
-    /// what this daemon now holds, all in one transaction.
-    #[allow(clippy::too_many_arguments)]
-    pub(super) async fn claim_capped(
-        &self,
-        campaign_id: i64,
-        instance: &str,
-        cursor: i64,
-        upper: i64,
-        limit: u32,
-        now: DateTime<Utc>,
-        until: DateTime<Utc>,
-        cap: &DailyCap,
-    ) -> Result<Claim> {
-        let mut tx = self.claim_transaction().await?;
-        sqlx::query("SELECT id FROM campaigns WHERE id = $1 FOR NO KEY UPDATE")
-            .bind(campaign_id)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query(
-            "DELETE FROM campaign_holds h WHERE h.campaign_id = $1 AND h.instance <> $2 \
-             AND NOT EXISTS (SELECT 1 FROM instances i WHERE i.id = h.instance \
-                             AND i.heartbeat_at > $3 AND i.stopped_at IS NULL)",
-        )
+/// A claim under a daily cap that holds for the cluster: claims of one capped campaign take turns
+/// (a lock on the campaign's row, which nothing but state changes writes); each sees what was sent
+/// today and what every live daemon holds (`campaign_holds`), claims at most the rest, and records
+/// what this daemon now holds, all in the claim's transaction.
+async fn claim_capped(
+    tx: &mut sqlx::Transaction<'static, sqlx::Postgres>,
+    request: &ClaimRequest<'_>,
+    cap: &DailyCap,
+) -> Result<Claim> {
+    let (campaign_id, instance) = (request.campaign_id, request.instance);
+    sqlx::query("SELECT id FROM campaigns WHERE id = $1 FOR NO KEY UPDATE")
         .bind(campaign_id)
-        .bind(instance)
-        .bind(cap.live_since)
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await?;
-        let used: i64 = sqlx::query_scalar(
-            "SELECT coalesce((SELECT sum(sent) FROM send_buckets \
-                              WHERE campaign_id = $1 AND bucket >= $2), 0)::bigint \
-                  + coalesce((SELECT sum(held) FROM campaign_holds \
-                              WHERE campaign_id = $1 AND instance <> $3), 0)::bigint",
-        )
-        .bind(campaign_id)
-        .bind(super::bucket_of(cap.day_start))
-        .bind(instance)
-        .fetch_one(&mut *tx)
-        .await?;
-        let room = cap.room(used as u64);
-        let mut claim = Claim {
-            cursor,
-            cap_reached: room == 0,
-            ..Claim::default()
-        };
-        if room > 0 {
-            let limit = limit.min(room.min(u64::from(u32::MAX)) as u32);
-            claim = claim_in(
-                &mut tx,
-                campaign_id,
-                instance,
-                cursor,
-                upper,
-                limit,
-                now,
-                until,
-            )
-            .await?;
-        }
-        sqlx::query(
-            "INSERT INTO campaign_holds (campaign_id, instance, held) VALUES ($1, $2, $3) \
-             ON CONFLICT (campaign_id, instance) DO UPDATE SET held = EXCLUDED.held",
-        )
-        .bind(campaign_id)
-        .bind(instance)
-        .bind((cap.held_here + claim.recipients.len() as u64) as i64)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(claim)
+    sqlx::query(
+        "DELETE FROM campaign_holds h WHERE h.campaign_id = $1 AND h.instance <> $2 \
+         AND NOT EXISTS (SELECT 1 FROM instances i WHERE i.id = h.instance \
+                         AND i.heartbeat_at > $3 AND i.stopped_at IS NULL)",
+    )
+    .bind(campaign_id)
+    .bind(instance)
+    .bind(cap.live_since)
+    .execute(&mut **tx)
+    .await?;
+    let used: i64 = sqlx::query_scalar(
+        "SELECT coalesce((SELECT sum(sent) FROM send_buckets \
+                          WHERE campaign_id = $1 AND bucket >= $2), 0)::bigint \
+              + coalesce((SELECT sum(held) FROM campaign_holds \
+                          WHERE campaign_id = $1 AND instance <> $3), 0)::bigint",
+    )
+    .bind(campaign_id)
+    .bind(bucket_of(cap.day_start))
+    .bind(instance)
+    .fetch_one(&mut **tx)
+    .await?;
+    let room = cap.room(used as u64);
+    let mut claim = Claim {
+        cursor: request.cursor,
+        cap_reached: room == 0,
+        ..Claim::default()
+    };
+    if room > 0 {
+        let limit = request.limit.min(room.min(u64::from(u32::MAX)) as u32);
+        claim = claim_in(tx, request, limit).await?;
     }
+    sqlx::query(
+        "INSERT INTO campaign_holds (campaign_id, instance, held) VALUES ($1, $2, $3) \
+         ON CONFLICT (campaign_id, instance) DO UPDATE SET held = EXCLUDED.held",
+    )
+    .bind(campaign_id)
+    .bind(instance)
+    .bind((cap.held_here + claim.recipients.len() as u64) as i64)
+    .execute(&mut **tx)
+    .await?;
+    Ok(claim)
 }
 
 /// Claims up to `limit` due recipients of one campaign in `tx`: retries first, then fresh rows.
-#[allow(clippy::too_many_arguments)]
 async fn claim_in(
     tx: &mut sqlx::Transaction<'static, sqlx::Postgres>,
-    campaign_id: i64,
-    instance: &str,
-    cursor: i64,
-    upper: i64,
+    request: &ClaimRequest<'_>,
     limit: u32,
-    now: DateTime<Utc>,
-    until: DateTime<Utc>,
 ) -> Result<Claim> {
-    let retries = sqlx::query(audited!(
-            "WITH due AS ({DUE_RETRIES} FOR UPDATE SKIP LOCKED) \
-             UPDATE recipients r SET lease_owner = $4, lease_expires_at = $5 FROM due WHERE r.id = due.id \
-             RETURNING {}",
-            prefixed("r", RECIPIENT_COLUMNS)
-        ))
-        .bind(campaign_id)
-        .bind(now)
-        .bind(i64::from(limit))
-        .bind(instance)
-        .bind(until)
-        .fetch_all(&mut **tx)
-        .await?;
+    let (now, until) = (request.now, request.until());
+    let retries: Vec<Recipient> = sqlx::query_as(audited!(
+        "WITH due AS ({DUE_RETRIES} FOR UPDATE SKIP LOCKED) \
+         UPDATE recipients r SET lease_owner = $4, lease_expires_at = $5 FROM due WHERE r.id = due.id \
+         RETURNING {}",
+        prefixed("r", RECIPIENT_COLUMNS)
+    ))
+    .bind(request.campaign_id)
+    .bind(now)
+    .bind(i64::from(limit))
+    .bind(request.instance)
+    .bind(until)
+    .fetch_all(&mut **tx)
+    .await?;
     let remaining = i64::from(limit) - retries.len() as i64;
     let mut fresh = Vec::new();
     if remaining > 0 {
         // Fresh rows by key range: the (campaign_id, id) index never changes, so it costs the
         // status updates nothing. Rows leased by others are skipped; if their owner dies, they are
         // found again when the caller restarts the scan from 0.
-        fresh = sqlx::query(audited!(
+        fresh = sqlx::query_as(audited!(
             "WITH due AS ({DUE_FRESH} FOR UPDATE SKIP LOCKED) \
-                 UPDATE recipients r SET lease_owner = $6, lease_expires_at = $7 FROM due \
-                 WHERE r.id = due.id RETURNING {}",
+             UPDATE recipients r SET lease_owner = $6, lease_expires_at = $7 FROM due \
+             WHERE r.id = due.id RETURNING {}",
             prefixed("r", RECIPIENT_COLUMNS)
         ))
-        .bind(campaign_id)
-        .bind(cursor)
-        .bind(upper)
+        .bind(request.campaign_id)
+        .bind(request.cursor)
+        .bind(request.upper)
         .bind(now)
         .bind(remaining)
-        .bind(instance)
+        .bind(request.instance)
         .bind(until)
         .fetch_all(&mut **tx)
         .await?;
     }
-    let exhausted = (fresh.len() as i64) < remaining;
-    let next_cursor = fresh
-        .iter()
-        .map(|r| r.get::<i64, _>("id"))
-        .max()
-        .unwrap_or(cursor)
-        .max(cursor);
-    let mut recipients = retries
-        .iter()
-        .chain(fresh.iter())
-        .map(recipient_from_row)
-        .collect::<Result<Vec<_>>>()?;
-    recipients.sort_by_key(|r| r.id);
-    Ok(Claim {
-        recipients,
-        cursor: next_cursor,
-        exhausted,
-        cap_reached: false,
-    })
+    Ok(Claim::from_leased(
+        retries,
+        fresh,
+        remaining,
+        request.cursor,
+    ))
 }
 
 impl PgStore {
-    pub(super) async fn waves(&self, campaign_id: i64) -> Result<Vec<Wave>> {
-        let rows = sqlx::query(
-            "SELECT campaign_id, number, size_spec, release_rule, hold_minutes, max_failure_rate, \
-             max_deferral_rate, released_at, first_id, last_id, planned, finished_at FROM waves \
-             WHERE campaign_id = $1 ORDER BY number",
-        )
-        .bind(campaign_id)
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows
-            .iter()
-            .map(|r| Wave {
-                campaign_id: r.get("campaign_id"),
-                number: r.get("number"),
-                size_spec: r.get("size_spec"),
-                release_rule: r.get("release_rule"),
-                hold_minutes: r.get::<i32, _>("hold_minutes").into(),
-                max_failure_rate: r.get("max_failure_rate"),
-                max_deferral_rate: r.get("max_deferral_rate"),
-                released_at: r.get("released_at"),
-                first_id: r.get("first_id"),
-                last_id: r.get("last_id"),
-                planned: r.get("planned"),
-                finished_at: r.get("finished_at"),
-            })
-            .collect())
-    }
-
-    pub(super) async fn insert_waves(&self, waves: &[Wave]) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
-        for w in waves {
-            sqlx::query(
-                "INSERT INTO waves (campaign_id, number, size_spec, release_rule, hold_minutes, \
-                 max_failure_rate, max_deferral_rate) VALUES ($1, $2, $3, $4, $5, $6, $7) \
-                 ON CONFLICT (campaign_id, number) DO NOTHING",
-            )
-            .bind(w.campaign_id)
-            .bind(w.number)
-            .bind(&w.size_spec)
-            .bind(&w.release_rule)
-            .bind(w.hold_minutes as i32)
-            .bind(w.max_failure_rate)
-            .bind(w.max_deferral_rate)
-            .execute(&mut *tx)
-            .await?;
-        }
-        tx.commit().await?;
-        Ok(())
-    }
-
-    pub(super) async fn release_wave(
-        &self,
-        campaign_id: i64,
-        number: i32,
-        first_id: i64,
-        last_id: Option<i64>,
-        planned: Option<i64>,
-        now: DateTime<Utc>,
-    ) -> Result<bool> {
-        let mut tx = self.pool.begin().await?;
-        // Every insert and status change of the campaign updates its campaign_counters row: holding
-        // that row's lock, no change can fall between the count below and the wave_counters triggers.
-        sqlx::query("SELECT 1 FROM campaign_counters WHERE campaign_id = $1 FOR UPDATE")
-            .bind(campaign_id)
-            .execute(&mut *tx)
-            .await?;
-        let done = sqlx::query(
-            "UPDATE waves SET released_at = coalesce(released_at, $6), first_id = $3, last_id = $4, \
-             planned = $5 WHERE campaign_id = $1 AND number = $2 AND first_id IS NULL",
-        )
-        .bind(campaign_id)
-        .bind(number)
-        .bind(first_id)
-        .bind(last_id)
-        .bind(planned.unwrap_or(0))
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-        if done.rows_affected() == 0 {
-            return Ok(false);
-        }
-        let counted = match last_id {
-            Some(last) => sqlx::query(audited!("{WAVE_COUNT_RANGE}"))
-                .bind(campaign_id)
-                .bind(number)
-                .bind(first_id)
-                .bind(last),
-            None => sqlx::query(audited!("{WAVE_COUNT_REST}"))
-                .bind(campaign_id)
-                .bind(number),
-        };
-        let open: i64 = counted.fetch_one(&mut *tx).await?.get("open");
-        if planned.is_none() {
-            sqlx::query("UPDATE waves SET planned = $3 WHERE campaign_id = $1 AND number = $2")
-                .bind(campaign_id)
-                .bind(number)
-                .bind(open)
-                .execute(&mut *tx)
-                .await?;
-        }
-        tx.commit().await?;
-        Ok(true)
-    }
-
-    pub(super) async fn wave_open(&self, campaign_id: i64, number: i32) -> Result<u64> {
-        let open: Option<i64> = sqlx::query_scalar(
-            "SELECT queued + deferred FROM wave_counters WHERE campaign_id = $1 AND wave_number = $2",
-        )
-        .bind(campaign_id)
-        .bind(number)
-        .fetch_optional(&self.pool)
-        .await?;
-        Ok(open.unwrap_or(0) as u64)
-    }
-
-    pub(super) async fn finish_wave(
-        &self,
-        campaign_id: i64,
-        number: i32,
-        now: DateTime<Utc>,
-    ) -> Result<()> {
-        sqlx::query(
-            "UPDATE waves SET finished_at = $3 WHERE campaign_id = $1 AND number = $2 AND finished_at IS NULL",
-        )
-        .bind(campaign_id)
-        .bind(number)
-        .bind(now)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
-    }
-
-    pub(super) async fn nth_email_recipient(
-        &self,
-        campaign_id: i64,
-        after_id: i64,
-        n: i64,
-    ) -> Result<Option<(i64, i64)>> {
-        let row: (Option<i64>, i64) = sqlx::query_as(
-            "SELECT max(id), count(*) FROM (SELECT id FROM recipients WHERE campaign_id = $1 AND id > $2 \
-             AND channel = 'email' ORDER BY id LIMIT $3) AS w",
-        )
-        .bind(campaign_id)
-        .bind(after_id)
-        .bind(n)
-        .fetch_one(&self.pool)
-        .await?;
-        Ok(row.0.map(|id| (id, row.1)))
-    }
-
-    pub(super) async fn open_in_range(
-        &self,
-        campaign_id: i64,
-        first_id: i64,
-        last_id: i64,
-    ) -> Result<u64> {
-        let n: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM recipients WHERE campaign_id = $1 AND id > $2 AND id <= $3 \
-             AND status IN ('queued', 'deferred')",
-        )
-        .bind(campaign_id)
-        .bind(first_id)
-        .bind(last_id)
-        .fetch_one(&self.pool)
-        .await?;
-        Ok(n as u64)
-    }
-
-    pub(super) async fn wave_attempts(
-        &self,
-        campaign_id: i64,
-        number: i32,
-        from_bucket: i64,
-    ) -> Result<WaveAttempts> {
-        let (total, permanent, sent): (i64, i64, i64) = sqlx::query_as(
-            "SELECT coalesce(sum(attempts), 0)::bigint, coalesce(sum(failed), 0)::bigint, \
-             coalesce(sum(sent), 0)::bigint FROM send_buckets \
-             WHERE campaign_id = $1 AND wave_number = $2 AND bucket >= $3",
-        )
-        .bind(campaign_id)
-        .bind(number)
-        .bind(from_bucket)
-        .fetch_one(&self.pool)
-        .await?;
-        Ok(WaveAttempts::from_buckets(total, permanent, sent))
-    }
-
-    pub(super) async fn wave_progress(&self, campaign_id: i64) -> Result<Vec<WaveProgress>> {
-        let rows = sqlx::query(
-            "SELECT number, size_spec, release_rule, state, planned, total, queued, deferred, sent, failed, \
-             cancelled, released_at, finished_at, sent_last_minute, sent_last_hour, eta_seconds, \
-             last_change_at FROM wave_progress WHERE campaign_id = $1 ORDER BY number",
-        )
-        .bind(campaign_id)
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows
-            .iter()
-            .map(|r| WaveProgress {
-                number: r.get("number"),
-                size_spec: r.get("size_spec"),
-                release_rule: r.get("release_rule"),
-                state: r.get("state"),
-                planned: r.get("planned"),
-                total: r.get("total"),
-                queued: r.get("queued"),
-                deferred: r.get("deferred"),
-                sent: r.get("sent"),
-                failed: r.get("failed"),
-                cancelled: r.get("cancelled"),
-                released_at: r.get("released_at"),
-                finished_at: r.get("finished_at"),
-                sent_last_minute: r.get("sent_last_minute"),
-                sent_last_hour: r.get("sent_last_hour"),
-                eta_seconds: r.get("eta_seconds"),
-                last_change_at: r.get("last_change_at"),
-            })
-            .collect())
-    }
-
     pub(super) async fn renew_leases(
         &self,
         instance: &str,
@@ -957,93 +457,14 @@ impl PgStore {
         Ok(changed as u64)
     }
 
-    pub(super) async fn sent_since(&self, campaign_id: i64, from_bucket: i64) -> Result<u64> {
-        let n: i64 = sqlx::query_scalar(
-            "SELECT coalesce(sum(sent), 0)::bigint FROM send_buckets WHERE campaign_id = $1 AND bucket >= $2",
-        )
-        .bind(campaign_id)
-        .bind(from_bucket)
-        .fetch_one(&self.pool)
-        .await?;
-        Ok(n as u64)
-    }
-
-    pub(super) async fn settle_cancelled(
-        &self,
-        campaign_id: i64,
-        now: DateTime<Utc>,
-    ) -> Result<u64> {
-        Ok(sqlx::query(
-            "UPDATE recipients SET status = 'cancelled', retry_due_at = NULL, fail_reason = 'campaign cancelled', \
-             finished_at = $2, lease_owner = NULL, lease_expires_at = NULL \
-             WHERE campaign_id = $1 AND status IN ('queued', 'deferred') \
-             AND (lease_expires_at IS NULL OR lease_expires_at <= $2) \
-             AND EXISTS (SELECT 1 FROM campaigns c WHERE c.id = $1 AND c.state = 'cancelled')",
-        )
-        .bind(campaign_id)
-        .bind(now)
-        .execute(&self.pool)
-        .await?
-        .rows_affected())
-    }
-
     pub(super) async fn attempts_for(&self, recipient_ids: &[i64]) -> Result<Vec<Attempt>> {
-        let rows = sqlx::query(
-            "SELECT id, recipient_id, campaign_id, attempt, instance, started_at, finished_at, outcome, \
-             smtp_code, reply, message_id FROM delivery_attempts WHERE recipient_id = ANY($1) \
-             ORDER BY recipient_id, id",
-        )
+        Ok(sqlx::query_as(audited!(
+            "SELECT {ATTEMPT_COLUMNS} FROM delivery_attempts WHERE recipient_id = ANY($1) \
+             ORDER BY recipient_id, id"
+        ))
         .bind(recipient_ids)
         .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(Attempt {
-                    id: r.get("id"),
-                    recipient_id: r.get("recipient_id"),
-                    campaign_id: r.get("campaign_id"),
-                    attempt: r.get("attempt"),
-                    instance: r.get("instance"),
-                    started_at: r.get("started_at"),
-                    finished_at: r.get("finished_at"),
-                    outcome: r.get::<String, _>("outcome").parse()?,
-                    smtp_code: r.get("smtp_code"),
-                    reply: r.get("reply"),
-                    message_id: r.get("message_id"),
-                })
-            })
-            .collect()
-    }
-
-    pub(super) async fn progress(&self, campaign_id: Option<i64>) -> Result<Vec<CampaignProgress>> {
-        let rows = sqlx::query(
-            "SELECT campaign_id, name, state, total, queued, deferred, sent, failed, cancelled, postal, \
-             last_change_at, sent_last_minute, sent_last_hour, eta_seconds FROM campaign_progress WHERE $1::bigint IS NULL OR campaign_id = $1 \
-             ORDER BY campaign_id",
-        )
-        .bind(campaign_id)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(CampaignProgress {
-                    campaign_id: r.get("campaign_id"),
-                    name: r.get("name"),
-                    state: r.get::<String, _>("state").parse()?,
-                    total: r.get("total"),
-                    queued: r.get("queued"),
-                    deferred: r.get("deferred"),
-                    sent: r.get("sent"),
-                    failed: r.get("failed"),
-                    cancelled: r.get("cancelled"),
-                    postal: r.get("postal"),
-                    last_change_at: r.get("last_change_at"),
-                    sent_last_minute: r.get("sent_last_minute"),
-                    sent_last_hour: r.get("sent_last_hour"),
-                    eta_seconds: r.get("eta_seconds"),
-                })
-            })
-            .collect()
+        .await?)
     }
 
     pub(super) async fn analyze_recipients(&self) -> Result<()> {
@@ -1062,40 +483,6 @@ impl PgStore {
         .fetch_all(&self.pool)
         .await?;
         Ok(cancelled.into_iter().filter(|c| *c).count() as u64)
-    }
-
-    pub(super) async fn heartbeat(&self, i: &InstanceInfo, now: DateTime<Utc>) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO instances (id, hostname, pid, version, started_at, heartbeat_at) \
-             VALUES ($1, $2, $3, $4, $5, $5) \
-             ON CONFLICT (id) DO UPDATE SET heartbeat_at = EXCLUDED.heartbeat_at, stopped_at = NULL",
-        )
-        .bind(&i.id)
-        .bind(&i.hostname)
-        .bind(i.pid)
-        .bind(&i.version)
-        .bind(now)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
-    }
-
-    pub(super) async fn instance_stopped(&self, id: &str, now: DateTime<Utc>) -> Result<()> {
-        sqlx::query("UPDATE instances SET stopped_at = $2 WHERE id = $1")
-            .bind(id)
-            .bind(now)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
-    }
-
-    pub(super) async fn live_instances(&self, since: DateTime<Utc>) -> Result<Vec<String>> {
-        Ok(sqlx::query_scalar(
-            "SELECT id FROM instances WHERE heartbeat_at > $1 AND stopped_at IS NULL ORDER BY id",
-        )
-        .bind(since)
-        .fetch_all(&self.pool)
-        .await?)
     }
 }
 
@@ -1216,7 +603,7 @@ impl CopyBatch {
 /// retry enter. Migration 6 made it lead with campaign_id: with retry_due_at alone, PostgreSQL read
 /// this through recipients_campaign_id instead, every recipient of the campaign on every claim,
 /// whenever its statistics had not seen the campaign yet (docs/benchmarks.md). Public for the plan
-/// checks of tests/store_conformance.rs.
+/// checks of tests/it/store_conformance.rs.
 pub const DUE_RETRIES: &str = "SELECT id FROM recipients WHERE campaign_id = $1 AND retry_due_at <= $2 \
      AND status = 'deferred' AND (lease_expires_at IS NULL OR lease_expires_at <= $2) \
      ORDER BY retry_due_at LIMIT $3";
@@ -1231,7 +618,7 @@ pub const DUE_RETRIES: &str = "SELECT id FROM recipients WHERE campaign_id = $1 
 /// too narrow to matter), while nbtree still treats it as an equality, so the scan stops at `$3` (a
 /// range bound such as `campaign_id >= $1 AND campaign_id <= $1` would read on to the campaign's end).
 /// The claim plans it with its parameters (`plan_cache_mode`, see `claim`): a generic plan cannot see
-/// that cursor 0 is the start of the table. Public for the plan checks of tests/store_conformance.rs.
+/// that cursor 0 is the start of the table. Public for the plan checks of tests/it/store_conformance.rs.
 pub const DUE_FRESH: &str = "SELECT id FROM recipients WHERE campaign_id = ANY (ARRAY[$1::bigint]) \
      AND id > $2 AND id <= $3 AND status = 'queued' \
      AND (lease_expires_at IS NULL OR lease_expires_at <= $4) ORDER BY campaign_id, id LIMIT $5";
@@ -1257,9 +644,15 @@ pub const CLAIM_SETTINGS: &str = "SELECT set_config('plan_cache_mode', 'force_cu
      set_config('enable_sort', 'off', true), set_config('statement_timeout', $2, true), \
      set_config('application_name', $1, true)";
 
+/// Taken first by a wave's release: every insert and status change of the campaign updates its
+/// campaign_counters row, so holding that row's lock, no change can fall between the count below and
+/// the wave_counters triggers.
+pub(super) const RELEASE_LOCK: Option<&str> =
+    Some("SELECT 1 FROM campaign_counters WHERE campaign_id = $1 FOR UPDATE");
+
 /// Starts the counters of a wave with a fixed key range ($1 campaign, $2 wave, $3 first_id exclusive,
 /// $4 last_id): counted once, at release, through recipients_campaign_id. Returns its open members.
-const WAVE_COUNT_RANGE: &str = "INSERT INTO wave_counters (campaign_id, wave_number, total, queued, \
+pub(super) const WAVE_COUNT_RANGE: &str = "INSERT INTO wave_counters (campaign_id, wave_number, total, queued, \
      deferred, sent, failed, cancelled) \
      SELECT $1, $2, count(*), count(*) FILTER (WHERE status = 'queued'), \
             count(*) FILTER (WHERE status = 'deferred'), count(*) FILTER (WHERE status = 'sent'), \
@@ -1271,7 +664,7 @@ const WAVE_COUNT_RANGE: &str = "INSERT INTO wave_counters (campaign_id, wave_num
 /// members: the released waves' ranges follow one another from id 0, so this one holds every email
 /// recipient of the campaign that the others do not. Email recipients are the campaign's counters
 /// less its postal ones (a postal-channel row never has another status). Returns its open members.
-const WAVE_COUNT_REST: &str = "INSERT INTO wave_counters (campaign_id, wave_number, total, queued, \
+pub(super) const WAVE_COUNT_REST: &str = "INSERT INTO wave_counters (campaign_id, wave_number, total, queued, \
      deferred, sent, failed, cancelled) \
      SELECT $1, $2, c.total - c.postal - o.total, c.queued - o.queued, c.deferred - o.deferred, \
             c.sent - o.sent, c.failed - o.failed, c.cancelled - o.cancelled \
@@ -1293,107 +686,22 @@ fn prefixed(prefix: &str, columns: &str) -> String {
 }
 
 /// Status, retry time and failure reason per record: the columns a batch update binds.
-pub(super) type NextStateColumns = (
+type NextStateColumns = (
     Vec<&'static str>,
     Vec<Option<DateTime<Utc>>>,
     Vec<Option<String>>,
 );
 
 /// Splits the next states of a batch into the columns the batch update binds.
-pub(super) fn next_state_columns(records: &[AttemptRecord]) -> NextStateColumns {
+fn next_state_columns(records: &[AttemptRecord]) -> NextStateColumns {
     let mut statuses = Vec::with_capacity(records.len());
     let mut retry_at = Vec::with_capacity(records.len());
     let mut reasons = Vec::with_capacity(records.len());
     for r in records {
-        match &r.next {
-            NextState::Sent => {
-                statuses.push(RecipientStatus::Sent.as_str());
-                retry_at.push(None);
-                reasons.push(None);
-            }
-            NextState::Retry { at } => {
-                statuses.push(RecipientStatus::Deferred.as_str());
-                retry_at.push(Some(*at));
-                reasons.push(None);
-            }
-            NextState::Failed { reason } => {
-                statuses.push(RecipientStatus::Failed.as_str());
-                retry_at.push(None);
-                reasons.push(Some(reason.clone()));
-            }
-        }
+        let (status, at, reason) = r.next.columns();
+        statuses.push(status.as_str());
+        retry_at.push(at);
+        reasons.push(reason.map(str::to_owned));
     }
     (statuses, retry_at, reasons)
-}
-
-fn foreign_key_to_unknown_campaign(e: sqlx::Error, campaign_id: i64) -> StoreError {
-    match &e {
-        sqlx::Error::Database(d) if d.is_foreign_key_violation() => {
-            StoreError::UnknownCampaign(campaign_id)
-        }
-        _ => StoreError::Database(e),
-    }
-}
-
-fn campaign_from_row(r: &PgRow) -> Result<Campaign> {
-    Ok(Campaign {
-        id: r.get("id"),
-        name: r.get("name"),
-        state: r.get::<String, _>("state").parse()?,
-        definition: r.get("definition"),
-        content_hash: r.get("content_hash"),
-        email_without_consent: r.get("email_without_consent"),
-        discovered_at: r.get("discovered_at"),
-        supplements: r.get("supplements"),
-        state_reason: r.get("state_reason"),
-        created_at: r.get("created_at"),
-        updated_at: r.get("updated_at"),
-        started_at: r.get("started_at"),
-        finished_at: r.get("finished_at"),
-    })
-}
-
-fn recipient_from_row(r: &PgRow) -> Result<Recipient> {
-    let attributes: String = r.get("attributes");
-    Ok(Recipient {
-        id: r.get("id"),
-        campaign_id: r.get("campaign_id"),
-        customer_id: r.get("customer_id"),
-        email: r.get("email"),
-        first_name: r.get("first_name"),
-        last_name: r.get("last_name"),
-        locale: r.get("locale"),
-        jurisdiction: r.get("jurisdiction"),
-        electronic_consent: r.get("electronic_consent"),
-        address1: r.get("address1"),
-        address2: r.get("address2"),
-        city: r.get("city"),
-        region: r.get("region"),
-        postal_code: r.get("postal_code"),
-        country: r.get("country"),
-        attributes: parse_attributes(&attributes)?,
-        channel: r.get::<String, _>("channel").parse()?,
-        status: r.get::<String, _>("status").parse()?,
-        attempts: r.get("attempts"),
-        next_attempt_at: r.get("next_attempt_at"),
-        retry_due_at: r.get("retry_due_at"),
-        lease_owner: r.get("lease_owner"),
-        lease_expires_at: r.get("lease_expires_at"),
-        message_id: r.get("message_id"),
-        last_code: r.get("last_code"),
-        last_reply: r.get("last_reply"),
-        fail_reason: r.get("fail_reason"),
-        postal_followup: r.get("postal_followup"),
-        first_attempt_at: r.get("first_attempt_at"),
-        finished_at: r.get("finished_at"),
-    })
-}
-
-pub(super) fn parse_attributes(text: &str) -> Result<serde_json::Map<String, serde_json::Value>> {
-    match serde_json::from_str(text) {
-        Ok(serde_json::Value::Object(map)) => Ok(map),
-        _ => Err(StoreError::Corrupt(
-            "recipients.attributes is not a JSON object".into(),
-        )),
-    }
 }

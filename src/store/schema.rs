@@ -13,7 +13,7 @@ pub static POSTGRES: Migrator = sqlx::migrate!("./migrations/postgres");
 pub static SQLITE: Migrator = sqlx::migrate!("./migrations/sqlite");
 
 /// A migration recorded in the database's `_sqlx_migrations` table.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct AppliedMigration {
     pub version: i64,
     pub checksum: Vec<u8>,
@@ -137,5 +137,25 @@ pub(crate) fn absent_table_is_none<T>(
             Ok(None)
         }
         Err(e) => Err(StoreError::Database(e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn versions(migrator: &Migrator) -> Vec<(i64, String)> {
+        migrator
+            .iter()
+            .map(|m| (m.version, m.description.to_string()))
+            .collect()
+    }
+
+    /// Both dialects' folders hold the same migrations (version and name), so that a schema version
+    /// means the same on both backends.
+    #[test]
+    fn both_dialects_have_the_same_migrations() {
+        assert_eq!(versions(&POSTGRES), versions(&SQLITE));
+        assert!(!versions(&POSTGRES).is_empty());
     }
 }
