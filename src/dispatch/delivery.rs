@@ -1,5 +1,6 @@
-//! One recipient's journey: rate-limit permits (its own domain first, so a slow domain never blocks
-//! another), a send slot, rendering, the transport, and the outcome handed to the recorder.
+//! One recipient's journey: rate-limit permits (domain, campaign and global, taken at one instant; a
+//! slow domain never blocks another), a send slot, rendering, the transport, and the outcome handed
+//! to the recorder.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

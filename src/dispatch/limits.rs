@@ -14,8 +14,9 @@
 //! the queue sleeps, once per permit, and a task that gives up (pause, shutdown) leaves without
 //! having used anything. Time is tokio's, so tests run it on a paused clock.
 //!
-//! Every message waits for its permits in its own task, domain first, so a domain waiting for its
-//! limit never holds up another domain. Daily caps are enforced when claiming (they need the
+//! Every message waits for its permits in its own task, heading its domain's queue before it joins
+//! the campaign's and the global one, so a domain waiting for its limit never holds up another
+//! domain. Daily caps are enforced when claiming (they need the
 //! database's counts: see the dispatcher).
 
 use std::collections::HashMap;

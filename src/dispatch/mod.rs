@@ -6,9 +6,9 @@
 //! - the **main loop** (here) refreshes the campaigns (`campaigns.rs`: pause, resume and cancel take
 //!   effect at the next turn, at most `poll_interval_ms` later), claims batches while fewer than
 //!   `max_in_flight` recipients are held (`claim.rs`), and spawns one task per claimed recipient;
-//! - each **delivery task** (`delivery.rs`) waits for its rate-limit permits (its own domain first, so
-//!   a slow domain never blocks another), takes one of `concurrency` send slots, renders, sends, and
-//!   hands the outcome to the recorder; what an outcome means for the recipient (retry, backoff) is
+//! - each **delivery task** (`delivery.rs`) waits for its rate-limit permits (domain, campaign and
+//!   global, taken at one instant; a domain waiting for its limit never holds up another), takes one
+//!   of `concurrency` send slots, renders, sends, and hands the outcome to the recorder; what an outcome means for the recipient (retry, backoff) is
 //!   decided by the pure functions of `retry.rs`;
 //! - the **recorder** (`recorder.rs`) writes outcomes in batches (`record_attempts`: attempt rows plus
 //!   status changes in one transaction) and gives back leases of recipients that were not attempted;
