@@ -6,9 +6,9 @@
 #                           60 s two-daemon cluster rate test, 60 s of each cargo fuzz target)
 #   bench/run.sh --quick    a smaller run that finishes in under 3 minutes once the builds exist
 #   BENCH_ONLY=import|dispatch|rate|cluster|fuzz bench/run.sh    one part alone
-#   BENCH_ONLY=cluster bench/run.sh    issue 18's cluster rate (bench/cluster_rate.sh, which also runs
+#   BENCH_ONLY=cluster bench/run.sh    the cluster rate (bench/cluster_rate.sh, which also runs
 #                           standalone): two daemons under one 300/s limit, one killed and restarted
-#   BENCH_ONLY=scale bench/run.sh    the scale run of issue 13 (bench/scale.sh: 15,000,000 customers,
+#   BENCH_ONLY=scale bench/run.sh    the scale run (bench/scale.sh: 15,000,000 customers,
 #                           SCALE_ROWS and SCALE_RUN_SECS to change; see docs/benchmarks.md, "Scale run")
 #
 # Needs: a release build (built here if missing), PostgreSQL (DATABASE_URL, else a throwaway cluster with
@@ -230,7 +230,7 @@ done
 
 fi
 
-# Scale: issue 13's run at 15,000,000 customers (bench/scale.sh), on this database and smtp-sink.
+# Scale: the run at 15,000,000 customers (bench/scale.sh), on this database and smtp-sink.
 if [ "$only" = scale ]; then
   # shellcheck source=bench/scale.sh
   . bench/scale.sh
@@ -258,7 +258,7 @@ row "rate at 200/s over $rate_secs s" "$measured msg/s" "configured 200/s" \
 row "busiest 1-second window" "$max_window msg" "rate + burst = 220" "-" "≤ 220"
 fi
 
-# 5b. Cluster rate: two daemons under one 300/s limit, one killed with SIGKILL and restarted (issue 18) ----
+# 5b. Cluster rate: two daemons under one 300/s limit, one killed with SIGKILL and restarted ----
 if [ "$only" = all ] || [ "$only" = cluster ]; then
   # shellcheck source=bench/cluster_rate.sh
   . bench/cluster_rate.sh

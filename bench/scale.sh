@@ -1,5 +1,5 @@
 # shellcheck shell=bash
-# The scale run of bench/run.sh (issue 13): `BENCH_ONLY=scale bench/run.sh`.
+# The scale run of bench/run.sh: `BENCH_ONLY=scale bench/run.sh`.
 #
 #   SCALE_ROWS=15000000     customers in the scale campaign
 #   SCALE_RUN_SECS=90       how long the daemon sends before the status reads and SIGTERM
