@@ -11,7 +11,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${1:-60}
-targets=${FUZZ_TARGETS:-"csv_intake template_render"}
+targets=${FUZZ_TARGETS:-"csv_intake template_render bounce_parse"}
 
 die() { echo "fuzz: $*" >&2; exit 1; }
 rustup run nightly rustc --version >/dev/null 2>&1 \
@@ -28,11 +28,13 @@ cargo +nightly fuzz build -s address >/dev/null 2>&1 || cargo +nightly fuzz buil
 work=$(mktemp -d "${TMPDIR:-/tmp}/bn-fuzz.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 # csv_intake reads one flag byte, then the file: seed with each corpus file behind a 0 byte.
-mkdir -p "$work/csv_intake" "$work/template_render"
+mkdir -p "$work/csv_intake" "$work/template_render" "$work/bounce_parse"
 for f in tests/hostile/csv/*.csv; do
   { printf '\0'; cat "$f"; } > "$work/csv_intake/$(basename "$f")"
 done
 { printf '\1'; head -n 50 examples/recipients.csv; } > "$work/csv_intake/example-head.csv"
+# bounce_parse starts from the vendored sisimai reports.
+cp tests/fixtures/bounces/sisimai/*.eml "$work/bounce_parse/"
 
 failed=0
 for t in $targets; do

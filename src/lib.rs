@@ -12,8 +12,11 @@
 //! - [`transport`]: SMTP and the file outbox.
 //! - [`store`]: the database interface, PostgreSQL and SQLite.
 //! - [`ops`]: metrics, HTTP endpoint, systemd notification, logging, progress lines, exports.
+//! - [`bounce`]: asynchronous bounces: VERP tokens, parsing, classification, redaction (pure), and
+//!   storing, processing and guarding them (through the store).
 //! - [`config`]: layered configuration, secrets, validation; used by all.
 
+pub mod bounce;
 pub mod campaign;
 pub mod cli;
 pub mod config;
@@ -37,6 +40,7 @@ mod layers {
             &[
                 "intake",
                 "campaign",
+                "bounce",
                 "dispatch",
                 "transport",
                 "ops",
@@ -44,11 +48,15 @@ mod layers {
             ],
         ),
         ("intake", &["ops", "store"]),
-        ("dispatch", &["campaign", "transport", "ops", "store"]),
+        (
+            "dispatch",
+            &["campaign", "bounce", "transport", "ops", "store"],
+        ),
         ("transport", &["campaign", "store"]),
-        ("ops", &["transport", "store"]),
-        ("campaign", &["store"]),
+        ("ops", &["bounce", "transport", "store"]),
+        ("campaign", &["bounce", "store"]),
         ("store", &[]),
+        ("bounce", &["store"]),
     ];
 
     fn uses(layer: &str) -> BTreeSet<String> {

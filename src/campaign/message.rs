@@ -129,6 +129,42 @@ pub struct Sender {
     from: Mailbox,
     reply_to: Option<Mailbox>,
     return_path: Address,
+    /// When set, each notice's envelope sender is its own signed VERP address instead of
+    /// `return_path`, so that a bounce names its recipient (docs/bounces.md).
+    verp: Option<Verp>,
+}
+
+/// What a VERP envelope sender is made of: `LOCAL+TOKEN@DOMAIN`, the token signed with `key`.
+#[derive(Clone)]
+pub struct Verp {
+    local: String,
+    domain: String,
+    key: Vec<u8>,
+}
+
+impl std::fmt::Debug for Verp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Verp({}+…@{}, key redacted)", self.local, self.domain)
+    }
+}
+
+impl Verp {
+    /// From `[bounces]`: `None` unless a domain and a signing key are configured.
+    pub fn of(settings: &crate::config::BounceSettings) -> Option<Verp> {
+        Some(Verp {
+            local: settings.local_part.clone(),
+            domain: settings.domain.clone()?,
+            key: settings.keys.signing()?.to_vec(),
+        })
+    }
+
+    /// The envelope sender of recipient `recipient_id`'s notice.
+    pub fn address(&self, recipient_id: i64) -> Result<Address, MessageError> {
+        let text = crate::bounce::verp::encode(&self.local, &self.domain, recipient_id, &self.key)
+            .map_err(|e| MessageError::Build(recipient_id, format!("VERP envelope sender: {e}")))?;
+        Address::from_str(&text)
+            .map_err(|e| MessageError::Build(recipient_id, format!("VERP envelope sender: {e}")))
+    }
 }
 
 impl Sender {
@@ -151,7 +187,14 @@ impl Sender {
             from,
             reply_to,
             return_path,
+            verp: None,
         })
+    }
+
+    /// Signs each notice's envelope sender with `verp` (none: the campaign's `return_path`).
+    pub fn with_verp(mut self, verp: Option<Verp>) -> Sender {
+        self.verp = verp;
+        self
     }
 
     /// The sender's domain, the right-hand side of every Message-ID.
@@ -170,7 +213,11 @@ impl Sender {
         dkim: Option<&lettre::message::dkim::DkimConfig>,
     ) -> Result<Outgoing, MessageError> {
         let id = message_id(spec_hash, campaign_id, recipient_id, self.domain());
-        self.build_with_id(id, recipient_id, to, rendered, dkim)
+        let envelope_from = match &self.verp {
+            Some(verp) => verp.address(recipient_id)?,
+            None => self.return_path.clone(),
+        };
+        self.build_with_id(id, envelope_from, recipient_id, to, rendered, dkim)
     }
 
     /// A test copy for a seed mailbox: the same message under a Message-ID of its own
@@ -191,12 +238,21 @@ impl Sender {
             "<bn-test.{campaign_id}.{recipient_id}.{nanos}@{}>",
             self.domain()
         );
-        self.build_with_id(id, recipient_id, to, rendered, dkim)
+        // A seed's bounce names no recipient: the campaign's return path.
+        self.build_with_id(
+            id,
+            self.return_path.clone(),
+            recipient_id,
+            to,
+            rendered,
+            dkim,
+        )
     }
 
     fn build_with_id(
         &self,
         id: String,
+        envelope_from: Address,
         recipient_id: i64,
         to: &str,
         rendered: &Rendered,
@@ -222,7 +278,7 @@ impl Sender {
         if let Some(config) = dkim {
             message.sign(config);
         }
-        let envelope = Envelope::new(Some(self.return_path.clone()), vec![to_address])
+        let envelope = Envelope::new(Some(envelope_from), vec![to_address])
             .map_err(|e| MessageError::Build(recipient_id, e.to_string()))?;
         Ok(Outgoing {
             message_id: id,

@@ -87,6 +87,10 @@ pub enum Command {
     #[command(subcommand)]
     Export(ExportCommand),
 
+    /// Asynchronous bounces: take one in from an MTA, process what is stored, manage the guard.
+    #[command(subcommand)]
+    Bounce(BounceCommand),
+
     /// Run the whole thing end to end on the embedded default (SQLite, .eml files in ./outbox/), with
     /// the example campaign and 1,000 synthetic customers.
     Demo,
@@ -113,6 +117,35 @@ pub enum ExportCommand {
     /// Everyone who needs a letter (no email, no electronic consent, or a permanent email failure), with
     /// their postal address, for a print-and-mail vendor.
     Postal(ExportArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BounceCommand {
+    /// Store one bounce read from standard input (an MTA's pipe transport: docs/bounces.md). Exits 0
+    /// once it is stored (or was stored before), 75 (EX_TEMPFAIL, "try again later") when it cannot
+    /// be, so the MTA keeps it; never refuses a message it cannot parse.
+    Ingest {
+        /// The envelope recipient the MTA delivered it to (Postfix: `${original_recipient}`).
+        #[arg(long, value_name = "ADDRESS")]
+        envelope_to: Option<String>,
+    },
+    /// Process the stored reports now (the daemon does this every `bounces.poll_seconds`).
+    Process,
+    /// Make every report processed by an older classifier pending again, to be classified anew.
+    Reclassify,
+    /// List the domains held by the guard against mass false failures.
+    Guards,
+    /// Clear a guard once the cause is fixed: its held recipients are emailed again.
+    ClearGuard {
+        #[arg(long, value_name = "ID")]
+        campaign: i64,
+        /// The receiving domain, as `bounce guards` shows it.
+        #[arg(long)]
+        domain: String,
+        /// Why (recorded in the campaign's events).
+        #[arg(long)]
+        reason: String,
+    },
 }
 
 #[derive(Debug, Args)]

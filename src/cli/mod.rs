@@ -8,6 +8,7 @@
 
 pub mod args;
 
+mod bounce;
 mod campaign;
 mod daemon;
 mod export;
@@ -24,6 +25,10 @@ use crate::store::Store;
 
 /// Runs one parsed command line.
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    if let Command::Bounce(args::BounceCommand::Ingest { envelope_to }) = &cli.command {
+        // Every failure of ingest, the configuration's included, must be temporary for the MTA.
+        return Ok(bounce::ingest(cli.config.as_deref(), envelope_to.as_deref()).await);
+    }
     let loaded = Settings::load(cli.config.as_deref())?;
     telemetry::init(&loaded.settings.log)?;
     match cli.command {
@@ -58,6 +63,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Export(cmd) => {
             let store = open(&loaded.settings).await?;
             export::run(&store, cmd).await
+        }
+        Command::Bounce(cmd) => {
+            let store = open(&loaded.settings).await?;
+            bounce::run(&store, &loaded.settings, cmd).await
         }
     }
 }

@@ -11,6 +11,7 @@ use chrono::Utc;
 use serde::Serialize;
 
 use crate::cli::args::StatusArgs;
+use crate::store::bounces::BounceGuard;
 use crate::store::{CampaignProgress, Store, StoreError, WaveProgress};
 
 /// A campaign's status line and its waves, as printed and as serialised by `--json`.
@@ -19,6 +20,8 @@ pub struct CampaignStatus {
     #[serde(flatten)]
     pub progress: CampaignProgress,
     pub waves: Vec<WaveProgress>,
+    /// Receiving domains the bounce guard holds (their recipients wait for email, not postal).
+    pub bounce_guards: Vec<BounceGuard>,
 }
 
 pub async fn show(store: &Store, args: &StatusArgs) -> anyhow::Result<ExitCode> {
@@ -52,10 +55,20 @@ pub async fn collect(store: &Store, campaign: Option<i64>) -> anyhow::Result<Vec
     if let (Some(id), true) = (campaign, progress.is_empty()) {
         return Err(StoreError::UnknownCampaign(id).into());
     }
+    let guards = store.active_bounce_guards().await?;
     let mut out = Vec::with_capacity(progress.len());
     for p in progress {
         let waves = store.wave_progress(p.campaign_id).await?;
-        out.push(CampaignStatus { progress: p, waves });
+        let bounce_guards = guards
+            .iter()
+            .filter(|g| g.campaign_id == p.campaign_id)
+            .cloned()
+            .collect();
+        out.push(CampaignStatus {
+            progress: p,
+            waves,
+            bounce_guards,
+        });
     }
     Ok(out)
 }
@@ -75,7 +88,17 @@ pub fn render(rows: &[CampaignStatus]) -> String {
         return "no campaigns yet (create one with `breach-notifier campaign create FILE`)\n"
             .into();
     }
-    let mut out = table(&campaign_lines(rows), &[1, 2, 13]);
+    let mut out = table(&campaign_lines(rows), &[1, 2, 14]);
+    for g in rows.iter().flat_map(|s| &s.bounce_guards) {
+        out.push_str(&format!(
+            "\ncampaign {}: bounce guard holds {} since {} ({} of {} final failures were policy rejections: the sender looks blocked); fix it, then `breach-notifier bounce clear-guard`\n",
+            g.campaign_id,
+            g.domain,
+            g.tripped_at.format("%Y-%m-%d %H:%M:%S UTC"),
+            g.policy,
+            g.failures
+        ));
+    }
     for s in rows.iter().filter(|s| !s.waves.is_empty()) {
         out.push_str(&format!("\ncampaign {} waves:\n", s.progress.campaign_id));
         for line in table(&wave_lines(s), &[1, 2, 3, 14]).lines() {
@@ -104,6 +127,7 @@ fn campaign_lines(rows: &[CampaignStatus]) -> Vec<Vec<String>> {
         "FAILED",
         "CANCELLED",
         "POSTAL",
+        "BOUNCED",
         "SENT/MIN",
         "SENT/H",
         "ETA",
@@ -122,6 +146,7 @@ fn campaign_lines(rows: &[CampaignStatus]) -> Vec<Vec<String>> {
             r.failed.to_string(),
             r.cancelled.to_string(),
             r.postal.to_string(),
+            r.bounced.to_string(),
             r.sent_last_minute.to_string(),
             r.sent_last_hour.to_string(),
             eta(r.eta_seconds),

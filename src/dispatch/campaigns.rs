@@ -176,7 +176,7 @@ async fn start(shared: &Shared, c: &StoredCampaign) -> anyhow::Result<Option<Act
         return Ok(None);
     }
     let (spec, templates) = preflight::templates_of(c)?;
-    let sender = message::Sender::of(&spec)?;
+    let sender = message::Sender::of(&spec)?.with_verp(shared.verp.clone());
     let run = CampaignRun {
         id: c.id,
         spec,

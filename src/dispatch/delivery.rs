@@ -28,6 +28,13 @@ pub(super) enum Finished {
     },
     /// The campaign's templates failed for this recipient: give the lease back, pause the campaign.
     TemplateFailed(TemplateFailure),
+    /// The bounce guard holds the recipient's domain: give the lease back and park the recipient
+    /// until the guard is cleared.
+    Parked {
+        recipient_id: i64,
+        campaign_id: i64,
+        domain: String,
+    },
 }
 
 /// One claimed recipient, from its permits to its outcome.
@@ -72,6 +79,14 @@ impl DeliveryTask {
             return (release, None);
         };
         let domain = to.rsplit_once('@').map(|(_, d)| d).unwrap_or_default();
+        if self.shared.guarded(self.campaign.id, domain) {
+            let parked = Finished::Parked {
+                recipient_id: id,
+                campaign_id: self.campaign.id,
+                domain: domain.to_ascii_lowercase(),
+            };
+            return (parked, None);
+        }
         let mut state = self.campaign.state();
         let Some(slot) = self.permits_and_slot(domain, &mut state).await else {
             return (release, None);

@@ -15,6 +15,8 @@
 //! - **membership** (`membership.rs`) writes the heartbeat and keeps this daemon's share of the
 //!   cluster-wide limits current (recounting at every heartbeat and whenever another daemon announces
 //!   that it joined or left); it stops the daemon's sending while its heartbeat cannot be written;
+//! - **bounces** (`bounces.rs`) reads the Maildir, processes stored bounce reports and refreshes the
+//!   domains held by the bounce guard, whose recipients delivery tasks park instead of sending;
 //! - **housekeeping** (`housekeeping.rs`) renews the leases still held, the queue-depth gauges of
 //!   [`crate::ops::metrics`], and the systemd status line.
 //!
@@ -38,6 +40,7 @@
 //! templates, message, waves), the transport, the store and the operations layer (metrics, systemd
 //! notification); used only by the command line.
 
+mod bounces;
 mod campaigns;
 mod claim;
 mod delivery;
@@ -48,6 +51,7 @@ mod membership;
 mod recorder;
 pub(crate) mod retry;
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -95,6 +99,10 @@ struct Shared {
     instance: InstanceInfo,
     /// `concurrency` of them: a delivery task holds one from its send to the hand-over of its outcome.
     send_slots: Semaphore,
+    /// The envelope sender's VERP signing, when `[bounces]` configures it.
+    verp: Option<crate::campaign::message::Verp>,
+    /// (campaign, receiving domain) pairs held by the bounce guard: their recipients are parked.
+    guards: std::sync::RwLock<HashSet<(i64, String)>>,
 }
 
 impl Shared {
@@ -110,6 +118,12 @@ impl Shared {
 
     fn poll_interval(&self) -> Duration {
         Duration::from_millis(self.settings.poll_interval_ms)
+    }
+
+    /// Whether the bounce guard holds this campaign's receiving domain.
+    fn guarded(&self, campaign_id: i64, domain: &str) -> bool {
+        let guards = self.guards.read().unwrap_or_else(|e| e.into_inner());
+        !guards.is_empty() && guards.contains(&(campaign_id, domain.to_ascii_lowercase()))
     }
 
     /// Who changes a campaign's state, in its events.
@@ -182,6 +196,7 @@ struct Crew {
     recorder: JoinHandle<anyhow::Result<()>>,
     housekeeping: JoinHandle<()>,
     membership: JoinHandle<()>,
+    bounces: JoinHandle<()>,
 }
 
 /// The dispatcher of one daemon.
@@ -195,6 +210,8 @@ pub struct Dispatcher {
     notifier: Notifier,
     /// Beaten at every turn of the main loop, for the watchdog.
     liveness: Arc<Liveness>,
+    /// `[bounces]`: the Maildir, the guard, the VERP keys.
+    bounce_settings: crate::config::BounceSettings,
 }
 
 impl Dispatcher {
@@ -211,6 +228,8 @@ impl Dispatcher {
             in_flight: InFlight::default(),
             instance: instance_info(d),
             send_slots: Semaphore::new(d.concurrency as usize),
+            verp: crate::campaign::message::Verp::of(&settings.bounces),
+            guards: Default::default(),
         };
         Ok(Dispatcher {
             shared: Arc::new(shared),
@@ -218,6 +237,7 @@ impl Dispatcher {
             metrics,
             notifier: Notifier::disabled(),
             liveness: Arc::default(),
+            bounce_settings: settings.bounces.clone(),
         })
     }
 
@@ -280,6 +300,7 @@ impl Dispatcher {
         quit.cancel();
         let _ = crew.housekeeping.await;
         let _ = crew.membership.await;
+        let _ = crew.bounces.await;
         drop(changes);
         self.leave().await?;
         recorded
@@ -297,6 +318,8 @@ impl Dispatcher {
             .await?;
         shared.limits.set_share(live.len() as u32);
         self.metrics.set_membership(shared.limits.share(), false);
+        // The bounce guard's held domains, before the first claim: none of their notices may leave.
+        bounces::refresh_guards(shared).await?;
         Ok(())
     }
 
@@ -325,7 +348,13 @@ impl Dispatcher {
             members_changed,
             quit: stop.quit.clone(),
         };
+        let bounces = bounces::Bounces {
+            shared: shared.clone(),
+            settings: self.bounce_settings.clone(),
+            quit: stop.quit.clone(),
+        };
         Crew {
+            bounces: tokio::spawn(bounces.run()),
             recorder: tokio::spawn(recorder.run()),
             housekeeping: tokio::spawn(housekeeping.run()),
             membership: tokio::spawn(membership.run()),

@@ -26,11 +26,13 @@ pub(super) struct Recorder {
 struct Batch {
     records: Vec<AttemptRecord>,
     releases: Vec<i64>,
+    /// Released, then parked for the bounce guard: (recipient, campaign, domain).
+    parked: Vec<(i64, i64, String)>,
 }
 
 impl Batch {
     fn len(&self) -> usize {
-        self.records.len() + self.releases.len()
+        self.records.len() + self.releases.len() + self.parked.len()
     }
 }
 
@@ -64,6 +66,10 @@ impl Recorder {
                 msg = self.outcomes.recv() => match msg {
                     Some(Finished::Attempted(r)) => batch.records.push(r),
                     Some(Finished::Released { recipient_id }) => batch.releases.push(recipient_id),
+                    Some(Finished::Parked { recipient_id, campaign_id, domain }) => {
+                        batch.releases.push(recipient_id);
+                        batch.parked.push((recipient_id, campaign_id, domain));
+                    }
                     Some(Finished::TemplateFailed(failure)) => {
                         batch.releases.push(failure.recipient_id);
                         let _ = self.template_failures.send(failure);
@@ -103,6 +109,18 @@ impl Recorder {
             let n = store.release_leases(instance, &batch.releases).await?;
             self.shared.metrics.released(n);
             in_flight.settle(batch.releases.drain(..));
+        }
+        while let Some((id, campaign_id, domain)) = batch.parked.last() {
+            if !store.park_for_guard(*id).await? {
+                // The guard was cleared since this daemon last read them: stop parking its domain.
+                let mut guards = self
+                    .shared
+                    .guards
+                    .write()
+                    .unwrap_or_else(|e| e.into_inner());
+                guards.remove(&(*campaign_id, domain.clone()));
+            }
+            batch.parked.pop();
         }
         Ok(())
     }

@@ -57,6 +57,9 @@ pub const EVIDENCE_COLUMNS: &[&str] = &[
     "last_reply",
     "fail_reason",
     "postal_followup",
+    "bounced_at",
+    "bounce_status",
+    "bounce_diagnostic",
     "attempt_log",
 ];
 
@@ -251,6 +254,9 @@ fn postal_reason(r: &PostalRow) -> Option<String> {
     if r.status == RecipientStatus::Cancelled {
         return None;
     }
+    if r.status == RecipientStatus::Bounced && r.postal_followup {
+        return Some("email bounced after the relay accepted it".into());
+    }
     if r.status == RecipientStatus::Failed && r.postal_followup {
         return Some(format!(
             "email failed: {}",
@@ -389,6 +395,9 @@ struct EvidenceLine<'a> {
     last_reply: Option<&'a str>,
     fail_reason: Option<&'a str>,
     postal_followup: bool,
+    bounced_at: Option<Time>,
+    bounce_status: Option<&'a str>,
+    bounce_diagnostic: Option<&'a str>,
 }
 
 /// A recipient's attempts in JSON lines: an array of [`AttemptLine`]s, made one at a time.
@@ -458,6 +467,9 @@ fn evidence_line<'a>(
         last_reply: r.last_reply.as_deref(),
         fail_reason: r.fail_reason.as_deref(),
         postal_followup: r.postal_followup,
+        bounced_at: r.bounced_at.map(Time),
+        bounce_status: r.bounce_status.as_deref(),
+        bounce_diagnostic: r.bounce_diagnostic.as_deref(),
     }
 }
 
@@ -525,6 +537,9 @@ fn evidence_csv<W: Write>(
     w.write_field(opt(&r.last_reply))?;
     w.write_field(opt(&r.fail_reason))?;
     w.write_field(if r.postal_followup { "true" } else { "false" })?;
+    w.write_field(s.opt_time(r.bounced_at))?;
+    w.write_field(opt(&r.bounce_status))?;
+    w.write_field(opt(&r.bounce_diagnostic))?;
     w.write_field(s.attempt_log(&r.attempts))?;
     // Ends the record (and checks its field count against the header's).
     w.write_record(None::<&[u8]>)

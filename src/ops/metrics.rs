@@ -208,6 +208,13 @@ pub struct Metrics {
     cluster_daemons: AtomicU64,
     /// 1 while this daemon sends nothing because its heartbeat cannot be written.
     sending_suspended: AtomicU64,
+    /// Bounce reports this daemon processed, those that matched no recipient, and the recipients
+    /// they moved to `bounced`.
+    bounce_reports: AtomicU64,
+    bounce_unmatched: AtomicU64,
+    bounced: AtomicU64,
+    /// Receiving domains held by the bounce guard, all campaigns.
+    bounce_guards: AtomicU64,
 }
 
 impl Default for Metrics {
@@ -235,6 +242,10 @@ impl Metrics {
             in_flight: AtomicU64::new(0),
             cluster_daemons: AtomicU64::new(1),
             sending_suspended: AtomicU64::new(0),
+            bounce_reports: AtomicU64::new(0),
+            bounce_unmatched: AtomicU64::new(0),
+            bounced: AtomicU64::new(0),
+            bounce_guards: AtomicU64::new(0),
         }
     }
 
@@ -312,6 +323,20 @@ impl Metrics {
             .store(u64::from(suspended), Ordering::Relaxed);
     }
 
+    /// A round of bounce processing: reports processed, recipients moved to `bounced`, reports that
+    /// matched no recipient.
+    pub fn bounces(&self, reports: u64, bounced: u64, unmatched: u64) {
+        self.bounce_reports.fetch_add(reports, Ordering::Relaxed);
+        self.bounced.fetch_add(bounced, Ordering::Relaxed);
+        self.bounce_unmatched
+            .fetch_add(unmatched, Ordering::Relaxed);
+    }
+
+    /// How many receiving domains the bounce guard holds now.
+    pub fn set_bounce_guards(&self, n: usize) {
+        self.bounce_guards.store(n as u64, Ordering::Relaxed);
+    }
+
     /// The heartbeat was written at `at`.
     pub fn heartbeat(&self, at: chrono::DateTime<chrono::Utc>) {
         self.state().heartbeat = Some(at.timestamp_millis() as f64 / 1000.0);
@@ -372,6 +397,30 @@ impl Metrics {
                 "gauge",
                 "1 while this daemon sends nothing because it cannot write its heartbeat (the others may be sending its share).",
                 self.sending_suspended.load(Ordering::Relaxed) as f64,
+            ),
+            (
+                "bounce_guards_active",
+                "gauge",
+                "Receiving domains held by the bounce guard (most final failures were policy rejections: the sender looks blocked); their recipients wait for email.",
+                self.bounce_guards.load(Ordering::Relaxed) as f64,
+            ),
+            (
+                "bounce_reports_total",
+                "counter",
+                "Bounce reports (DSNs, complaints, auto-replies, webhook events) processed by this daemon.",
+                self.bounce_reports.load(Ordering::Relaxed) as f64,
+            ),
+            (
+                "bounce_reports_unmatched_total",
+                "counter",
+                "Processed bounce reports that matched no recipient (no valid VERP token or Message-ID of ours).",
+                self.bounce_unmatched.load(Ordering::Relaxed) as f64,
+            ),
+            (
+                "messages_bounced_total",
+                "counter",
+                "Notices the relay accepted and a later bounce said were not delivered (flagged for a letter).",
+                self.bounced.load(Ordering::Relaxed) as f64,
             ),
             (
                 "claimed_total",

@@ -41,6 +41,10 @@ pub struct EvidenceRow {
     pub last_reply: Option<String>,
     pub fail_reason: Option<String>,
     pub postal_followup: bool,
+    /// When a bounce said the notice never arrived, with its status code and diagnostic.
+    pub bounced_at: Option<DateTime<Utc>>,
+    pub bounce_status: Option<String>,
+    pub bounce_diagnostic: Option<String>,
     /// Every attempt made for the recipient, oldest (lowest attempt id) first.
     pub attempts: Vec<ExportAttempt>,
 }
@@ -219,6 +223,7 @@ fn in_attempt_order(mut attempts: Vec<(i64, ExportAttempt)>) -> Vec<ExportAttemp
 /// of NULL arrays. Public for the plan check of tests/it/exports.rs.
 pub const PG_EVIDENCE: &str = "SELECT r.id, r.customer_id, r.channel, r.status, r.message_id, \
      r.first_attempt_at, r.finished_at, r.last_code, r.last_reply, r.fail_reason, r.postal_followup, \
+     r.bounced_at, r.bounce_status, r.bounce_diagnostic, \
      a.ids, a.numbers, a.started, a.finished, a.outcomes, a.codes, a.replies, a.message_ids, a.instances \
      FROM recipients r LEFT JOIN LATERAL (SELECT array_agg(d.id) AS ids, array_agg(d.attempt) AS numbers, \
      array_agg(d.started_at) AS started, array_agg(d.finished_at) AS finished, \
@@ -235,7 +240,7 @@ pub const PG_POSTAL: &str = "SELECT id, customer_id, email IS NOT NULL AS has_em
      electronic_consent, channel, status, postal_followup, fail_reason, first_name, last_name, \
      address1, address2, city, region, postal_code, country, locale, jurisdiction \
      FROM recipients WHERE campaign_id = ANY (ARRAY[$1::bigint]) AND status <> 'cancelled' \
-     AND (channel = 'postal' OR status = 'postal' OR (status = 'failed' AND postal_followup)) \
+     AND (channel = 'postal' OR status = 'postal' OR (status IN ('failed', 'bounced') AND postal_followup)) \
      ORDER BY campaign_id, id";
 
 /// How many recipients a campaign ($1) has: its counters are kept in the same transactions as its
@@ -325,6 +330,9 @@ fn pg_evidence(r: &PgRow) -> Result<EvidenceRow> {
         last_reply: c.take()?,
         fail_reason: c.take()?,
         postal_followup: c.take()?,
+        bounced_at: c.take()?,
+        bounce_status: c.take()?,
+        bounce_diagnostic: c.take()?,
         attempts: pg_attempts(&mut c)?,
     })
 }
@@ -421,6 +429,7 @@ where
 /// rather than several aggregates: SQLite has no arrays, and one subquery reads the attempts once.
 pub const SQLITE_EVIDENCE: &str = "SELECT r.id, r.customer_id, r.channel, r.status, r.message_id, \
      r.first_attempt_at, r.finished_at, r.last_code, r.last_reply, r.fail_reason, r.postal_followup, \
+     r.bounced_at, r.bounce_status, r.bounce_diagnostic, \
      (SELECT json_group_array(json_array(d.id, d.attempt, d.started_at, d.finished_at, d.outcome, \
      d.smtp_code, d.reply, d.message_id, d.instance)) FROM delivery_attempts d \
      WHERE d.recipient_id = r.id) AS attempts \
@@ -432,7 +441,7 @@ pub const SQLITE_POSTAL: &str = "SELECT id, customer_id, email IS NOT NULL AS ha
      electronic_consent, channel, status, postal_followup, fail_reason, first_name, last_name, \
      address1, address2, city, region, postal_code, country, locale, jurisdiction \
      FROM recipients WHERE campaign_id = ?1 AND status <> 'cancelled' \
-     AND (channel = 'postal' OR status = 'postal' OR (status = 'failed' AND postal_followup)) \
+     AND (channel = 'postal' OR status = 'postal' OR (status IN ('failed', 'bounced') AND postal_followup)) \
      ORDER BY id";
 
 /// As `PG_TOTAL`.
@@ -503,6 +512,9 @@ fn sqlite_evidence(r: &SqliteRow) -> Result<EvidenceRow> {
         last_reply: c.take()?,
         fail_reason: c.take()?,
         postal_followup: c.take()?,
+        bounced_at: sqlite_time(c.take()?),
+        bounce_status: c.take()?,
+        bounce_diagnostic: c.take()?,
         attempts: sqlite_attempts(c.take()?)?,
     })
 }

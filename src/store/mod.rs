@@ -51,6 +51,7 @@ macro_rules! with_pool {
     };
 }
 
+pub mod bounces;
 pub(crate) mod daemon_lock;
 pub mod export;
 pub(crate) mod model;

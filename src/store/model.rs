@@ -112,7 +112,8 @@ impl CampaignState {
     }
 }
 
-/// Where a recipient stands in the queue. `sent`, `failed`, `cancelled` and `postal` are terminal.
+/// Where a recipient stands in the queue. `sent`, `failed`, `cancelled`, `postal` and `bounced` are
+/// terminal (`sent` may still become `bounced`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum RecipientStatus {
@@ -128,10 +129,13 @@ pub enum RecipientStatus {
     Cancelled,
     /// Not to be emailed (no usable address or no electronic consent): needs a letter.
     Postal,
+    /// The relay accepted the notice, and a bounce that came back later says the mailbox never got
+    /// it; flagged for postal follow-up.
+    Bounced,
 }
 text_enum!(RecipientStatus {
     Queued => "queued", Deferred => "deferred", Sent => "sent", Failed => "failed",
-    Cancelled => "cancelled", Postal => "postal",
+    Cancelled => "cancelled", Postal => "postal", Bounced => "bounced",
 });
 
 impl RecipientStatus {
@@ -139,6 +143,23 @@ impl RecipientStatus {
         !matches!(self, RecipientStatus::Queued | RecipientStatus::Deferred)
     }
 }
+
+/// Where a report came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReportSource {
+    /// `bounce ingest` on standard input (an MTA's pipe transport).
+    Pipe,
+    /// A file of the Maildir the daemon watches.
+    Maildir,
+    /// An Amazon SES notification through SNS.
+    Ses,
+    /// A SendGrid event webhook.
+    Sendgrid,
+}
+text_enum!(ReportSource {
+    Pipe => "pipe", Maildir => "maildir", Ses => "ses", Sendgrid => "sendgrid",
+});
 
 /// How a recipient is to be notified.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize)]
@@ -496,6 +517,8 @@ pub struct CampaignProgress {
     pub failed: i64,
     pub cancelled: i64,
     pub postal: i64,
+    /// Sent, then bounced (asynchronously): flagged for a letter.
+    pub bounced: i64,
     #[sqlx(try_from = "DbTime")]
     pub last_change_at: DateTime<Utc>,
     /// Notices sent in the last minute and the last hour (windows ending where the current 10-second

@@ -470,7 +470,7 @@ impl Store {
     pub async fn progress(&self, campaign_id: Option<i64>) -> Result<Vec<CampaignProgress>> {
         with_pool!(self, pool => Ok(sqlx::query_as(
             "SELECT campaign_id, name, state, total, queued, deferred, sent, failed, cancelled, \
-             postal, last_change_at, sent_last_minute, sent_last_hour, eta_seconds \
+             postal, bounced, last_change_at, sent_last_minute, sent_last_hour, eta_seconds \
              FROM campaign_progress WHERE CAST($1 AS BIGINT) IS NULL OR campaign_id = $1 \
              ORDER BY campaign_id",
         )

@@ -644,6 +644,9 @@ pub const CLAIM_SETTINGS: &str = "SELECT set_config('plan_cache_mode', 'force_cu
      set_config('enable_sort', 'off', true), set_config('statement_timeout', $2, true), \
      set_config('application_name', $1, true)";
 
+/// Lets daemons lease different bounce reports without waiting on each other.
+pub(super) const SKIP_LOCKED: &str = "FOR UPDATE SKIP LOCKED";
+
 /// Taken first by a wave's release: every insert and status change of the campaign updates its
 /// campaign_counters row, so holding that row's lock, no change can fall between the count below and
 /// the wave_counters triggers.
@@ -653,10 +656,11 @@ pub(super) const RELEASE_LOCK: Option<&str> =
 /// Starts the counters of a wave with a fixed key range ($1 campaign, $2 wave, $3 first_id exclusive,
 /// $4 last_id): counted once, at release, through recipients_campaign_id. Returns its open members.
 pub(super) const WAVE_COUNT_RANGE: &str = "INSERT INTO wave_counters (campaign_id, wave_number, total, queued, \
-     deferred, sent, failed, cancelled) \
+     deferred, sent, failed, cancelled, bounced) \
      SELECT $1, $2, count(*), count(*) FILTER (WHERE status = 'queued'), \
             count(*) FILTER (WHERE status = 'deferred'), count(*) FILTER (WHERE status = 'sent'), \
-            count(*) FILTER (WHERE status = 'failed'), count(*) FILTER (WHERE status = 'cancelled') \
+            count(*) FILTER (WHERE status = 'failed'), count(*) FILTER (WHERE status = 'cancelled'), \
+            count(*) FILTER (WHERE status = 'bounced') \
      FROM recipients WHERE campaign_id = $1 AND id > $3 AND id <= $4 AND channel = 'email' \
      RETURNING queued + deferred AS open";
 
@@ -665,13 +669,14 @@ pub(super) const WAVE_COUNT_RANGE: &str = "INSERT INTO wave_counters (campaign_i
 /// recipient of the campaign that the others do not. Email recipients are the campaign's counters
 /// less its postal ones (a postal-channel row never has another status). Returns its open members.
 pub(super) const WAVE_COUNT_REST: &str = "INSERT INTO wave_counters (campaign_id, wave_number, total, queued, \
-     deferred, sent, failed, cancelled) \
+     deferred, sent, failed, cancelled, bounced) \
      SELECT $1, $2, c.total - c.postal - o.total, c.queued - o.queued, c.deferred - o.deferred, \
-            c.sent - o.sent, c.failed - o.failed, c.cancelled - o.cancelled \
+            c.sent - o.sent, c.failed - o.failed, c.cancelled - o.cancelled, c.bounced - o.bounced \
      FROM campaign_counters c, \
           (SELECT coalesce(sum(total), 0) AS total, coalesce(sum(queued), 0) AS queued, \
                   coalesce(sum(deferred), 0) AS deferred, coalesce(sum(sent), 0) AS sent, \
-                  coalesce(sum(failed), 0) AS failed, coalesce(sum(cancelled), 0) AS cancelled \
+                  coalesce(sum(failed), 0) AS failed, coalesce(sum(cancelled), 0) AS cancelled, \
+                  coalesce(sum(bounced), 0) AS bounced \
            FROM wave_counters WHERE campaign_id = $1) o \
      WHERE c.campaign_id = $1 \
      RETURNING queued + deferred AS open";

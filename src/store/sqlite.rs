@@ -38,26 +38,30 @@ pub const DUE_FRESH: &str = "SELECT id FROM recipients WHERE campaign_id = $1 AN
 /// the count and the triggers.
 pub(super) const RELEASE_LOCK: Option<&str> = None;
 
+/// One daemon per file: nothing to skip.
+pub(super) const SKIP_LOCKED: &str = "";
+
 /// Starts the counters of a wave with a fixed key range ($1 campaign, $2 wave, $3 first_id exclusive,
 /// $4 last_id), counted once at release; returns its open members (see the PostgreSQL dialect).
 pub(super) const WAVE_COUNT_RANGE: &str = "INSERT INTO wave_counters (campaign_id, wave_number, total, \
-     queued, deferred, sent, failed, cancelled) \
+     queued, deferred, sent, failed, cancelled, bounced) \
      SELECT $1, $2, count(*), coalesce(sum(status = 'queued'), 0), coalesce(sum(status = 'deferred'), 0), \
             coalesce(sum(status = 'sent'), 0), coalesce(sum(status = 'failed'), 0), \
-            coalesce(sum(status = 'cancelled'), 0) \
+            coalesce(sum(status = 'cancelled'), 0), coalesce(sum(status = 'bounced'), 0) \
      FROM recipients WHERE campaign_id = $1 AND id > $3 AND id <= $4 AND channel = 'email' \
      RETURNING queued + deferred AS open";
 
 /// Starts the counters of the open-ended last wave ($1 campaign, $2 wave): the campaign's email
 /// recipients less the other released waves' (see the PostgreSQL dialect).
 pub(super) const WAVE_COUNT_REST: &str = "INSERT INTO wave_counters (campaign_id, wave_number, total, \
-     queued, deferred, sent, failed, cancelled) \
+     queued, deferred, sent, failed, cancelled, bounced) \
      SELECT $1, $2, c.total - c.postal - o.total, c.queued - o.queued, c.deferred - o.deferred, \
-            c.sent - o.sent, c.failed - o.failed, c.cancelled - o.cancelled \
+            c.sent - o.sent, c.failed - o.failed, c.cancelled - o.cancelled, c.bounced - o.bounced \
      FROM campaign_counters c, \
           (SELECT coalesce(sum(total), 0) AS total, coalesce(sum(queued), 0) AS queued, \
                   coalesce(sum(deferred), 0) AS deferred, coalesce(sum(sent), 0) AS sent, \
-                  coalesce(sum(failed), 0) AS failed, coalesce(sum(cancelled), 0) AS cancelled \
+                  coalesce(sum(failed), 0) AS failed, coalesce(sum(cancelled), 0) AS cancelled, \
+                  coalesce(sum(bounced), 0) AS bounced \
            FROM wave_counters WHERE campaign_id = $1) o \
      WHERE c.campaign_id = $1 \
      RETURNING queued + deferred AS open";

@@ -8,6 +8,7 @@
 #[macro_use]
 mod common;
 
+mod bounces;
 mod campaigns;
 mod cli;
 mod cluster;

@@ -8,6 +8,10 @@
 //! merge error. Secrets are [`SecretString`]s, may come from a file (`password_file`, for systemd
 //! credentials) and are printed only as `[redacted]`.
 
+mod bounces;
+
+pub use bounces::{BounceKeys, BounceSettings};
+
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
@@ -54,6 +58,8 @@ pub struct Settings {
     /// DKIM signing of every notice; off unless configured.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dkim: Option<DkimSettings>,
+    /// Asynchronous bounces: the envelope sender, the Maildir, the guard.
+    pub bounces: BounceSettings,
 }
 
 /// How the daemon claims, sends, retries and stops.
@@ -397,6 +403,7 @@ impl Settings {
             .and_then(|c| c.try_deserialize())
             .map_err(|e| ConfigError::Value(e.to_string()))?;
         settings.resolve_secret_files()?;
+        settings.bounces.read_keys()?;
         settings.validate()?;
         Ok(Loaded {
             settings,
@@ -456,6 +463,7 @@ impl Settings {
         self.validate_database()?;
         self.validate_dispatch()?;
         self.validate_limits()?;
+        self.bounces.validate()?;
         self.validate_endpoints()
     }
 
