@@ -59,19 +59,31 @@ mod layers {
         ("bounce", &["store"]),
     ];
 
+    /// The layers named after `crate::` in the `.rs` files of a layer's folder and its sub-folders.
     fn uses(layer: &str) -> BTreeSet<String> {
         let mut found = BTreeSet::new();
         let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("src")
             .join(layer);
-        for entry in std::fs::read_dir(&dir).expect("the layer's folder") {
-            let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
-            for (at, _) in text.match_indices("crate::") {
-                let name: String = text[at + 7..]
-                    .chars()
-                    .take_while(|c| c.is_ascii_lowercase() || *c == '_')
-                    .collect();
-                found.insert(name);
+        let mut folders = vec![dir];
+        while let Some(folder) = folders.pop() {
+            for entry in std::fs::read_dir(&folder).expect("the layer's folder") {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    folders.push(path);
+                    continue;
+                }
+                if path.extension().is_none_or(|x| x != "rs") {
+                    continue;
+                }
+                let text = std::fs::read_to_string(&path).unwrap();
+                for (at, _) in text.match_indices("crate::") {
+                    let name: String = text[at + 7..]
+                        .chars()
+                        .take_while(|c| c.is_ascii_lowercase() || *c == '_')
+                        .collect();
+                    found.insert(name);
+                }
             }
         }
         found

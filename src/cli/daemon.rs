@@ -71,9 +71,12 @@ async fn serve(
     let server = listener.map(|listener| {
         http::serve(
             listener,
-            http::Endpoint {
+            http::AppState {
                 metrics: dispatcher.metrics.clone(),
-                readiness: http::Readiness::new(store.clone(), settings.transport.clone()),
+                readiness: Arc::new(http::Readiness::new(
+                    store.clone(),
+                    settings.transport.clone(),
+                )),
                 stopping: shutdown.clone(),
             },
         )
@@ -84,8 +87,9 @@ async fn serve(
         store.backend()
     ));
     let result = dispatcher.run(RunMode::Forever, shutdown).await;
+    // After the drain, during which `/readyz` said "stopping": requests in progress finish.
     if let Some(server) = server {
-        server.abort();
+        server.shutdown().await;
     }
     result?;
     store.close().await;

@@ -1,7 +1,8 @@
 //! **Layer: operations.** Owns what lets people run and watch the daemon and prove what it did: the
-//! Prometheus registry ([`metrics`]), the `/healthz`, `/readyz` and `/metrics` endpoint ([`http`]),
-//! systemd notification ([`notify`]), logging ([`telemetry`]), progress lines of long commands
-//! ([`progress`]) and the evidence and postal [`export`]s.
+//! Prometheus registry ([`metrics`]), the HTTP endpoint ([`http`]: `/healthz`, `/readyz`, `/metrics`,
+//! and the signature checks of the bounce webhooks), systemd notification ([`notify`]), logging
+//! ([`telemetry`]), progress lines of long commands ([`progress`]) and the evidence and postal
+//! [`export`]s.
 //!
 //! Uses the store (exports, `/readyz`), the transport (`/readyz` checks the relay) and the
 //! configuration; used by the dispatcher (metrics, notification), intake (progress) and the command
@@ -9,7 +10,7 @@
 //! dispatcher and intake can report through them without a cycle.
 
 pub mod export;
-pub(crate) mod http;
+pub mod http;
 pub mod metrics;
 pub(crate) mod notify;
 pub(crate) mod progress;
