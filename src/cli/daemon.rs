@@ -68,6 +68,7 @@ async fn serve(
     transport.check().await?;
     let dispatcher = Dispatcher::new(store.clone(), transport, settings)?
         .with_notifier(notifier.clone(), liveness);
+    let webhooks = http::webhooks::routes::Webhooks::new(store.clone(), &settings.bounces)?;
     let server = listener.map(|listener| {
         http::serve(
             listener,
@@ -78,6 +79,7 @@ async fn serve(
                     settings.transport.clone(),
                 )),
                 stopping: shutdown.clone(),
+                webhooks: Some(webhooks.clone()),
             },
         )
     });

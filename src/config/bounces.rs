@@ -42,6 +42,21 @@ pub struct BounceSettings {
     pub guard_window_minutes: u64,
     pub guard_min_failures: u64,
     pub guard_policy_share: f64,
+    /// Amazon SES notifications through SNS, at `POST /webhooks/ses` of the daemon's HTTP endpoint:
+    /// the topic ARNs accepted (none: every request is refused).
+    pub ses_topic_arns: Vec<String>,
+    /// SNS signing certificates pinned as PEM files (named as in the messages' SigningCertURL); none:
+    /// they are fetched over HTTPS from `sns.<region>.amazonaws.com` only, and cached.
+    pub ses_certificate_files: Vec<PathBuf>,
+    /// SendGrid's signed event webhook at `POST /webhooks/sendgrid`: a file (or systemd credential)
+    /// holding the verification key SendGrid shows (base64); none: every request is refused.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sendgrid_key_file: Option<PathBuf>,
+    /// The key read from `sendgrid_key_file`.
+    #[serde(skip)]
+    pub sendgrid_key: Option<String>,
+    /// How old a signed SendGrid request may be, in seconds (a replay window).
+    pub webhook_tolerance_seconds: u64,
 }
 
 impl Default for BounceSettings {
@@ -57,7 +72,20 @@ impl Default for BounceSettings {
             guard_window_minutes: 30,
             guard_min_failures: 20,
             guard_policy_share: 0.5,
+            ses_topic_arns: Vec::new(),
+            ses_certificate_files: Vec::new(),
+            sendgrid_key_file: None,
+            sendgrid_key: None,
+            webhook_tolerance_seconds: 600,
         }
+    }
+}
+
+/// A configured file, or a systemd credential by relative name.
+fn credential(file: &Path) -> PathBuf {
+    match std::env::var_os("CREDENTIALS_DIRECTORY") {
+        Some(dir) if file.is_relative() => Path::new(&dir).join(file),
+        _ => file.to_path_buf(),
     }
 }
 
@@ -84,14 +112,22 @@ impl BounceKeys {
 }
 
 impl BounceSettings {
-    /// Reads `key_files`; a relative path is looked up in `$CREDENTIALS_DIRECTORY` when set.
+    /// Reads `key_files` and `sendgrid_key_file`; a relative path is looked up in
+    /// `$CREDENTIALS_DIRECTORY` when set.
     pub(super) fn read_keys(&mut self) -> Result<(), ConfigError> {
+        if let Some(file) = &self.sendgrid_key_file {
+            let path = credential(file);
+            let text = std::fs::read_to_string(&path).map_err(|e| {
+                ConfigError::Value(format!(
+                    "bounces.sendgrid_key_file {}: cannot read it ({e})",
+                    path.display()
+                ))
+            })?;
+            self.sendgrid_key = Some(text.trim().to_string());
+        }
         let mut keys = Vec::new();
         for file in &self.key_files {
-            let path = match std::env::var_os("CREDENTIALS_DIRECTORY") {
-                Some(dir) if file.is_relative() => Path::new(&dir).join(file),
-                _ => file.clone(),
-            };
+            let path = credential(file);
             let mut key = std::fs::read(&path).map_err(|e| {
                 ConfigError::Value(format!(
                     "bounces.key_files {}: cannot read it ({e})",

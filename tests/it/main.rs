@@ -27,3 +27,4 @@ mod smtp_server;
 mod store_conformance;
 mod test_send;
 mod waves;
+mod webhooks;

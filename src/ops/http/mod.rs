@@ -85,12 +85,15 @@ pub struct AppState {
     pub readiness: Arc<Readiness>,
     /// True once the shutdown began: `/readyz` then answers 503.
     pub stopping: watch::Receiver<bool>,
+    /// The bounce webhooks' store and verifiers (none: the routes refuse every request).
+    pub webhooks: Option<Arc<webhooks::routes::Webhooks>>,
 }
 
 /// Every route of the endpoint, with the common headers, the 404 and the body limit.
 pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(health::routes())
+        .merge(webhooks::routes::routes())
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)
@@ -229,6 +232,7 @@ mod tests {
             metrics: Arc::new(Metrics::new()),
             readiness: Arc::new(Readiness::new(store, transport)),
             stopping,
+            webhooks: None,
         };
         Fixture {
             state,

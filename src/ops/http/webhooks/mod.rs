@@ -1,7 +1,6 @@
 //! Bounce webhooks of the email service providers: checking that a request really comes from the
-//! provider, and parsing what it reports. Pure functions and small verifier objects, no database. The
-//! routes (store the raw body first, answer quickly, process later) come with the store's side; they
-//! are to be a module beside [`super::health`] with the verifiers in [`super::AppState`].
+//! provider, and parsing what it reports (pure functions and small verifier objects), and the
+//! [`routes`] that store what passed (raw first, answered quickly, processed later by the daemon).
 //!
 //! - [`sendgrid`]: SendGrid's signed Event Webhook (ECDSA P-256 over timestamp and body, with a
 //!   freshness window against replays).
@@ -25,6 +24,7 @@
 //! `flagset`): typed DER decoding, where `x509-parser` would bring nom, asn1-rs and their kin.
 
 pub mod certs;
+pub mod routes;
 pub mod sendgrid;
 pub mod sns;
 
