@@ -21,6 +21,7 @@ mod faults;
 mod hostile;
 mod intake;
 mod ops;
+mod postfix_bounce_smoke;
 mod privacy;
 mod smtp_security;
 mod smtp_server;

@@ -7,6 +7,7 @@
 //! in a temporary directory. Nothing is mocked.
 
 pub mod dkim;
+pub mod postfix;
 pub mod smtp;
 
 use std::future::{Future, IntoFuture};

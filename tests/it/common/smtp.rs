@@ -180,9 +180,12 @@ impl fmt::Debug for TlsMode {
 
 /// A certificate authority made for one test, and a server certificate it signed for `localhost`
 /// (and 127.0.0.1). `ca_pem` is what the client must trust (the product's `transport.smtp.ca_file`).
+/// The server certificate and its key are also given as PEM, for servers that read files (Postfix).
 pub struct TestCa {
     pub ca_pem: String,
     pub server: Arc<rustls::ServerConfig>,
+    pub server_cert_pem: String,
+    pub server_key_pem: String,
 }
 
 impl TestCa {
@@ -214,6 +217,8 @@ impl TestCa {
         TestCa {
             ca_pem: ca.pem(),
             server: Arc::new(server),
+            server_cert_pem: cert.pem(),
+            server_key_pem: key.serialize_pem(),
         }
     }
 }
