@@ -22,6 +22,7 @@ mod hostile;
 mod intake;
 mod ops;
 mod postfix_bounce_smoke;
+mod postfix_bounces;
 mod privacy;
 mod smtp_security;
 mod smtp_server;
