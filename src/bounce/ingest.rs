@@ -27,22 +27,53 @@ pub async fn store_report(
     envelope_to: Option<&str>,
     max_bytes: usize,
 ) -> crate::store::Result<Stored> {
-    let sha256 = hex::encode(Sha256::digest(raw));
+    Ok(
+        store_reports(store, source, &[(raw, envelope_to)], max_bytes)
+            .await?
+            .remove(0),
+    )
+}
+
+/// Stores several reports of `source` in one transaction.
+pub async fn store_reports(
+    store: &Store,
+    source: ReportSource,
+    raws: &[(&[u8], Option<&str>)],
+    max_bytes: usize,
+) -> crate::store::Result<Vec<Stored>> {
+    let prepared: Vec<(String, Vec<u8>)> = raws
+        .iter()
+        .map(|(raw, _)| {
+            (
+                hex::encode(Sha256::digest(raw)),
+                kept(source, raw, max_bytes),
+            )
+        })
+        .collect();
+    let reports: Vec<NewReport<'_>> = raws
+        .iter()
+        .zip(&prepared)
+        .map(|((raw, envelope_to), (sha256, body))| NewReport {
+            source,
+            sha256,
+            received_size: raw.len() as i64,
+            envelope_to: *envelope_to,
+            body,
+        })
+        .collect();
+    let ids = store.save_bounce_reports(&reports, Utc::now()).await?;
+    Ok(ids
+        .into_iter()
+        .map(|id| id.map_or(Stored::Duplicate, Stored::New))
+        .collect())
+}
+
+/// What is kept of a report: cut to `max_bytes`, and a message redacted.
+fn kept(source: ReportSource, raw: &[u8], max_bytes: usize) -> Vec<u8> {
     let kept = &raw[..raw.len().min(max_bytes)];
-    let body = match source {
+    match source {
         // A webhook's JSON is our provider's record of the event, without the message: kept whole.
         ReportSource::Ses | ReportSource::Sendgrid => kept.to_vec(),
         ReportSource::Pipe | ReportSource::Maildir => super::redact::redact(kept),
-    };
-    let report = NewReport {
-        source,
-        sha256: &sha256,
-        received_size: raw.len() as i64,
-        envelope_to,
-        body: &body,
-    };
-    Ok(match store.save_bounce_report(&report, Utc::now()).await? {
-        Some(id) => Stored::New(id),
-        None => Stored::Duplicate,
-    })
+    }
 }

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use crate::store::{ReportSource, Store};
 
-use super::ingest::{Stored, store_report};
+use super::ingest::{Stored, store_reports};
 
 /// What one scan did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -14,6 +14,9 @@ pub struct Scan {
     pub stored: u64,
     pub duplicates: u64,
 }
+
+/// Messages stored in one transaction.
+const BATCH: usize = 500;
 
 /// Stores and moves every message now in `maildir/new`. A file that cannot be read is left for the
 /// next scan (and said); a database error stops the scan (the files stay in `new/`).
@@ -32,28 +35,41 @@ pub async fn scan(store: &Store, maildir: &Path, max_bytes: usize) -> anyhow::Re
         .filter(|p| p.is_file())
         .collect();
     entries.sort();
-    for path in entries {
-        let raw = match std::fs::read(&path) {
-            Ok(raw) => raw,
-            Err(e) => {
-                tracing::warn!(error = %e, "bounces.maildir: a message cannot be read; left in new/");
-                continue;
+    for chunk in entries.chunks(BATCH) {
+        let mut read = Vec::with_capacity(chunk.len());
+        for path in chunk {
+            match std::fs::read(path) {
+                Ok(raw) => read.push((path, raw)),
+                Err(e) => {
+                    tracing::warn!(error = %e, "bounces.maildir: a message cannot be read; left in new/")
+                }
             }
-        };
-        match store_report(store, ReportSource::Maildir, &raw, None, max_bytes).await? {
-            Stored::New(_) => scan.stored += 1,
-            Stored::Duplicate => scan.duplicates += 1,
         }
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let seen = if name.contains(":2,") {
-            name
-        } else {
-            format!("{name}:2,S")
-        };
-        std::fs::rename(&path, cur.join(seen))?;
+        let raws: Vec<(&[u8], Option<&str>)> =
+            read.iter().map(|(_, raw)| (raw.as_slice(), None)).collect();
+        for stored in store_reports(store, ReportSource::Maildir, &raws, max_bytes).await? {
+            match stored {
+                Stored::New(_) => scan.stored += 1,
+                Stored::Duplicate => scan.duplicates += 1,
+            }
+        }
+        // Only after the commit: a crash before this stores them again, which the hash makes a no-op.
+        for (path, _) in &read {
+            std::fs::rename(path, cur.join(seen_name(path)))?;
+        }
     }
     Ok(scan)
+}
+
+/// A Maildir file name marked seen (`:2,S`), unless it carries flags already.
+fn seen_name(path: &Path) -> String {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    if name.contains(":2,") {
+        name
+    } else {
+        format!("{name}:2,S")
+    }
 }

@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use chrono::Utc;
 
 use crate::bounce::ingest::{Stored, store_report};
+use crate::bounce::maildir;
 use crate::bounce::process::process_pending;
 use crate::cli::args::BounceCommand;
 use crate::config::Settings;
@@ -55,8 +56,20 @@ pub async fn run(
     match cmd {
         BounceCommand::Ingest { .. } => unreachable!("handled before the configuration is loaded"),
         BounceCommand::Process => {
+            if let Some(dir) = &settings.bounces.maildir {
+                let started = std::time::Instant::now();
+                let scan = maildir::scan(store, dir, settings.bounces.max_report_bytes).await?;
+                println!(
+                    "read the Maildir in {:.1} s: {} reports stored, {} stored before",
+                    started.elapsed().as_secs_f64(),
+                    scan.stored,
+                    scan.duplicates
+                );
+            }
+            let started = std::time::Instant::now();
             let instance = format!("cli-{}", std::process::id());
             let round = process_pending(store, &settings.bounces, &instance, usize::MAX).await?;
+            println!("processed in {:.1} s", started.elapsed().as_secs_f64());
             println!(
                 "processed {} reports: {} recipients bounced, {} held by a guard, {} reports matched no recipient, {} guards tripped",
                 round.reports,

@@ -120,18 +120,41 @@ impl Store {
         r: &NewReport<'_>,
         now: DateTime<Utc>,
     ) -> Result<Option<i64>> {
-        with_pool!(self, pool => Ok(sqlx::query_scalar(
-            "INSERT INTO bounce_reports (received_at, source, sha256, received_size, envelope_to, body) \
-             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (sha256) DO NOTHING RETURNING id",
-        )
-        .bind(DbTime(now))
-        .bind(r.source)
-        .bind(r.sha256)
-        .bind(r.received_size)
-        .bind(r.envelope_to)
-        .bind(r.body)
-        .fetch_optional(pool)
-        .await?))
+        Ok(self
+            .save_bounce_reports(std::slice::from_ref(r), now)
+            .await?
+            .remove(0))
+    }
+
+    /// Stores reports in one transaction (one commit, so a Maildir of thousands is not a commit
+    /// each); for each, its id, or `None` when the same bytes were stored before.
+    pub async fn save_bounce_reports(
+        &self,
+        reports: &[NewReport<'_>],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Option<i64>>> {
+        let mut ids = Vec::with_capacity(reports.len());
+        with_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            for r in reports {
+                let id: Option<i64> = sqlx::query_scalar(
+                    "INSERT INTO bounce_reports (received_at, source, sha256, received_size, \
+                     envelope_to, body) VALUES ($1, $2, $3, $4, $5, $6) \
+                     ON CONFLICT (sha256) DO NOTHING RETURNING id",
+                )
+                .bind(DbTime(now))
+                .bind(r.source)
+                .bind(r.sha256)
+                .bind(r.received_size)
+                .bind(r.envelope_to)
+                .bind(r.body)
+                .fetch_optional(&mut *tx)
+                .await?;
+                ids.push(id);
+            }
+            tx.commit().await?;
+        });
+        Ok(ids)
     }
 
     /// Leases up to `limit` unprocessed reports, oldest first, for `lease` (a daemon that dies leaves
@@ -159,21 +182,24 @@ impl Store {
         .await?))
     }
 
-    /// The recipients with these ids (those that exist).
+    /// The recipients with these ids (those that exist), with their campaign's state.
     pub async fn bounce_targets(&self, ids: &[i64]) -> Result<Vec<BounceTarget>> {
         let mut found = Vec::with_capacity(ids.len());
-        with_pool!(self, pool => {
-            for id in ids {
-                let row: Option<BounceTarget> = sqlx::query_as(
-                    "SELECT r.id, r.campaign_id, r.status, r.email, r.message_id, c.state AS campaign_state \
-                     FROM recipients r JOIN campaigns c ON c.id = r.campaign_id WHERE r.id = $1",
-                )
-                .bind(id)
-                .fetch_optional(pool)
-                .await?;
-                found.extend(row);
-            }
-        });
+        for chunk in ids.chunks(500) {
+            // Integers written by us: an IN list both dialects plan as primary-key probes.
+            let list = chunk
+                .iter()
+                .map(i64::to_string)
+                .collect::<Vec<_>>()
+                .join(", ");
+            let rows: Vec<BounceTarget> = with_pool!(self, pool => sqlx::query_as(audited!(
+                "SELECT r.id, r.campaign_id, r.status, r.email, r.message_id, c.state AS campaign_state \
+                 FROM recipients r JOIN campaigns c ON c.id = r.campaign_id WHERE r.id IN ({list})"
+            ))
+            .fetch_all(pool)
+            .await?);
+            found.extend(rows);
+        }
         Ok(found)
     }
 

@@ -25,6 +25,7 @@ backends!(
     bounces_change_exactly_the_recipients_they_name,
     ingest_stores_each_report_once_and_fails_only_temporarily,
     a_domain_that_rejects_for_policy_is_held_not_sent_to_postal,
+    a_maildir_is_stored_then_moved_to_cur,
 );
 
 /// Settings with VERP signing, and the same as a configuration file for the binary.
@@ -446,4 +447,41 @@ async fn sends(t: &TestApp, settings: &Settings, smtp: &SmtpServer, n: usize) {
     // Outcomes recorded before the stop returns.
     running.stop.send(true).unwrap();
     running.handle.await.unwrap().unwrap();
+}
+
+async fn a_maildir_is_stored_then_moved_to_cur(t: TestApp) {
+    let dir = tempfile::tempdir().unwrap();
+    let smtp = SmtpServer::start(Script::new()).await;
+    let settings = bounce_settings(&t, &smtp, dir.path());
+    let sent = send(&t, &settings, &smtp, 2, "example.net").await;
+    let maildir = dir.path().join("Maildir");
+    for sub in ["new", "cur", "tmp"] {
+        std::fs::create_dir_all(maildir.join(sub)).unwrap();
+    }
+    let (r, verp, message_id) = &sent[0];
+    // A Maildir delivery keeps the envelope recipient in Delivered-To.
+    let mut report = format!("Delivered-To: {verp}\r\n").into_bytes();
+    report.extend(dsn(verp, r.email.as_deref().unwrap(), "failed", "5.1.1", message_id));
+    std::fs::write(maildir.join("new/1.host"), &report).unwrap();
+    std::fs::write(maildir.join("new/2.host"), &report).unwrap();
+    std::fs::write(maildir.join("new/3.host"), b"garbage").unwrap();
+    let config = dir.path().join("bn.toml");
+    let mut toml = std::fs::read_to_string(&config).unwrap();
+    toml.push_str(&format!("maildir = \"{}\"\n", maildir.display()));
+    std::fs::write(&config, toml).unwrap();
+
+    let out = bounce_cli(&t, dir.path()).arg("process").output().unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(said.contains("2 reports stored, 1 stored before"), "{said}");
+    assert!(said.contains("1 recipients bounced"), "{said}");
+    assert_eq!(std::fs::read_dir(maildir.join("new")).unwrap().count(), 0);
+    let mut moved: Vec<String> = std::fs::read_dir(maildir.join("cur"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    moved.sort();
+    assert_eq!(moved, ["1.host:2,S", "2.host:2,S", "3.host:2,S"]);
+    assert_eq!(status_of(&t, r.id).await, RecipientStatus::Bounced);
+    assert_eq!(status_of(&t, sent[1].0.id).await, RecipientStatus::Sent);
 }

@@ -293,6 +293,9 @@ const EVIDENCE_HEADER: &[&str] = &[
     "last_reply",
     "fail_reason",
     "postal_followup",
+    "bounced_at",
+    "bounce_status",
+    "bounce_diagnostic",
     "attempt_log",
 ];
 
@@ -421,6 +424,10 @@ async fn check_evidence_csv(store: &Store, id: i64, bytes: &[u8]) {
             r.postal_followup.to_string(),
             "{what}"
         );
+        // Nobody here bounced (tests/it/bounces.rs exports those).
+        for bounce in ["bounced_at", "bounce_status", "bounce_diagnostic"] {
+            assert_eq!(f(bounce), "", "{what}: {bounce}");
+        }
         // attempt_log: `N@TIME outcome code reply` per attempt, joined by ` | `.
         let log = f("attempt_log");
         let entries: Vec<&str> = if log.is_empty() {
@@ -538,6 +545,9 @@ async fn check_evidence_jsonl(store: &Store, id: i64, bytes: &[u8]) {
         json_opt_str(&v["last_reply"], r.last_reply.as_deref(), what);
         json_opt_str(&v["fail_reason"], r.fail_reason.as_deref(), what);
         assert_eq!(v["postal_followup"], r.postal_followup, "{what}");
+        for bounce in ["bounced_at", "bounce_status", "bounce_diagnostic"] {
+            assert!(v[bounce].is_null(), "{what}: {bounce}");
+        }
         let stored = store.attempts(r.id).await.unwrap();
         let exported = v["attempts"].as_array().expect("attempts is an array");
         assert_eq!(exported.len(), stored.len(), "{what}");
@@ -972,7 +982,7 @@ async fn more_than_a_page_of_recipients_through_the_binary(t: TestApp) {
         let expected_attempts = if i % 2 == 0 { "1" } else { "0" };
         assert_eq!(&rec[7], expected_attempts, "line {i}");
         assert_eq!(
-            rec[14].is_empty(),
+            rec[17].is_empty(),
             i % 2 == 1,
             "line {i}: the attempt is on its own recipient's line"
         );
