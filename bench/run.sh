@@ -8,6 +8,8 @@
 #   BENCH_ONLY=import|dispatch|rate|cluster|fuzz bench/run.sh    one part alone
 #   BENCH_ONLY=cluster bench/run.sh    the cluster rate (bench/cluster_rate.sh, which also runs
 #                           standalone): two daemons under one 300/s limit, one killed and restarted
+#   BENCH_ONLY=bounces bench/run.sh    bounce ingest: 100,000 DSNs from a Maildir for 1,000,000
+#                           recipients, and a dispatch beside their processing (bench/bounces.sh)
 #   BENCH_ONLY=scale bench/run.sh    the scale run (bench/scale.sh: 15,000,000 customers,
 #                           SCALE_ROWS and SCALE_RUN_SECS to change; see docs/benchmarks.md, "Scale run")
 #
@@ -96,7 +98,7 @@ rows=(); notes=()   # notes: lines printed under the table
 row() { rows+=("| $1 | $2 | $3 | $4 | $5 |"); printf '%-44s %-22s %-30s %-8s %s\n' "$1" "$2" "$3" "$4" "$5" >&2; }
 
 bn migrate >/dev/null
-only=${BENCH_ONLY:-all}   # BENCH_ONLY=import, dispatch, rate, cluster, fuzz or scale runs that part alone
+only=${BENCH_ONLY:-all}   # BENCH_ONLY=import, dispatch, rate, cluster, fuzz, bounces or scale runs that part alone
 
 if [ "$only" = all ] || [ "$only" = import ]; then
 # 1. Import vs psql \copy ------------------------------------------------------------------------
@@ -228,6 +230,12 @@ for n in $mem_sizes; do
   row "daemon peak memory, $n queued" "$(printf '%.0f MB' "$(echo "$mem_kb / 1024" | bc -l)")" "-" "-" "flat, < 100 MB"
 done
 
+fi
+
+# Bounces: a Maildir of DSNs for a large campaign, and a dispatch beside their processing (bench/bounces.sh).
+if [ "$only" = bounces ]; then
+  # shellcheck source=bench/bounces.sh
+  . bench/bounces.sh
 fi
 
 # Scale: the run at 15,000,000 customers (bench/scale.sh), on this database and smtp-sink.
