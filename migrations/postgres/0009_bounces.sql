@@ -53,7 +53,7 @@ CREATE TABLE bounce_verdicts (
     report_id          BIGINT NOT NULL REFERENCES bounce_reports (id),
     recipient_id       BIGINT,
     campaign_id        BIGINT,
-    matched_by         TEXT NOT NULL CHECK (matched_by IN ('verp', 'message_id', 'none')),
+    matched_by         TEXT NOT NULL CHECK (matched_by IN ('verp', 'message_id', 'queue_id', 'none')),
     action             TEXT,
     status_code        TEXT,
     diagnostic         TEXT,
@@ -71,6 +71,12 @@ CREATE INDEX bounce_verdicts_domain ON bounce_verdicts (campaign_id, remote_doma
     WHERE campaign_id IS NOT NULL;
 CREATE TRIGGER bounce_verdicts_append_only BEFORE UPDATE OR DELETE ON bounce_verdicts
     FOR EACH ROW EXECUTE FUNCTION bn_refuse_change();
+
+-- The relay's queue id of each accepted notice (Postfix: `250 2.0.0 Ok: queued as ID`), the third key
+-- a bounce may name it by (Postfix's DSNs carry X-Postfix-Queue-ID). An expression over the attempt
+-- log, so the recorder's writes stay as they were.
+CREATE INDEX delivery_attempts_relay_queue_id
+    ON delivery_attempts ((substring(reply from 'queued as ([0-9A-Za-z]+)'))) WHERE outcome = 'sent';
 
 CREATE TABLE bounce_guards (
     campaign_id BIGINT NOT NULL REFERENCES campaigns (id),

@@ -41,7 +41,7 @@ CREATE TABLE bounce_verdicts (
     report_id          INTEGER NOT NULL REFERENCES bounce_reports (id),
     recipient_id       INTEGER,
     campaign_id        INTEGER,
-    matched_by         TEXT NOT NULL CHECK (matched_by IN ('verp', 'message_id', 'none')),
+    matched_by         TEXT NOT NULL CHECK (matched_by IN ('verp', 'message_id', 'queue_id', 'none')),
     action             TEXT,
     status_code        TEXT,
     diagnostic         TEXT,
@@ -63,6 +63,12 @@ END;
 CREATE TRIGGER bounce_verdicts_no_delete BEFORE DELETE ON bounce_verdicts BEGIN
     SELECT RAISE(ABORT, 'DELETE on bounce_verdicts is not allowed: this table is an append-only record');
 END;
+
+-- The relay's queue id (see the PostgreSQL migration): here the rest of the reply after `queued as `,
+-- which is the id in Postfix's reply (SQLite has no regular expressions).
+CREATE INDEX delivery_attempts_relay_queue_id
+    ON delivery_attempts (substr(reply, instr(reply, 'queued as ') + 10))
+    WHERE outcome = 'sent' AND instr(reply, 'queued as ') > 0;
 
 CREATE TABLE bounce_guards (
     campaign_id INTEGER NOT NULL REFERENCES campaigns (id),

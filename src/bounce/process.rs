@@ -31,6 +31,8 @@ pub(crate) struct Finding {
     pub verp_addresses: Vec<String>,
     /// Our Message-ID, as the report quotes it.
     pub message_id: Option<String>,
+    /// The relay's queue id of our message (Postfix's X-Postfix-Queue-ID).
+    pub queue_id: Option<String>,
     pub verdicts: Vec<Verdict>,
 }
 
@@ -69,10 +71,11 @@ pub async fn process_pending(
             .iter()
             .map(|r| (r.id, finding(r.source, &r.body, r.envelope_to.as_deref())))
             .collect();
-        let targets = load_targets(store, settings, &findings).await?;
+        let candidates = candidates(store, settings, &findings).await?;
+        let targets = load_targets(store, &candidates).await?;
         let mut batch = Vec::with_capacity(findings.len());
-        for (id, f) in findings {
-            let report = decide(id, f, settings, &targets, &guards);
+        for ((id, f), candidate) in findings.into_iter().zip(candidates) {
+            let report = decide(id, f, candidate, &targets, &guards);
             round.unmatched += u64::from(report.result == "unmatched");
             batch.push(report);
         }
@@ -104,6 +107,7 @@ pub(crate) fn finding(source: ReportSource, body: &[u8], envelope_to: Option<&st
                     .map(str::to_string)
                     .collect(),
                 message_id: report.original_message_id.clone(),
+                queue_id: report.queue_id().map(str::to_string),
                 verdicts: classify::classify(&report),
             }
         }
@@ -140,15 +144,33 @@ pub(crate) fn recipient_in_message_id(message_id: &str) -> Option<i64> {
     parts.next()?.parse().ok()
 }
 
-async fn load_targets(
+/// Each finding's recipient by VERP token or Message-ID, else by the relay's queue id (a lookup
+/// in the attempt log, for structured reports only: a queue id is shorter to guess than a token).
+async fn candidates(
     store: &Store,
     settings: &BounceSettings,
     findings: &[(i64, Finding)],
+) -> crate::store::Result<Vec<Option<(i64, &'static str)>>> {
+    let mut out = Vec::with_capacity(findings.len());
+    for (_, f) in findings {
+        let mut found = candidate(f, settings);
+        let structured = f.verdicts.iter().all(|v| v.basis == Basis::Structured);
+        if let (None, Some(queue_id), true) = (found, &f.queue_id, structured) {
+            found = store
+                .recipient_by_queue_id(queue_id)
+                .await?
+                .map(|id| (id, "queue_id"));
+        }
+        out.push(found);
+    }
+    Ok(out)
+}
+
+async fn load_targets(
+    store: &Store,
+    candidates: &[Option<(i64, &'static str)>],
 ) -> crate::store::Result<HashMap<i64, BounceTarget>> {
-    let ids: BTreeSet<i64> = findings
-        .iter()
-        .filter_map(|(_, f)| candidate(f, settings).map(|(id, _)| id))
-        .collect();
+    let ids: BTreeSet<i64> = candidates.iter().flatten().map(|(id, _)| *id).collect();
     let ids: Vec<i64> = ids.into_iter().collect();
     Ok(store
         .bounce_targets(&ids)
@@ -162,11 +184,11 @@ async fn load_targets(
 fn decide(
     report_id: i64,
     f: Finding,
-    settings: &BounceSettings,
+    candidate: Option<(i64, &'static str)>,
     targets: &HashMap<i64, BounceTarget>,
     guards: &HashSet<(i64, String)>,
 ) -> ProcessedReport {
-    let matched = candidate(&f, settings).and_then(|(id, by)| {
+    let matched = candidate.and_then(|(id, by)| {
         let target = targets.get(&id)?;
         // A Message-ID names a recipient only if it is the one stored for them.
         let same_id = |stored: &str| {
@@ -174,7 +196,8 @@ fn decide(
                 .as_deref()
                 .is_some_and(|m| normalize_id(m) == normalize_id(stored))
         };
-        (by == "verp" || target.message_id.as_deref().is_some_and(same_id)).then_some((target, by))
+        let trusted = by != "message_id" || target.message_id.as_deref().is_some_and(same_id);
+        trusted.then_some((target, by))
     });
     let verdicts: Vec<VerdictRecord> = f
         .verdicts

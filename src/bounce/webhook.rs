@@ -34,6 +34,7 @@ pub(crate) fn ses_finding(body: &[u8]) -> Finding {
         kind: "ses".into(),
         verp_addresses: text(&mail, &["source"]).into_iter().collect(),
         message_id: text(&mail, &["commonHeaders", "messageId"]),
+        queue_id: None,
         verdicts: Vec::new(),
     };
     finding.verdicts = match text(&notification, &["notificationType"]).as_deref() {
@@ -135,6 +136,7 @@ pub(crate) fn sendgrid_finding(body: &[u8]) -> Finding {
         kind: "sendgrid".into(),
         verp_addresses: Vec::new(),
         message_id: field("smtp-id"),
+        queue_id: None,
         verdicts: vec![Verdict {
             recipient: field("email"),
             outcome,

@@ -61,7 +61,7 @@ pub enum Apply {
 pub struct VerdictRecord {
     pub recipient_id: Option<i64>,
     pub campaign_id: Option<i64>,
-    /// `verp`, `message_id` or `none`.
+    /// `verp`, `message_id`, `queue_id` or `none`.
     pub matched_by: &'static str,
     pub action: Option<String>,
     pub status_code: Option<String>,
@@ -201,6 +201,17 @@ impl Store {
             found.extend(rows);
         }
         Ok(found)
+    }
+
+    /// The recipient whose notice the relay accepted with this queue id, if any (the latest).
+    pub async fn recipient_by_queue_id(&self, queue_id: &str) -> Result<Option<i64>> {
+        with_pool!(self, pool, dialect => Ok(sqlx::query_scalar(audited!(
+            "SELECT recipient_id FROM delivery_attempts WHERE {} ORDER BY id DESC LIMIT 1",
+            dialect::QUEUE_ID_MATCH
+        ))
+        .bind(queue_id)
+        .fetch_optional(pool)
+        .await?))
     }
 
     /// Records a batch of processed reports in one transaction: each verdict, the state change it

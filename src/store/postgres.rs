@@ -644,6 +644,10 @@ pub const CLAIM_SETTINGS: &str = "SELECT set_config('plan_cache_mode', 'force_cu
      set_config('enable_sort', 'off', true), set_config('statement_timeout', $2, true), \
      set_config('application_name', $1, true)";
 
+/// The delivery attempts whose relay reply says `queued as $1` (index delivery_attempts_relay_queue_id).
+pub(super) const QUEUE_ID_MATCH: &str =
+    "outcome = 'sent' AND substring(reply from 'queued as ([0-9A-Za-z]+)') = $1";
+
 /// Lets daemons lease different bounce reports without waiting on each other.
 pub(super) const SKIP_LOCKED: &str = "FOR UPDATE SKIP LOCKED";
 

@@ -38,6 +38,10 @@ pub const DUE_FRESH: &str = "SELECT id FROM recipients WHERE campaign_id = $1 AN
 /// the count and the triggers.
 pub(super) const RELEASE_LOCK: Option<&str> = None;
 
+/// As PostgreSQL's, for replies that end with the id (Postfix's); the expression is the index's.
+pub(super) const QUEUE_ID_MATCH: &str = "outcome = 'sent' AND instr(reply, 'queued as ') > 0 \
+     AND substr(reply, instr(reply, 'queued as ') + 10) = $1";
+
 /// One daemon per file: nothing to skip.
 pub(super) const SKIP_LOCKED: &str = "";
 

@@ -97,6 +97,17 @@ fn auto_reply(to: &str, message_id: &str) -> Vec<u8> {
     .into_bytes()
 }
 
+/// [`dsn`] naming no Message-ID of ours but the relay's queue id, as Postfix's DSNs do.
+fn dsn_by_queue_id(to: &str, rcpt: &str, queue_id: &str) -> Vec<u8> {
+    String::from_utf8(dsn(to, rcpt, "failed", "5.1.1", "<not.ours@example.org>"))
+        .unwrap()
+        .replace(
+            "Reporting-MTA: dns; relay.example.net\r\n",
+            &format!("Reporting-MTA: dns; relay.example.net\r\nX-Postfix-Queue-ID: {queue_id}\r\n"),
+        )
+        .into_bytes()
+}
+
 /// Sends `n` notices to `domain` and returns, per recipient in id order, the recipient, its
 /// envelope sender and Message-ID as the relay saw them.
 async fn send(
@@ -135,6 +146,18 @@ async fn bounces_change_exactly_the_recipients_they_name(t: TestApp) {
     let settings = bounce_settings(&t, &smtp, dir.path());
     let sent = send(&t, &settings, &smtp, 7, "example.net").await;
     let email = |i: usize| sent[i].0.email.clone().unwrap();
+    let queue_ids: Vec<String> = sent
+        .iter()
+        .map(|(r, _, _)| {
+            let to = r.email.clone().unwrap();
+            let m = smtp
+                .received()
+                .into_iter()
+                .find(|m| m.rcpt_to.contains(&to))
+                .unwrap();
+            m.queue_id.unwrap()
+        })
+        .collect();
     for (r, verp, _) in &sent {
         assert!(
             verp.starts_with("bounce+") && verp.ends_with(BOUNCE_DOMAIN),
@@ -188,6 +211,11 @@ async fn bounces_change_exactly_the_recipients_they_name(t: TestApp) {
                 &format!("<bn.1.{}.000000000000@example.com>", sent[5].0.id),
             ),
         ),
+        // 6: neither a token nor our Message-ID, but the relay's queue id: bounced.
+        (
+            None,
+            dsn_by_queue_id("postmaster@example.org", &email(6), &queue_ids[6]),
+        ),
     ];
     for (to, message) in &reports {
         let out = ingest(bounce_cli(&t, dir.path()), to.as_deref(), message);
@@ -215,7 +243,7 @@ async fn bounces_change_exactly_the_recipients_they_name(t: TestApp) {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(
-        said.contains("processed 6 reports: 2 recipients bounced"),
+        said.contains("processed 7 reports: 3 recipients bounced"),
         "{said}"
     );
     assert!(said.contains("2 reports matched no recipient"), "{said}");
@@ -227,20 +255,26 @@ async fn bounces_change_exactly_the_recipients_they_name(t: TestApp) {
         RecipientStatus::Sent,
         RecipientStatus::Bounced,
         RecipientStatus::Sent,
-        RecipientStatus::Sent,
+        RecipientStatus::Bounced,
     ];
     for (i, want) in expected.iter().enumerate() {
         assert_eq!(status_of(&t, sent[i].0.id).await, *want, "recipient {i}");
     }
     let campaign = sent[0].0.campaign_id;
     let p = t.progress(campaign).await;
-    assert_eq!((p.sent, p.bounced, p.total), (5, 2, 7));
+    assert_eq!((p.sent, p.bounced, p.total), (4, 3, 7));
 
     // Processing again finds nothing to do: the reports are done.
     let out = bounce_cli(&t, dir.path()).arg("process").output().unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains("processed 0 reports"));
 
-    check_exports(&t, campaign, &[sent[0].0.id, sent[4].0.id], &email(0)).await;
+    check_exports(
+        &t,
+        campaign,
+        &[sent[0].0.id, sent[4].0.id, sent[6].0.id],
+        &email(0),
+    )
+    .await;
 }
 
 /// The postal list holds exactly the bounced; the evidence says when and why, with no address.
@@ -461,7 +495,13 @@ async fn a_maildir_is_stored_then_moved_to_cur(t: TestApp) {
     let (r, verp, message_id) = &sent[0];
     // A Maildir delivery keeps the envelope recipient in Delivered-To.
     let mut report = format!("Delivered-To: {verp}\r\n").into_bytes();
-    report.extend(dsn(verp, r.email.as_deref().unwrap(), "failed", "5.1.1", message_id));
+    report.extend(dsn(
+        verp,
+        r.email.as_deref().unwrap(),
+        "failed",
+        "5.1.1",
+        message_id,
+    ));
     std::fs::write(maildir.join("new/1.host"), &report).unwrap();
     std::fs::write(maildir.join("new/2.host"), &report).unwrap();
     std::fs::write(maildir.join("new/3.host"), b"garbage").unwrap();
@@ -472,7 +512,11 @@ async fn a_maildir_is_stored_then_moved_to_cur(t: TestApp) {
 
     let out = bounce_cli(&t, dir.path()).arg("process").output().unwrap();
     let said = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(said.contains("2 reports stored, 1 stored before"), "{said}");
     assert!(said.contains("1 recipients bounced"), "{said}");
     assert_eq!(std::fs::read_dir(maildir.join("new")).unwrap().count(), 0);
