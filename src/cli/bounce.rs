@@ -38,9 +38,14 @@ pub async fn ingest(config: Option<&Path>, envelope_to: Option<&str>) -> ExitCod
 async fn try_ingest(config: Option<&Path>, envelope_to: Option<&str>) -> anyhow::Result<Stored> {
     let loaded = Settings::load(config)?;
     let max = loaded.settings.bounces.max_report_bytes;
-    // Read it all (the hash covers the whole message), keep at most `max` (the store cuts).
+    // Keep at most `max` bytes in memory; the rest is read (the MTA wants it consumed) and dropped.
     let mut raw = Vec::new();
-    std::io::stdin().lock().read_to_end(&mut raw)?;
+    let mut stdin = std::io::stdin().lock();
+    (&mut stdin).take(max as u64).read_to_end(&mut raw)?;
+    let dropped = std::io::copy(&mut stdin, &mut std::io::sink())?;
+    if dropped > 0 {
+        eprintln!("bounce larger than bounces.max_report_bytes ({max}): {dropped} bytes dropped");
+    }
     let store = super::open(&loaded.settings).await?;
     let stored = store_report(&store, ReportSource::Pipe, &raw, envelope_to, max).await?;
     store.close().await;
