@@ -6,7 +6,7 @@
 # Needs run.sh's bn, sql, row, run_daemon, $work, $bin and the smtp-sink exports.
 
 if [ "$mode" = quick ]; then
-  n_bounce_recipients=100000; n_reports=20000; n_bounce_dispatch=20000
+  n_bounce_recipients=200000; n_reports=20000; n_bounce_dispatch=20000
 else
   n_bounce_recipients=1000000; n_reports=100000; n_bounce_dispatch=50000
 fi

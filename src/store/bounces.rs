@@ -214,90 +214,112 @@ impl Store {
         .await?))
     }
 
-    /// Records a batch of processed reports in one transaction: each verdict, the state change it
-    /// asks for (only from the state it expects, so a replay changes nothing), and the report done.
+    /// Records a batch of processed reports in one transaction of a few set-based statements: the
+    /// bounces (only from `sent`, so a replay changes nothing), the holds, every verdict with the
+    /// change it caused, and the reports marked done.
     pub async fn apply_bounce_batch(
         &self,
         batch: &[ProcessedReport],
         classifier_version: i32,
         now: DateTime<Utc>,
     ) -> Result<Applied> {
-        let mut applied = Applied::default();
+        let wanted = |apply: Apply| -> Vec<&VerdictRecord> {
+            batch
+                .iter()
+                .flat_map(|r| &r.verdicts)
+                .filter(|v| v.apply == apply && v.recipient_id.is_some())
+                .collect()
+        };
+        let (bounces, holds) = (wanted(Apply::Bounce), wanted(Apply::Hold));
         with_pool!(self, pool => {
             let mut tx = pool.begin().await?;
-            for report in batch {
-                for v in &report.verdicts {
-                    let change = match (v.apply, v.recipient_id) {
-                        (Apply::Bounce, Some(id)) => {
-                            let n = sqlx::query(
-                                "UPDATE recipients SET status = 'bounced', postal_followup = TRUE, \
-                                 bounced_at = $2, bounce_status = $3, bounce_diagnostic = $4, finished_at = $2 \
-                                 WHERE id = $1 AND status = 'sent'",
-                            )
-                            .bind(id)
-                            .bind(DbTime(now))
-                            .bind(&v.status_code)
-                            .bind(&v.diagnostic)
-                            .execute(&mut *tx)
-                            .await?
-                            .rows_affected();
-                            applied.bounced += n;
-                            if n > 0 { "bounced" } else { "none" }
-                        }
-                        (Apply::Hold, Some(id)) => {
-                            let n = sqlx::query(
-                                "UPDATE recipients SET status = 'deferred', retry_due_at = NULL, \
-                                 postal_followup = FALSE, fail_reason = $2, finished_at = NULL \
-                                 WHERE id = $1 AND status IN ('sent', 'bounced')",
-                            )
-                            .bind(id)
-                            .bind(HELD_REASON)
-                            .execute(&mut *tx)
-                            .await?
-                            .rows_affected();
-                            applied.held += n;
-                            if n > 0 { "held" } else { "none" }
-                        }
-                        _ => "none",
-                    };
-                    sqlx::query(
-                        "INSERT INTO bounce_verdicts (report_id, recipient_id, campaign_id, matched_by, \
-                         action, status_code, diagnostic, remote_domain, outcome, class, rule, \
-                         classifier_version, state_change, decided_at) \
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
-                    )
-                    .bind(report.id)
-                    .bind(v.recipient_id)
-                    .bind(v.campaign_id)
-                    .bind(v.matched_by)
-                    .bind(&v.action)
-                    .bind(&v.status_code)
-                    .bind(&v.diagnostic)
-                    .bind(&v.remote_domain)
-                    .bind(v.outcome)
-                    .bind(v.class)
-                    .bind(&v.rule)
-                    .bind(classifier_version)
-                    .bind(change)
-                    .bind(DbTime(now))
-                    .execute(&mut *tx)
-                    .await?;
-                }
-                sqlx::query(
-                    "UPDATE bounce_reports SET processed_at = $2, kind = $3, result = $4, \
-                     classifier_version = $5, lease_owner = NULL, lease_expires_at = NULL WHERE id = $1",
+            let bounced: Vec<i64> = if bounces.is_empty() {
+                Vec::new()
+            } else {
+                let mut q = sqlx::QueryBuilder::new(
+                    "UPDATE recipients SET status = 'bounced', postal_followup = TRUE, \
+                     bounced_at = v.column4, finished_at = v.column4, bounce_status = v.column2, \
+                     bounce_diagnostic = v.column3 FROM (",
+                );
+                q.push_values(&bounces, |mut row, v| {
+                    row.push_bind(v.recipient_id)
+                        .push_bind(&v.status_code)
+                        .push_bind(&v.diagnostic)
+                        .push_bind(DbTime(now));
+                });
+                q.push(") AS v WHERE recipients.id = v.column1 AND recipients.status = 'sent' \
+                        RETURNING recipients.id");
+                q.build_query_scalar().fetch_all(&mut *tx).await?
+            };
+            let mut held = Vec::new();
+            for v in &holds {
+                let n = sqlx::query(
+                    "UPDATE recipients SET status = 'deferred', retry_due_at = NULL, \
+                     postal_followup = FALSE, fail_reason = $2, finished_at = NULL \
+                     WHERE id = $1 AND status IN ('sent', 'bounced')",
                 )
-                .bind(report.id)
-                .bind(DbTime(now))
-                .bind(&report.kind)
-                .bind(&report.result)
-                .bind(classifier_version)
+                .bind(v.recipient_id)
+                .bind(HELD_REASON)
                 .execute(&mut *tx)
-                .await?;
+                .await?
+                .rows_affected();
+                if n > 0 {
+                    held.extend(v.recipient_id);
+                }
+            }
+            let change = |v: &VerdictRecord| match (v.apply, v.recipient_id) {
+                (Apply::Bounce, Some(id)) if bounced.contains(&id) => "bounced",
+                (Apply::Hold, Some(id)) if held.contains(&id) => "held",
+                _ => "none",
+            };
+            let verdicts: Vec<(i64, &VerdictRecord)> = batch
+                .iter()
+                .flat_map(|r| r.verdicts.iter().map(move |v| (r.id, v)))
+                .collect();
+            // At most 1,000 verdicts a statement: 14 parameters each stays within both databases' limit.
+            for chunk in verdicts.chunks(1000) {
+                let mut q = sqlx::QueryBuilder::new(
+                    "INSERT INTO bounce_verdicts (report_id, recipient_id, campaign_id, matched_by, \
+                     action, status_code, diagnostic, remote_domain, outcome, class, rule, \
+                     classifier_version, state_change, decided_at) ",
+                );
+                q.push_values(chunk, |mut row, (report_id, v)| {
+                    row.push_bind(*report_id)
+                        .push_bind(v.recipient_id)
+                        .push_bind(v.campaign_id)
+                        .push_bind(v.matched_by)
+                        .push_bind(&v.action)
+                        .push_bind(&v.status_code)
+                        .push_bind(&v.diagnostic)
+                        .push_bind(&v.remote_domain)
+                        .push_bind(v.outcome)
+                        .push_bind(v.class)
+                        .push_bind(&v.rule)
+                        .push_bind(classifier_version)
+                        .push_bind(change(v))
+                        .push_bind(DbTime(now));
+                });
+                q.build().execute(&mut *tx).await?;
+            }
+            if !batch.is_empty() {
+                let mut q = sqlx::QueryBuilder::new(
+                    "UPDATE bounce_reports SET processed_at = v.column4, kind = v.column2, \
+                     result = v.column3, classifier_version = v.column5, lease_owner = NULL, \
+                     lease_expires_at = NULL FROM (",
+                );
+                q.push_values(batch, |mut row, r| {
+                    row.push_bind(r.id)
+                        .push_bind(&r.kind)
+                        .push_bind(&r.result)
+                        .push_bind(DbTime(now))
+                        .push_bind(classifier_version);
+                });
+                q.push(") AS v WHERE bounce_reports.id = v.column1");
+                q.build().execute(&mut *tx).await?;
             }
             tx.commit().await?;
-        });
-        Ok(applied)
+            Ok(Applied { bounced: bounced.len() as u64, held: held.len() as u64 })
+        })
     }
 
     /// Reports processed by a classifier older than `version` become pending again; returns how many.
