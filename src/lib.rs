@@ -14,6 +14,8 @@
 //! - [`ops`]: metrics, HTTP endpoint, systemd notification, logging, progress lines, exports.
 //! - [`bounce`]: asynchronous bounces: VERP tokens, parsing, classification, redaction (pure), and
 //!   storing, processing and guarding them (through the store).
+//! - [`rules`]: jurisdiction rules as data (deadlines, regulators, content, sources) and the pure
+//!   deadline arithmetic over them; uses nothing but config.
 //! - [`config`]: layered configuration, secrets, validation; used by all.
 
 pub mod bounce;
@@ -23,6 +25,7 @@ pub mod config;
 pub mod dispatch;
 pub mod intake;
 pub mod ops;
+pub mod rules;
 pub mod store;
 pub mod transport;
 
@@ -44,9 +47,11 @@ mod layers {
                 "dispatch",
                 "transport",
                 "ops",
+                "rules",
                 "store",
             ],
         ),
+        ("rules", &[]),
         ("intake", &["ops", "store"]),
         (
             "dispatch",

@@ -359,7 +359,7 @@ impl FileAt<'_> {
     }
 
     fn key(&self, key: &[&str], message: String) -> CampaignFileError {
-        match line_of(self.source, key) {
+        match crate::config::toml_line_of(self.source, key) {
             Some(line) => self.error(format!("line {line}: {message}")),
             None => self.error(message),
         }
@@ -423,33 +423,6 @@ fn read_templates(
     Ok(locales)
 }
 
-/// The line (1-based) on which a key of a TOML document is written, `["sender", "from"]` or
-/// `["waves", "1", "size"]`; `None` when the document or the key cannot be found.
-fn line_of(source: &str, key: &[&str]) -> Option<usize> {
-    use toml::de::{DeTable, DeValue};
-    let document = DeTable::parse(source).ok()?;
-    let mut table = document.get_ref();
-    let mut start = None;
-    let mut segments = key.iter().peekable();
-    while let Some(segment) = segments.next() {
-        let (k, mut value) = table.get_key_value(*segment)?;
-        start = Some(k.span().start);
-        // An array of tables: the next segment is the index.
-        if let DeValue::Array(items) = value.get_ref()
-            && let Some(index) = segments.peek().and_then(|i| i.parse::<usize>().ok())
-        {
-            segments.next();
-            value = items.get(index)?;
-            start = Some(value.span().start);
-        }
-        match value.get_ref() {
-            DeValue::Table(inner) => table = inner,
-            _ if segments.peek().is_some() => return None,
-            _ => {}
-        }
-    }
-    Some(source[..start?.min(source.len())].matches('\n').count() + 1)
-}
 /// The campaign row a spec is stored as.
 impl From<&CampaignSpec> for crate::store::NewCampaign {
     fn from(spec: &CampaignSpec) -> Self {

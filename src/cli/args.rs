@@ -91,9 +91,34 @@ pub enum Command {
     #[command(subcommand)]
     Bounce(BounceCommand),
 
+    /// The jurisdiction rules: deadlines, regulators, thresholds, content rules, and their sources.
+    #[command(subcommand)]
+    Rules(RulesCommand),
+
     /// Run the whole thing end to end on the embedded default (SQLite, .eml files in ./outbox/), with
     /// the example campaign and 1,000 synthetic customers.
     Demo,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RulesCommand {
+    /// Print what applies in a jurisdiction and where it came from (shipped rules or the file named
+    /// by rules.file); without a code, a table of every jurisdiction. Needs no database. Not legal
+    /// advice: a starting point for counsel (docs/rules.md).
+    Show(RulesShowArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RulesShowArgs {
+    /// A code as recipients carry it: US-CA, US-FED-HIPAA, EU-DE, GB, CA-ON.
+    #[arg(value_name = "JURISDICTION")]
+    pub jurisdiction: Option<String>,
+    /// Machine-readable output (JSON).
+    #[arg(long, conflicts_with = "toml")]
+    pub json: bool,
+    /// The entry in the rules-file format: copy it into your rules.file and edit it there.
+    #[arg(long, requires = "jurisdiction")]
+    pub toml: bool,
 }
 
 #[derive(Debug, Args)]

@@ -12,6 +12,7 @@ mod bounce;
 mod campaign;
 mod daemon;
 mod export;
+mod rules;
 mod status;
 
 use std::process::ExitCode;
@@ -52,6 +53,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             import(&store, args).await
         }
         Command::Demo => daemon::demo(&loaded.settings).await,
+        // No store: the rules are data in the binary and the operator's file.
+        Command::Rules(args::RulesCommand::Show(args)) => rules::show(&loaded.settings, &args),
         Command::TestSend {
             campaign,
             to,

@@ -60,6 +60,30 @@ pub struct Settings {
     pub dkim: Option<DkimSettings>,
     /// Asynchronous bounces: the envelope sender, the Maildir, the guard.
     pub bounces: BounceSettings,
+    /// The jurisdiction rules: counsel's own file over the shipped one, the internal target.
+    pub rules: RulesSettings,
+}
+
+/// Where counsel's reading of the jurisdiction rules is (docs/rules.md).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RulesSettings {
+    /// A rules file whose `[[jurisdiction]]` entries replace the shipped entries of the same code
+    /// (whole entries) or add new codes; none means the shipped rules alone.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub file: Option<PathBuf>,
+    /// The deadline, in calendar days from discovery, used for jurisdictions whose law sets no number
+    /// ("without unreasonable delay"): an internal target, not a legal deadline.
+    pub internal_target_days: u32,
+}
+
+impl Default for RulesSettings {
+    fn default() -> Self {
+        Self {
+            file: None,
+            internal_target_days: 30,
+        }
+    }
 }
 
 /// How the daemon claims, sends, retries and stops.
@@ -464,6 +488,11 @@ impl Settings {
         self.validate_dispatch()?;
         self.validate_limits()?;
         self.bounces.validate()?;
+        if self.rules.internal_target_days == 0 {
+            return Err(ConfigError::Value(
+                "rules.internal_target_days must be at least 1 (days from discovery)".into(),
+            ));
+        }
         self.validate_endpoints()
     }
 
@@ -603,6 +632,33 @@ pub fn toml_error(source: &str, e: &toml::de::Error) -> String {
     }
 }
 
+/// The line (1-based) on which a key of a TOML document is written, `["sender", "from"]` or
+/// `["waves", "1", "size"]`; `None` when the document or the key cannot be found.
+pub fn toml_line_of(source: &str, key: &[&str]) -> Option<usize> {
+    use toml::de::{DeTable, DeValue};
+    let document = DeTable::parse(source).ok()?;
+    let mut table = document.get_ref();
+    let mut start = None;
+    let mut segments = key.iter().peekable();
+    while let Some(segment) = segments.next() {
+        let (k, mut value) = table.get_key_value(*segment)?;
+        start = Some(k.span().start);
+        // An array of tables: the next segment is the index.
+        if let DeValue::Array(items) = value.get_ref()
+            && let Some(index) = segments.peek().and_then(|i| i.parse::<usize>().ok())
+        {
+            segments.next();
+            value = items.get(index)?;
+            start = Some(value.span().start);
+        }
+        match value.get_ref() {
+            DeValue::Table(inner) => table = inner,
+            _ if segments.peek().is_some() => return None,
+            _ => {}
+        }
+    }
+    Some(source[..start?.min(source.len())].matches('\n').count() + 1)
+}
 /// Replaces the password of a `scheme://user:password@host` URL with `[redacted]`.
 pub fn redact_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {

@@ -24,6 +24,7 @@ mod ops;
 mod postfix_bounce_smoke;
 mod postfix_bounces;
 mod privacy;
+mod rules;
 mod smtp_security;
 mod smtp_server;
 mod store_conformance;
