@@ -42,7 +42,6 @@ CREATE TABLE bounce_verdicts (
     recipient_id       INTEGER,
     campaign_id        INTEGER,
     matched_by         TEXT NOT NULL CHECK (matched_by IN ('verp', 'message_id', 'queue_id', 'none')),
-    action             TEXT,
     status_code        TEXT,
     diagnostic         TEXT,
     remote_domain      TEXT,

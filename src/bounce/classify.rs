@@ -78,6 +78,36 @@ pub enum Outcome {
     Unclassified,
 }
 
+impl Outcome {
+    /// The outcome and its class or evidence as words: how verdicts are stored
+    /// (`bounce_verdicts.outcome`, `.class`) and how the corpus's `expected.toml` spells them.
+    #[must_use]
+    pub fn names(self) -> (&'static str, Option<&'static str>) {
+        match self {
+            Outcome::NotDelivered { class } => (
+                "not_delivered",
+                Some(match class {
+                    FailureClass::UnknownRecipient => "unknown_recipient",
+                    FailureClass::MailboxFull => "mailbox_full",
+                    FailureClass::Expired => "expired",
+                    FailureClass::Policy => "policy",
+                    FailureClass::Other => "other",
+                }),
+            ),
+            Outcome::Delayed => ("delayed", None),
+            Outcome::Delivered { evidence } => (
+                "delivered",
+                Some(match evidence {
+                    DeliveryEvidence::SuccessDsn => "success_dsn",
+                    DeliveryEvidence::AutoReply => "auto_reply",
+                    DeliveryEvidence::Complaint => "complaint",
+                }),
+            ),
+            Outcome::Unclassified => ("unclassified", None),
+        }
+    }
+}
+
 /// How much the verdict rests on machine-readable fields.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Basis {

@@ -4,36 +4,10 @@
 
 use std::path::PathBuf;
 
-use super::{DeliveryEvidence, FailureClass, Outcome, classify, parse, redact};
+use super::{Outcome, classify, parse, redact};
 
 fn fixtures() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/bounces")
-}
-
-/// `expected.toml`'s spelling of an outcome.
-fn spell(outcome: Outcome) -> (&'static str, Option<&'static str>) {
-    match outcome {
-        Outcome::NotDelivered { class } => (
-            "not_delivered",
-            Some(match class {
-                FailureClass::UnknownRecipient => "unknown_recipient",
-                FailureClass::MailboxFull => "mailbox_full",
-                FailureClass::Expired => "expired",
-                FailureClass::Policy => "policy",
-                FailureClass::Other => "other",
-            }),
-        ),
-        Outcome::Delayed => ("delayed", None),
-        Outcome::Delivered { evidence } => (
-            "delivered",
-            Some(match evidence {
-                DeliveryEvidence::SuccessDsn => "success_dsn",
-                DeliveryEvidence::AutoReply => "auto_reply",
-                DeliveryEvidence::Complaint => "complaint",
-            }),
-        ),
-        Outcome::Unclassified => ("unclassified", None),
-    }
 }
 
 /// Differences between what a sample gives and what `expected.toml` says, one line each.
@@ -49,12 +23,12 @@ fn check(file: &str, expect: &[toml::Value]) -> Vec<String> {
             expect.len(),
             verdicts
                 .iter()
-                .map(|v| (spell(v.outcome), v.rule))
+                .map(|v| (Outcome::names(v.outcome), v.rule))
                 .collect::<Vec<_>>()
         ));
     }
     for (i, (v, e)) in verdicts.iter().zip(expect).enumerate() {
-        let (outcome, detail) = spell(v.outcome);
+        let (outcome, detail) = Outcome::names(v.outcome);
         let want = e["outcome"].as_str().unwrap();
         let want_detail = e
             .get("class")

@@ -226,7 +226,7 @@ fn record(
     matched: Option<(&BounceTarget, &'static str)>,
     guards: &HashSet<(i64, String)>,
 ) -> VerdictRecord {
-    let (outcome, class) = outcome_names(v.outcome);
+    let (outcome, class) = v.outcome.names();
     let domain = matched.and_then(|(t, _)| t.email.as_deref().map(domain_of));
     let apply = match (v.outcome, matched) {
         (Outcome::NotDelivered { class }, Some((t, by)))
@@ -252,7 +252,6 @@ fn record(
         recipient_id: matched.map(|(t, _)| t.id),
         campaign_id: matched.map(|(t, _)| t.campaign_id),
         matched_by: matched.map_or("none", |(_, by)| by),
-        action: None,
         status_code: v.status,
         diagnostic: v.diagnostic.map(|d| scrub_addresses(&d)),
         remote_domain: domain,
@@ -299,31 +298,6 @@ pub(crate) fn domain_of(email: &str) -> String {
         .rsplit_once('@')
         .map_or("", |(_, d)| d)
         .to_ascii_lowercase()
-}
-
-fn outcome_names(o: Outcome) -> (&'static str, Option<&'static str>) {
-    match o {
-        Outcome::NotDelivered { class } => (
-            "not_delivered",
-            Some(match class {
-                FailureClass::UnknownRecipient => "unknown_recipient",
-                FailureClass::MailboxFull => "mailbox_full",
-                FailureClass::Expired => "expired",
-                FailureClass::Policy => "policy",
-                FailureClass::Other => "other",
-            }),
-        ),
-        Outcome::Delayed => ("delayed", None),
-        Outcome::Delivered { evidence } => (
-            "delivered",
-            Some(match evidence {
-                classify::DeliveryEvidence::SuccessDsn => "success_dsn",
-                classify::DeliveryEvidence::AutoReply => "auto_reply",
-                classify::DeliveryEvidence::Complaint => "complaint",
-            }),
-        ),
-        Outcome::Unclassified => ("unclassified", None),
-    }
 }
 
 /// A report's result in one word: `bounced`, `held`, `evidence`, `delayed`, `no_change`,

@@ -3,8 +3,9 @@
 //! the guards that hold a receiving domain whose failures look like a block of the sender.
 //!
 //! Written once for both backends (as `portable.rs`). A batch of reports is applied in one
-//! transaction of short statements by primary key: a verdict, at most one recipient update, the
-//! report marked done. A daemon that dies mid-batch commits nothing, and its lease expires.
+//! transaction of a few set-based statements (`UPDATE … FROM (VALUES …)`, multi-row `INSERT`: the same
+//! SQL on both): the bounces, the verdicts, the reports marked done. A daemon that dies mid-batch
+//! commits nothing, and its lease expires.
 
 use chrono::{DateTime, Utc};
 
@@ -63,7 +64,6 @@ pub struct VerdictRecord {
     pub campaign_id: Option<i64>,
     /// `verp`, `message_id`, `queue_id` or `none`.
     pub matched_by: &'static str,
-    pub action: Option<String>,
     pub status_code: Option<String>,
     pub diagnostic: Option<String>,
     pub remote_domain: Option<String>,
@@ -223,14 +223,7 @@ impl Store {
         classifier_version: i32,
         now: DateTime<Utc>,
     ) -> Result<Applied> {
-        let wanted = |apply: Apply| -> Vec<&VerdictRecord> {
-            batch
-                .iter()
-                .flat_map(|r| &r.verdicts)
-                .filter(|v| v.apply == apply && v.recipient_id.is_some())
-                .collect()
-        };
-        let (bounces, holds) = (wanted(Apply::Bounce), wanted(Apply::Hold));
+        let (bounces, holds) = (asking(batch, Apply::Bounce), asking(batch, Apply::Hold));
         with_pool!(self, pool => {
             let mut tx = pool.begin().await?;
             let bounced: Vec<i64> = if bounces.is_empty() {
@@ -263,32 +256,21 @@ impl Store {
                 .execute(&mut *tx)
                 .await?
                 .rows_affected();
-                if n > 0 {
-                    held.extend(v.recipient_id);
-                }
+                held.extend(v.recipient_id.filter(|_| n > 0));
             }
-            let change = |v: &VerdictRecord| match (v.apply, v.recipient_id) {
-                (Apply::Bounce, Some(id)) if bounced.contains(&id) => "bounced",
-                (Apply::Hold, Some(id)) if held.contains(&id) => "held",
-                _ => "none",
-            };
-            let verdicts: Vec<(i64, &VerdictRecord)> = batch
-                .iter()
-                .flat_map(|r| r.verdicts.iter().map(move |v| (r.id, v)))
-                .collect();
-            // At most 1,000 verdicts a statement: 14 parameters each stays within both databases' limit.
+            let verdicts = with_changes(batch, &bounced, &held);
+            // At most 1,000 verdicts a statement: 13 parameters each stays within both databases' limit.
             for chunk in verdicts.chunks(1000) {
                 let mut q = sqlx::QueryBuilder::new(
                     "INSERT INTO bounce_verdicts (report_id, recipient_id, campaign_id, matched_by, \
-                     action, status_code, diagnostic, remote_domain, outcome, class, rule, \
+                     status_code, diagnostic, remote_domain, outcome, class, rule, \
                      classifier_version, state_change, decided_at) ",
                 );
-                q.push_values(chunk, |mut row, (report_id, v)| {
+                q.push_values(chunk, |mut row, (report_id, v, change)| {
                     row.push_bind(*report_id)
                         .push_bind(v.recipient_id)
                         .push_bind(v.campaign_id)
                         .push_bind(v.matched_by)
-                        .push_bind(&v.action)
                         .push_bind(&v.status_code)
                         .push_bind(&v.diagnostic)
                         .push_bind(&v.remote_domain)
@@ -296,7 +278,7 @@ impl Store {
                         .push_bind(v.class)
                         .push_bind(&v.rule)
                         .push_bind(classifier_version)
-                        .push_bind(change(v))
+                        .push_bind(*change)
                         .push_bind(DbTime(now));
                 });
                 q.build().execute(&mut *tx).await?;
@@ -520,6 +502,33 @@ impl Store {
             Ok(BounceCounts { reports, pending, unmatched, held })
         })
     }
+}
+
+/// The verdicts of a batch that ask for `apply` and name a recipient.
+fn asking(batch: &[ProcessedReport], apply: Apply) -> Vec<&VerdictRecord> {
+    batch
+        .iter()
+        .flat_map(|r| &r.verdicts)
+        .filter(|v| v.apply == apply && v.recipient_id.is_some())
+        .collect()
+}
+
+/// Every verdict of a batch with its report and the change it caused: `bounced` or `held` when its
+/// recipient is among those the statements changed, else `none`.
+fn with_changes<'a>(
+    batch: &'a [ProcessedReport],
+    bounced: &[i64],
+    held: &[i64],
+) -> Vec<(i64, &'a VerdictRecord, &'static str)> {
+    let change = |v: &VerdictRecord| match (v.apply, v.recipient_id) {
+        (Apply::Bounce, Some(id)) if bounced.contains(&id) => "bounced",
+        (Apply::Hold, Some(id)) if held.contains(&id) => "held",
+        _ => "none",
+    };
+    batch
+        .iter()
+        .flat_map(|r| r.verdicts.iter().map(move |v| (r.id, v, change(v))))
+        .collect()
 }
 
 /// A campaign event that is not a state change (from and to the campaign's current state): $1
