@@ -10,22 +10,17 @@ use crate::campaign::CampaignSpec;
 use crate::campaign::message;
 use crate::campaign::preflight;
 use crate::cli::args::{CampaignCommand, TransitionArgs};
-use crate::store::{CampaignState, NewCampaign, Store};
+use crate::store::{CampaignState, NewCampaign, Recipient, Store};
 
 pub async fn run(store: &Store, cmd: CampaignCommand) -> anyhow::Result<ExitCode> {
+    use CampaignState::{Cancelled, Draft, Paused, Running};
     match cmd {
         CampaignCommand::Create { file } => create(store, &file).await?,
         CampaignCommand::List => list(store).await?,
         CampaignCommand::Show { id } => show(store, id).await?,
-        CampaignCommand::Start(a) => {
-            transition(store, a, CampaignState::Running, CampaignState::Draft).await?
-        }
-        CampaignCommand::Pause(a) => {
-            transition(store, a, CampaignState::Paused, CampaignState::Running).await?
-        }
-        CampaignCommand::Resume(a) => {
-            transition(store, a, CampaignState::Running, CampaignState::Paused).await?
-        }
+        CampaignCommand::Start(a) => transition(store, a, Running, Draft).await?,
+        CampaignCommand::Pause(a) => transition(store, a, Paused, Running).await?,
+        CampaignCommand::Resume(a) => transition(store, a, Running, Paused).await?,
         CampaignCommand::ReleaseWave(a) => {
             let wave = crate::campaign::waves::release_next(
                 store,
@@ -36,17 +31,7 @@ pub async fn run(store: &Store, cmd: CampaignCommand) -> anyhow::Result<ExitCode
             .await?;
             println!("campaign {}: wave {} released", a.id, wave);
         }
-        CampaignCommand::Cancel(a) => {
-            let c = store
-                .set_campaign_state(
-                    a.id,
-                    CampaignState::Cancelled,
-                    &cli_actor(),
-                    a.reason.as_deref(),
-                )
-                .await?;
-            println!("campaign {} is now {}", c.id, c.state);
-        }
+        CampaignCommand::Cancel(a) => set_state(store, a, Cancelled).await?,
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -143,6 +128,11 @@ async fn transition(
         }
         eprintln!("pre-flight: {} sample render(s) passed", report.rendered);
     }
+    set_state(store, args, to).await
+}
+
+/// Moves the campaign to `to`, the CLI user as actor, as the database allows.
+async fn set_state(store: &Store, args: TransitionArgs, to: CampaignState) -> anyhow::Result<()> {
     let c = store
         .set_campaign_state(args.id, to, &cli_actor(), args.reason.as_deref())
         .await?;
@@ -157,12 +147,7 @@ pub async fn preview(
     customer_id: &str,
 ) -> anyhow::Result<ExitCode> {
     let campaign = store.require_campaign(campaign_id).await?;
-    let Some(recipient) = store
-        .recipient_by_customer(campaign_id, customer_id)
-        .await?
-    else {
-        bail!("campaign {campaign_id} has no recipient with customer_id {customer_id:?}");
-    };
+    let recipient = by_customer(store, campaign_id, customer_id).await?;
     let (spec, templates) = preflight::templates_of(&campaign)?;
     let rendered = templates.render(&recipient)?;
     let Some(to) = recipient.email.as_deref() else {
@@ -186,6 +171,20 @@ pub async fn preview(
     Ok(ExitCode::SUCCESS)
 }
 
+/// The recipient of a campaign with this customer id; none is an error.
+async fn by_customer(
+    store: &Store,
+    campaign_id: i64,
+    customer_id: &str,
+) -> anyhow::Result<Recipient> {
+    let recipient = store
+        .recipient_by_customer(campaign_id, customer_id)
+        .await?;
+    recipient.ok_or_else(|| {
+        anyhow::anyhow!("campaign {campaign_id} has no recipient with customer_id {customer_id:?}")
+    })
+}
+
 /// `breach-notifier test-send`: rendered samples to seed addresses, through the configured transport,
 /// without touching any recipient.
 pub async fn test_send(
@@ -204,16 +203,7 @@ pub async fn test_send(
     }
     // One real recipient per locale (or the one asked for); a made-up one when the campaign has none.
     let samples = match customer {
-        Some(c) => vec![
-            store
-                .recipient_by_customer(campaign_id, c)
-                .await?
-                .ok_or_else(|| {
-                    anyhow::anyhow!(
-                        "campaign {campaign_id} has no recipient with customer_id {c:?}"
-                    )
-                })?,
-        ],
+        Some(c) => vec![by_customer(store, campaign_id, c).await?],
         None => {
             let mut by_locale = std::collections::BTreeMap::new();
             for r in store.sample_recipients(campaign_id, 500).await? {

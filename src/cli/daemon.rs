@@ -98,32 +98,21 @@ async fn serve(
     Ok(ExitCode::SUCCESS)
 }
 
+/// Each named file of `examples/` with its text.
+macro_rules! examples {
+    ($($name:literal),+) => {
+        &[$(($name, include_str!(concat!("../../examples/", $name)))),+]
+    };
+}
+
 /// The example campaign and list, built into the binary so `demo` works from any directory.
-const EXAMPLE_FILES: &[(&str, &str)] = &[
-    (
-        "campaign.toml",
-        include_str!("../../examples/campaign.toml"),
-    ),
-    (
-        "templates/en-US.txt.j2",
-        include_str!("../../examples/templates/en-US.txt.j2"),
-    ),
-    (
-        "templates/en-US.html.j2",
-        include_str!("../../examples/templates/en-US.html.j2"),
-    ),
-    (
-        "templates/es-US.txt.j2",
-        include_str!("../../examples/templates/es-US.txt.j2"),
-    ),
-    (
-        "templates/es-US.html.j2",
-        include_str!("../../examples/templates/es-US.html.j2"),
-    ),
-    (
-        "recipients.csv",
-        include_str!("../../examples/recipients.csv"),
-    ),
+const EXAMPLE_FILES: &[(&str, &str)] = examples![
+    "campaign.toml",
+    "templates/en-US.txt.j2",
+    "templates/en-US.html.j2",
+    "templates/es-US.txt.j2",
+    "templates/es-US.html.j2",
+    "recipients.csv"
 ];
 
 /// The demo database, beside the outbox in the working directory.

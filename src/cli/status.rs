@@ -110,96 +110,75 @@ pub fn render(rows: &[CampaignStatus]) -> String {
     out
 }
 
-fn header(names: &[&str]) -> Vec<String> {
-    names.iter().map(|s| s.to_string()).collect()
+/// A table of `items`, one line each: the header is the first name of each `(name, cell)` pair of
+/// `cells`, so a column's name stands beside its value.
+fn lines<'a, T: 'a, const N: usize>(
+    items: impl IntoIterator<Item = &'a T>,
+    cells: impl Fn(&T) -> [(&'static str, String); N],
+) -> Vec<Vec<String>> {
+    let rows: Vec<_> = items.into_iter().map(cells).collect();
+    let header = rows
+        .first()
+        .map(|r| r.iter().map(|(n, _)| n.to_string()).collect());
+    let body = rows
+        .into_iter()
+        .map(|r| r.into_iter().map(|(_, c)| c).collect());
+    header.into_iter().chain(body).collect()
 }
 
 /// The campaigns table: a header and one line per campaign.
 fn campaign_lines(rows: &[CampaignStatus]) -> Vec<Vec<String>> {
-    let mut lines = vec![header(&[
-        "ID",
-        "NAME",
-        "STATE",
-        "TOTAL",
-        "QUEUED",
-        "DEFERRED",
-        "SENT",
-        "FAILED",
-        "CANCELLED",
-        "POSTAL",
-        "BOUNCED",
-        "SENT/MIN",
-        "SENT/H",
-        "ETA",
-        "LAST CHANGE (UTC)",
-    ])];
-    for s in rows {
-        let r = &s.progress;
-        lines.push(vec![
-            r.campaign_id.to_string(),
-            r.name.clone(),
-            r.state.to_string(),
-            r.total.to_string(),
-            r.queued.to_string(),
-            r.deferred.to_string(),
-            r.sent.to_string(),
-            r.failed.to_string(),
-            r.cancelled.to_string(),
-            r.postal.to_string(),
-            r.bounced.to_string(),
-            r.sent_last_minute.to_string(),
-            r.sent_last_hour.to_string(),
-            eta(r.eta_seconds),
-            r.last_change_at.format("%Y-%m-%d %H:%M:%S").to_string(),
-        ]);
-    }
-    lines
+    lines(rows.iter().map(|s| &s.progress), |r| {
+        let changed = r.last_change_at.format(TIME).to_string();
+        [
+            ("ID", r.campaign_id.to_string()),
+            ("NAME", r.name.clone()),
+            ("STATE", r.state.to_string()),
+            ("TOTAL", r.total.to_string()),
+            ("QUEUED", r.queued.to_string()),
+            ("DEFERRED", r.deferred.to_string()),
+            ("SENT", r.sent.to_string()),
+            ("FAILED", r.failed.to_string()),
+            ("CANCELLED", r.cancelled.to_string()),
+            ("POSTAL", r.postal.to_string()),
+            ("BOUNCED", r.bounced.to_string()),
+            ("SENT/MIN", r.sent_last_minute.to_string()),
+            ("SENT/H", r.sent_last_hour.to_string()),
+            ("ETA", eta(r.eta_seconds)),
+            ("LAST CHANGE (UTC)", changed),
+        ]
+    })
 }
 
 /// One campaign's waves table: a header and one line per wave.
 fn wave_lines(s: &CampaignStatus) -> Vec<Vec<String>> {
-    let mut lines = vec![header(&[
-        "WAVE",
-        "SIZE",
-        "RELEASE",
-        "STATE",
-        "MEMBERS",
-        "QUEUED",
-        "DEFERRED",
-        "SENT",
-        "FAILED",
-        "CANCELLED",
-        "SENT/MIN",
-        "SENT/H",
-        "ETA",
-        "LAST CHANGE (UTC)",
-    ])];
-    for v in &s.waves {
-        lines.push(vec![
-            v.number.to_string(),
-            v.size_spec.to_string(),
-            v.release_rule.to_string(),
-            v.state.to_string(),
-            v.total.to_string(),
-            v.queued.to_string(),
-            v.deferred.to_string(),
-            v.sent.to_string(),
-            v.failed.to_string(),
-            v.cancelled.to_string(),
-            v.sent_last_minute.to_string(),
-            v.sent_last_hour.to_string(),
-            eta(v.eta_seconds),
-            v.last_change_at
-                .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
-                .unwrap_or_else(|| "-".into()),
-        ]);
-    }
-    lines
+    lines(&s.waves, |v| {
+        let changed = v.last_change_at.map(|t| t.format(TIME).to_string());
+        [
+            ("WAVE", v.number.to_string()),
+            ("SIZE", v.size_spec.to_string()),
+            ("RELEASE", v.release_rule.to_string()),
+            ("STATE", v.state.to_string()),
+            ("MEMBERS", v.total.to_string()),
+            ("QUEUED", v.queued.to_string()),
+            ("DEFERRED", v.deferred.to_string()),
+            ("SENT", v.sent.to_string()),
+            ("FAILED", v.failed.to_string()),
+            ("CANCELLED", v.cancelled.to_string()),
+            ("SENT/MIN", v.sent_last_minute.to_string()),
+            ("SENT/H", v.sent_last_hour.to_string()),
+            ("ETA", eta(v.eta_seconds)),
+            ("LAST CHANGE (UTC)", changed.unwrap_or_else(|| "-".into())),
+        ]
+    })
 }
+
+/// How the tables show a time (the header says UTC).
+const TIME: &str = "%Y-%m-%d %H:%M:%S";
 
 /// Aligns cells in columns: numbers to the right, the columns in `left` to the left.
 fn table(lines: &[Vec<String>], left: &[usize]) -> String {
-    let columns = lines[0].len();
+    let columns = lines.first().map_or(0, Vec::len);
     let widths: Vec<usize> = (0..columns)
         .map(|c| {
             lines

@@ -247,31 +247,22 @@ impl Default for LogSettings {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum TransportKind {
     /// One `.eml` file per notice in a directory: the embedded default, needs no server.
+    #[default]
     File,
     /// An SMTP relay.
     Smtp,
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TransportSettings {
     pub kind: TransportKind,
     pub file: FileTransportSettings,
     pub smtp: SmtpSettings,
-}
-
-impl Default for TransportSettings {
-    fn default() -> Self {
-        Self {
-            kind: TransportKind::File,
-            file: FileTransportSettings::default(),
-            smtp: SmtpSettings::default(),
-        }
-    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

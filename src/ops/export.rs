@@ -563,26 +563,6 @@ fn postal_line(r: &PostalRow, reason: String) -> PostalLine<'_> {
     }
 }
 
-/// The postal line as CSV fields, in [`POSTAL_COLUMNS`] order.
-fn postal_record(p: &PostalLine<'_>) -> [String; 13] {
-    let o = |v: Option<&str>| v.unwrap_or_default().to_string();
-    [
-        p.customer_id.to_string(),
-        p.recipient_id.to_string(),
-        p.reason.clone(),
-        o(p.first_name),
-        o(p.last_name),
-        o(p.address1),
-        o(p.address2),
-        o(p.city),
-        o(p.region),
-        o(p.postal_code),
-        o(p.country),
-        o(p.locale),
-        o(p.jurisdiction),
-    ]
-}
-
 /// The formatting side of an export, run on a blocking thread.
 struct Sink<W: Write> {
     campaign_id: i64,
@@ -607,7 +587,10 @@ impl<W: Write> Sink<W> {
     ) -> io::Result<Self> {
         let out = match format {
             Format::Csv => {
+                // The header is written here, for an empty export too, not by `serialize`; a
+                // postal line serialises its fields in [`POSTAL_COLUMNS`] order.
                 let mut w = csv::WriterBuilder::new()
+                    .has_headers(false)
                     .buffer_capacity(1 << 16)
                     .from_writer(out);
                 let header = match kind {
@@ -650,7 +633,7 @@ impl<W: Write> Sink<W> {
                     };
                     let line = postal_line(r, reason);
                     match &mut self.out {
-                        Out::Csv(w) => w.write_record(postal_record(&line)).map_err(csv_io)?,
+                        Out::Csv(w) => w.serialize(&line).map_err(csv_io)?,
                         Out::Json(w) => json_line(w, &line)?,
                     }
                     n += 1;

@@ -262,20 +262,15 @@ impl Metrics {
     /// Counts one attempt of `campaign_id` to a recipient at `domain`: its labelled counter and its
     /// total.
     pub fn attempt(&self, campaign_id: i64, domain: &str, outcome: Outcome) {
-        let total = match outcome {
-            Outcome::Sent => &self.stats.sent,
-            Outcome::Deferred => &self.stats.deferred,
-            Outcome::Failed => &self.stats.failed,
+        let (total, i) = match outcome {
+            Outcome::Sent => (&self.stats.sent, 0),
+            Outcome::Deferred => (&self.stats.deferred, 1),
+            Outcome::Failed => (&self.stats.failed, 2),
         };
         total.fetch_add(1, Ordering::Relaxed);
         let mut s = self.state();
         let label = s.domains.label(domain);
-        let counts = s.outcomes.entry((campaign_id, label)).or_insert([0; 3]);
-        counts[match outcome {
-            Outcome::Sent => 0,
-            Outcome::Deferred => 1,
-            Outcome::Failed => 2,
-        }] += 1;
+        s.outcomes.entry((campaign_id, label)).or_insert([0; 3])[i] += 1;
     }
 
     /// Recipients leased by this daemon.
@@ -346,12 +341,8 @@ impl Metrics {
     pub fn campaign_totals(&self, campaign_id: i64) -> [u64; 3] {
         let s = self.state();
         let mut total = [0; 3];
-        for ((c, _), counts) in &s.outcomes {
-            if *c == campaign_id {
-                for i in 0..3 {
-                    total[i] += counts[i];
-                }
-            }
+        for (_, counts) in s.outcomes.iter().filter(|((c, _), _)| *c == campaign_id) {
+            total = std::array::from_fn(|i| total[i] + counts[i]);
         }
         total
     }
@@ -379,80 +370,74 @@ impl Metrics {
     /// The unlabelled gauges and counters, one sample each.
     fn render_scalars(&self, out: &mut String, s: &State) {
         let stats = &self.stats;
-        for (name, kind, help, value) in [
+        for (name, help, value) in [
             (
                 "in_flight",
-                "gauge",
                 "Recipients this daemon holds a lease on (waiting for a rate limit or being sent).",
                 self.in_flight.load(Ordering::Relaxed) as f64,
             ),
             (
                 "cluster_daemons",
-                "gauge",
                 "Live daemons sharing the cluster-wide limits, this one included: each takes rate / N.",
                 self.cluster_daemons.load(Ordering::Relaxed) as f64,
             ),
             (
                 "sending_suspended",
-                "gauge",
                 "1 while this daemon sends nothing because it cannot write its heartbeat (the others may be sending its share).",
                 self.sending_suspended.load(Ordering::Relaxed) as f64,
             ),
             (
                 "bounce_guards_active",
-                "gauge",
                 "Receiving domains held by the bounce guard (most final failures were policy rejections: the sender looks blocked); their recipients wait for email.",
                 self.bounce_guards.load(Ordering::Relaxed) as f64,
             ),
             (
                 "bounce_reports_total",
-                "counter",
                 "Bounce reports (DSNs, complaints, auto-replies, webhook events) processed by this daemon.",
                 self.bounce_reports.load(Ordering::Relaxed) as f64,
             ),
             (
                 "bounce_reports_unmatched_total",
-                "counter",
                 "Processed bounce reports that matched no recipient (no valid VERP token or Message-ID of ours).",
                 self.bounce_unmatched.load(Ordering::Relaxed) as f64,
             ),
             (
                 "messages_bounced_total",
-                "counter",
                 "Notices the relay accepted and a later bounce said were not delivered (flagged for a letter).",
                 self.bounced.load(Ordering::Relaxed) as f64,
             ),
             (
                 "claimed_total",
-                "counter",
                 "Recipients leased by this daemon.",
                 stats.claimed.load(Ordering::Relaxed) as f64,
             ),
             (
                 "released_total",
-                "counter",
                 "Leased recipients given back unattempted (shutdown, pause, cancel).",
                 stats.released.load(Ordering::Relaxed) as f64,
             ),
             (
                 "lease_renewals_total",
-                "counter",
                 "Leases renewed while their recipients were still in flight.",
                 stats.lease_renewals.load(Ordering::Relaxed) as f64,
             ),
             (
                 "rate_limit_waits_total",
-                "counter",
                 "Deliveries that had to wait for a rate-limit permit.",
                 stats.rate_limit_waits.load(Ordering::Relaxed) as f64,
             ),
             (
                 "rate_limit_wait_seconds_total",
-                "counter",
                 "Time deliveries spent waiting for rate-limit permits.",
                 s.rate_limit_wait_seconds,
             ),
         ] {
+            // Counters, and only they, end in `_total`.
+            let kind = if name.ends_with("_total") {
+                "counter"
+            } else {
+                "gauge"
+            };
             family(out, name, kind, help);
             let _ = writeln!(out, "{PREFIX}{name} {}", float(value));
         }
@@ -498,20 +483,16 @@ fn render_latency(out: &mut String, h: &Histogram) {
         "histogram",
         "Time to hand one notice to the transport (SMTP conversation or outbox write).",
     );
+    // The last count is the +Inf bucket's, so the cumulative sum ends at the count.
     let mut cumulative = 0;
-    for (i, bound) in h.bounds.iter().enumerate() {
-        cumulative += h.counts[i];
+    for (bound, n) in h.bounds.iter().chain([&f64::INFINITY]).zip(&h.counts) {
+        cumulative += n;
         let _ = writeln!(
             out,
             "{PREFIX}send_duration_seconds_bucket{{le=\"{}\"}} {cumulative}",
             float(*bound)
         );
     }
-    let _ = writeln!(
-        out,
-        "{PREFIX}send_duration_seconds_bucket{{le=\"+Inf\"}} {}",
-        h.count
-    );
     let _ = writeln!(out, "{PREFIX}send_duration_seconds_sum {}", float(h.sum));
     let _ = writeln!(out, "{PREFIX}send_duration_seconds_count {}", h.count);
 }
@@ -539,31 +520,17 @@ fn family(out: &mut String, name: &str, kind: &str, help: &str) {
 
 /// A sample value: integers without a fraction, `+Inf`, `-Inf` and `NaN` as the format spells them.
 fn float(v: f64) -> String {
-    if v.is_nan() {
-        "NaN".into()
-    } else if v.is_infinite() {
-        if v > 0.0 {
-            "+Inf".into()
-        } else {
-            "-Inf".into()
-        }
-    } else {
-        format!("{v}")
+    match v {
+        f64::INFINITY => "+Inf".into(),
+        f64::NEG_INFINITY => "-Inf".into(),
+        v if v.is_nan() => "NaN".into(),
+        v => v.to_string(),
     }
 }
 
 /// Label values escape backslash, double quote and line feed.
-pub fn escape_label(v: &str) -> String {
-    let mut s = String::with_capacity(v.len());
-    for c in v.chars() {
-        match c {
-            '\\' => s.push_str("\\\\"),
-            '"' => s.push_str("\\\""),
-            '\n' => s.push_str("\\n"),
-            c => s.push(c),
-        }
-    }
-    s
+fn escape_label(v: &str) -> String {
+    escape_help(v).replace('"', "\\\"")
 }
 
 /// Help text escapes backslash and line feed.

@@ -17,14 +17,12 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use futures::{Stream, TryStreamExt};
 use sqlx::postgres::{PgConnection, PgRow, Postgres};
-use sqlx::sqlite::{SqliteConnection, SqliteRow};
-use sqlx::{ConnectOptions, Connection, Row, Transaction};
+use sqlx::sqlite::SqliteRow;
+use sqlx::{ConnectOptions, Connection, Database, Pool, Row, Transaction};
 use tokio::sync::mpsc::Sender;
 use tracing::log::LevelFilter;
 
-use super::postgres::PgStore;
-use super::sqlite::SqliteStore;
-use super::time::DbTime;
+use super::time::{DbTime, DbTimeOpt};
 use super::{AttemptOutcome, Channel, RecipientStatus, Result, Store, StoreError};
 
 /// One recipient as the evidence export reads it: no email address, name or postal address.
@@ -118,9 +116,28 @@ impl Store {
         batch: usize,
         out: &Sender<ExportBatch>,
     ) -> Result<u64> {
+        let evidence = ExportBatch::Evidence;
         match self {
-            Store::Postgres(s) => s.export_evidence(campaign_id, batch, out).await,
-            Store::Sqlite(s) => s.export_evidence(campaign_id, batch, out).await,
+            Store::Postgres(s) => {
+                let mut conn = export_connection(s.pool()).await?;
+                let mut tx = export_transaction(&mut conn).await?;
+                // Unprepared: planned with this campaign's id, for the one time it runs.
+                let query = sqlx::query(PG_EVIDENCE).bind(campaign_id).persistent(false);
+                let sent =
+                    forward(query.fetch(&mut *tx), pg_evidence, evidence, batch, out).await?;
+                drop(tx);
+                close(conn).await;
+                Ok(sent)
+            }
+            Store::Sqlite(s) => {
+                let mut conn = export_connection(s.pool()).await?;
+                let rows = sqlx::query(SQLITE_EVIDENCE)
+                    .bind(campaign_id)
+                    .fetch(&mut conn);
+                let sent = forward(rows, sqlite_evidence, evidence, batch, out).await?;
+                close(conn).await;
+                Ok(sent)
+            }
         }
     }
 
@@ -137,11 +154,50 @@ impl Store {
         batch: usize,
         out: &Sender<ExportBatch>,
     ) -> Result<u64> {
-        match self {
-            Store::Postgres(s) => s.export_postal(campaign_id, batch, out).await,
-            Store::Sqlite(s) => s.export_postal(campaign_id, batch, out).await,
-        }
+        let postal = ExportBatch::Postal;
+        let total = match self {
+            Store::Postgres(s) => {
+                let mut conn = export_connection(s.pool()).await?;
+                let mut tx = export_transaction(&mut conn).await?;
+                let total: Option<i64> = sqlx::query_scalar(TOTAL)
+                    .bind(campaign_id)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                let query = sqlx::query(PG_POSTAL).bind(campaign_id).persistent(false);
+                let rows = query.fetch(&mut *tx);
+                forward(rows, |r| postal_row(Columns::new(r)), postal, batch, out).await?;
+                drop(tx);
+                close(conn).await;
+                total
+            }
+            Store::Sqlite(s) => {
+                let mut conn = export_connection(s.pool()).await?;
+                // One read transaction: the count and the rows see the same snapshot.
+                let mut tx = conn.begin().await?;
+                let total: Option<i64> = sqlx::query_scalar(TOTAL)
+                    .bind(campaign_id)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                let rows = sqlx::query(SQLITE_POSTAL).bind(campaign_id).fetch(&mut *tx);
+                forward(rows, |r| postal_row(Columns::new(r)), postal, batch, out).await?;
+                drop(tx);
+                close(conn).await;
+                total
+            }
+        };
+        Ok(total.unwrap_or(0).max(0) as u64)
     }
+}
+
+/// A connection of the export's own, not one of the pool's, for two reasons. Its statement runs for
+/// as long as the campaign takes to stream, so the slow-statement warning (PostgreSQL pool: 5 s;
+/// sqlx's default: 1 s) is off on it. And an export that stops early (a write error, Ctrl-C) leaves
+/// rows unread: the pool would read them all before reusing a connection, this one is simply closed.
+async fn export_connection<DB: Database>(pool: &Pool<DB>) -> Result<DB::Connection> {
+    let options = (*pool.connect_options())
+        .clone()
+        .log_slow_statements(LevelFilter::Off, Duration::ZERO);
+    Ok(options.connect().await?)
 }
 
 /// Decodes `rows` and sends them on in batches of `batch`, in order, until the rows end or `out`
@@ -243,59 +299,10 @@ pub const PG_POSTAL: &str = "SELECT id, customer_id, email IS NOT NULL AS has_em
      AND (channel = 'postal' OR status = 'postal' OR (status IN ('failed', 'bounced') AND postal_followup)) \
      ORDER BY campaign_id, id";
 
-/// How many recipients a campaign ($1) has: its counters are kept in the same transactions as its
-/// rows (and recipients are never deleted), so in one snapshot this is `count(*)`, without the scan.
-const PG_TOTAL: &str = "SELECT total FROM campaign_counters WHERE campaign_id = $1";
-
-impl PgStore {
-    pub(super) async fn export_evidence(
-        &self,
-        campaign_id: i64,
-        batch: usize,
-        out: &Sender<ExportBatch>,
-    ) -> Result<u64> {
-        let mut conn = self.export_connection().await?;
-        let mut tx = export_transaction(&mut conn).await?;
-        // Unprepared: planned with this campaign's id, for the one time it runs.
-        let query = sqlx::query(PG_EVIDENCE).bind(campaign_id).persistent(false);
-        let rows = query.fetch(&mut *tx);
-        let sent = forward(rows, pg_evidence, ExportBatch::Evidence, batch, out).await?;
-        drop(tx);
-        close(conn).await;
-        Ok(sent)
-    }
-
-    pub(super) async fn export_postal(
-        &self,
-        campaign_id: i64,
-        batch: usize,
-        out: &Sender<ExportBatch>,
-    ) -> Result<u64> {
-        let mut conn = self.export_connection().await?;
-        let mut tx = export_transaction(&mut conn).await?;
-        let total: Option<i64> = sqlx::query_scalar(PG_TOTAL)
-            .bind(campaign_id)
-            .fetch_optional(&mut *tx)
-            .await?;
-        let query = sqlx::query(PG_POSTAL).bind(campaign_id).persistent(false);
-        let rows = query.fetch(&mut *tx);
-        forward(rows, pg_postal, ExportBatch::Postal, batch, out).await?;
-        drop(tx);
-        close(conn).await;
-        Ok(total.unwrap_or(0).max(0) as u64)
-    }
-
-    /// A connection of the export's own, not one of the pool's, for two reasons. Its statement runs
-    /// for as long as the campaign takes to stream, so the pool's slow-statement warning (5 s) is off
-    /// on it. And an export that stops early (a write error, Ctrl-C) leaves rows unread: the pool
-    /// would read them all before reusing a connection, this one is simply closed.
-    async fn export_connection(&self) -> Result<PgConnection> {
-        let options = (*self.pool().connect_options())
-            .clone()
-            .log_slow_statements(LevelFilter::Off, Duration::ZERO);
-        Ok(PgConnection::connect_with(&options).await?)
-    }
-}
+/// How many recipients a campaign ($1) has, in either dialect: its counters are kept in the same
+/// transactions as its rows (and recipients are never deleted), so in one snapshot this is
+/// `count(*)`, without the scan.
+const TOTAL: &str = "SELECT total FROM campaign_counters WHERE campaign_id = $1";
 
 /// Ends an export's own connection, whatever is still unread on it (the server then ends the
 /// transaction). A failure to say goodbye changes nothing for the export.
@@ -315,26 +322,35 @@ async fn export_transaction(conn: &mut PgConnection) -> Result<Transaction<'_, P
     Ok(tx)
 }
 
-/// A [`PG_EVIDENCE`] row (fields in the order of its SELECT list).
+/// An [`EvidenceRow`] from the columns of either dialect's evidence query, read from `$c`: both
+/// select the same columns in the same order, and [`DbTimeOpt`] reads either dialect's times. Only
+/// the attempts differ (arrays or JSON): `$attempts` decodes them from the last columns.
+macro_rules! evidence_row {
+    ($c:ident, $attempts:expr) => {
+        EvidenceRow {
+            id: $c.take()?,
+            customer_id: $c.take()?,
+            channel: $c.text()?,
+            status: $c.text()?,
+            message_id: $c.take()?,
+            first_attempt_at: $c.take::<DbTimeOpt>()?.0,
+            finished_at: $c.take::<DbTimeOpt>()?.0,
+            last_code: $c.take()?,
+            last_reply: $c.take()?,
+            fail_reason: $c.take()?,
+            postal_followup: $c.take()?,
+            bounced_at: $c.take::<DbTimeOpt>()?.0,
+            bounce_status: $c.take()?,
+            bounce_diagnostic: $c.take()?,
+            attempts: $attempts,
+        }
+    };
+}
+
+/// A [`PG_EVIDENCE`] row.
 fn pg_evidence(r: &PgRow) -> Result<EvidenceRow> {
     let mut c = Columns::new(r);
-    Ok(EvidenceRow {
-        id: c.take()?,
-        customer_id: c.take()?,
-        channel: c.text()?,
-        status: c.text()?,
-        message_id: c.take()?,
-        first_attempt_at: c.take()?,
-        finished_at: c.take()?,
-        last_code: c.take()?,
-        last_reply: c.take()?,
-        fail_reason: c.take()?,
-        postal_followup: c.take()?,
-        bounced_at: c.take()?,
-        bounce_status: c.take()?,
-        bounce_diagnostic: c.take()?,
-        attempts: pg_attempts(&mut c)?,
-    })
+    Ok(evidence_row!(c, pg_attempts(&mut c)?))
 }
 
 /// The attempt arrays of an evidence row (its last columns), zipped back into attempts.
@@ -383,12 +399,8 @@ fn pg_attempts(c: &mut Columns<'_, PgRow>) -> Result<Vec<ExportAttempt>> {
     Ok(in_attempt_order(attempts))
 }
 
-/// A [`PG_POSTAL`] row (fields in the order of its SELECT list).
-fn pg_postal(r: &PgRow) -> Result<PostalRow> {
-    postal_row(Columns::new(r))
-}
-
-/// A postal row of either dialect: both select the same columns in the same order.
+/// A postal row of either dialect ([`PG_POSTAL`], [`SQLITE_POSTAL`]): both select the same columns
+/// in the same order.
 fn postal_row<'r, R: Row>(mut c: Columns<'r, R>) -> Result<PostalRow>
 where
     usize: sqlx::ColumnIndex<R>,
@@ -444,79 +456,10 @@ pub const SQLITE_POSTAL: &str = "SELECT id, customer_id, email IS NOT NULL AS ha
      AND (channel = 'postal' OR status = 'postal' OR (status IN ('failed', 'bounced') AND postal_followup)) \
      ORDER BY id";
 
-/// As `PG_TOTAL`.
-const SQLITE_TOTAL: &str = "SELECT total FROM campaign_counters WHERE campaign_id = ?1";
-
-impl SqliteStore {
-    pub(super) async fn export_evidence(
-        &self,
-        campaign_id: i64,
-        batch: usize,
-        out: &Sender<ExportBatch>,
-    ) -> Result<u64> {
-        let mut conn = self.export_connection().await?;
-        let rows = sqlx::query(SQLITE_EVIDENCE)
-            .bind(campaign_id)
-            .fetch(&mut conn);
-        let sent = forward(rows, sqlite_evidence, ExportBatch::Evidence, batch, out).await?;
-        close(conn).await;
-        Ok(sent)
-    }
-
-    pub(super) async fn export_postal(
-        &self,
-        campaign_id: i64,
-        batch: usize,
-        out: &Sender<ExportBatch>,
-    ) -> Result<u64> {
-        let mut conn = self.export_connection().await?;
-        // One read transaction: the count and the rows see the same snapshot.
-        let mut tx = conn.begin().await?;
-        let total: Option<i64> = sqlx::query_scalar(SQLITE_TOTAL)
-            .bind(campaign_id)
-            .fetch_optional(&mut *tx)
-            .await?;
-        let rows = sqlx::query(SQLITE_POSTAL).bind(campaign_id).fetch(&mut *tx);
-        forward(rows, sqlite_postal, ExportBatch::Postal, batch, out).await?;
-        drop(tx);
-        close(conn).await;
-        Ok(total.unwrap_or(0).max(0) as u64)
-    }
-
-    /// A connection of the export's own, without the slow-statement warning (sqlx's default: 1 s),
-    /// which every large export would set off (see the PostgreSQL one).
-    async fn export_connection(&self) -> Result<SqliteConnection> {
-        let options = (*self.pool().connect_options())
-            .clone()
-            .log_slow_statements(LevelFilter::Off, Duration::ZERO);
-        Ok(SqliteConnection::connect_with(&options).await?)
-    }
-}
-
-fn sqlite_time(ms: Option<i64>) -> Option<DateTime<Utc>> {
-    ms.map(from_ms)
-}
-
-/// A [`SQLITE_EVIDENCE`] row (fields in the order of its SELECT list).
+/// A [`SQLITE_EVIDENCE`] row.
 fn sqlite_evidence(r: &SqliteRow) -> Result<EvidenceRow> {
     let mut c = Columns::new(r);
-    Ok(EvidenceRow {
-        id: c.take()?,
-        customer_id: c.take()?,
-        channel: c.text()?,
-        status: c.text()?,
-        message_id: c.take()?,
-        first_attempt_at: sqlite_time(c.take()?),
-        finished_at: sqlite_time(c.take()?),
-        last_code: c.take()?,
-        last_reply: c.take()?,
-        fail_reason: c.take()?,
-        postal_followup: c.take()?,
-        bounced_at: sqlite_time(c.take()?),
-        bounce_status: c.take()?,
-        bounce_diagnostic: c.take()?,
-        attempts: sqlite_attempts(c.take()?)?,
-    })
+    Ok(evidence_row!(c, sqlite_attempts(c.take()?)?))
 }
 
 /// One attempt as SQLITE_EVIDENCE's JSON holds it (times in milliseconds since the epoch).
@@ -550,11 +493,6 @@ fn sqlite_attempts(json: &str) -> Result<Vec<ExportAttempt>> {
         attempts.push((id, attempt));
     }
     Ok(in_attempt_order(attempts))
-}
-
-/// A [`SQLITE_POSTAL`] row.
-fn sqlite_postal(r: &SqliteRow) -> Result<PostalRow> {
-    postal_row(Columns::new(r))
 }
 
 /// SQLite's integer milliseconds as a time.

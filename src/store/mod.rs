@@ -67,7 +67,7 @@ use std::fmt;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::config::{DatabaseSettings, redact_url};
+use crate::config::DatabaseSettings;
 pub use daemon_lock::{DaemonLock, DaemonLockError};
 pub use export::{EvidenceRow, ExportAttempt, ExportBatch, PostalRow};
 pub use model::*;
@@ -499,9 +499,4 @@ fn allowed_list(from: CampaignState) -> String {
             .collect::<Vec<_>>()
             .join(", ")
     }
-}
-
-/// The redacted form of a database URL, for messages.
-pub(crate) fn shown_url(url: &str) -> String {
-    redact_url(url)
 }

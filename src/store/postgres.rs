@@ -30,7 +30,7 @@ pub const CLAIM_TIMEOUT_MS: u32 = 10_000;
 
 impl PgStore {
     pub async fn connect(url: &str, password: Option<&str>, max_connections: u32) -> Result<Self> {
-        let shown = shown_url(url);
+        let shown = crate::config::redact_url(url);
         let mut options = PgConnectOptions::from_str(url).map_err(|e| StoreError::Connect {
             url: shown.clone(),
             message: format!(

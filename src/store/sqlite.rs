@@ -82,7 +82,7 @@ fn json_list<T: serde::Serialize>(values: &[T]) -> String {
 
 impl SqliteStore {
     pub async fn connect(url: &str, max_connections: u32, create: bool) -> Result<Self> {
-        let shown = shown_url(url);
+        let shown = crate::config::redact_url(url);
         let options = SqliteConnectOptions::from_str(url)
             .map_err(|e| StoreError::Connect {
                 url: shown.clone(),

@@ -74,12 +74,8 @@ fn starttls_parameters(s: &SmtpSettings) -> anyhow::Result<TlsParameters> {
     let mut builder = TlsParameters::builder(s.host.clone());
     if let Some(ca) = &s.ca_file {
         let pem = read_ca_file(ca)?;
-        let cert = Certificate::from_pem(&pem).map_err(|e| {
-            anyhow::anyhow!(
-                "transport.smtp.ca_file {}: not a PEM certificate ({e})",
-                ca.display()
-            )
-        })?;
+        let cert = Certificate::from_pem(&pem)
+            .map_err(|e| ca_error(ca, format!("not a PEM certificate ({e})")))?;
         builder = builder.add_root_certificate(cert);
     }
     builder
@@ -110,37 +106,26 @@ fn add_private_ca(roots: &mut rustls::RootCertStore, ca: &std::path::Path) -> an
     let pem = read_ca_file(ca)?;
     let mut added = 0;
     for cert in CertificateDer::pem_slice_iter(&pem) {
-        let cert = cert.map_err(|e| {
-            anyhow::anyhow!(
-                "transport.smtp.ca_file {}: not a PEM certificate ({e})",
-                ca.display()
-            )
-        })?;
-        roots.add(cert).map_err(|e| {
-            anyhow::anyhow!(
-                "transport.smtp.ca_file {}: not a usable CA certificate ({e})",
-                ca.display()
-            )
-        })?;
+        let cert = cert.map_err(|e| ca_error(ca, format!("not a PEM certificate ({e})")))?;
+        roots
+            .add(cert)
+            .map_err(|e| ca_error(ca, format!("not a usable CA certificate ({e})")))?;
         added += 1;
     }
     if added == 0 {
-        anyhow::bail!(
-            "transport.smtp.ca_file {}: no PEM certificate in it",
-            ca.display()
-        );
+        return Err(ca_error(ca, "no PEM certificate in it"));
     }
     Ok(())
 }
 
 /// The bytes of `transport.smtp.ca_file`, or an error naming the setting.
 fn read_ca_file(ca: &std::path::Path) -> anyhow::Result<Vec<u8>> {
-    std::fs::read(ca).map_err(|e| {
-        anyhow::anyhow!(
-            "transport.smtp.ca_file {}: cannot read it ({e})",
-            ca.display()
-        )
-    })
+    std::fs::read(ca).map_err(|e| ca_error(ca, format!("cannot read it ({e})")))
+}
+
+/// A problem with `transport.smtp.ca_file`, named as the setting and the file.
+fn ca_error(ca: &std::path::Path, problem: impl std::fmt::Display) -> anyhow::Error {
+    anyhow::anyhow!("transport.smtp.ca_file {}: {problem}", ca.display())
 }
 
 fn server_name(host: &str) -> std::io::Result<ServerName<'static>> {
