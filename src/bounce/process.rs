@@ -94,8 +94,27 @@ const BATCH: i64 = 200;
 /// Long enough for a batch; a daemon that dies leaves its reports to another after this.
 const LEASE: std::time::Duration = std::time::Duration::from_secs(120);
 
-/// Parses a stored report of any source.
+/// Parses a stored report of any source. A report that makes the parser panic (a bug, found by no
+/// test yet) becomes an unclassified finding instead of stopping the processing of every later one.
 pub(crate) fn finding(source: ReportSource, body: &[u8], envelope_to: Option<&str>) -> Finding {
+    std::panic::catch_unwind(|| parse_finding(source, body, envelope_to)).unwrap_or_else(|_| {
+        tracing::error!(source = %source, "bounce parser panicked on a stored report: kept as unclassified");
+        Finding {
+            kind: "parser_panic".into(),
+            verdicts: vec![Verdict {
+                recipient: None,
+                outcome: Outcome::Unclassified,
+                rule: "parser.panic",
+                status: None,
+                diagnostic: None,
+                basis: Basis::Structured,
+            }],
+            ..Finding::default()
+        }
+    })
+}
+
+fn parse_finding(source: ReportSource, body: &[u8], envelope_to: Option<&str>) -> Finding {
     match source {
         ReportSource::Pipe | ReportSource::Maildir => {
             let report = parse::parse(body, envelope_to);

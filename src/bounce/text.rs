@@ -249,8 +249,10 @@ pub fn quoted_message_id(text: &str) -> Option<String> {
 #[must_use]
 pub fn has_quoted_dsn_fields(text: &str) -> bool {
     let starts = |name: &str| {
-        text.lines()
-            .any(|l| l.len() >= name.len() && l[..name.len()].eq_ignore_ascii_case(name))
+        text.lines().any(|l| {
+            l.get(..name.len())
+                .is_some_and(|h| h.eq_ignore_ascii_case(name))
+        })
     };
     (starts("final-recipient:") || starts("original-recipient:"))
         && (starts("action:") || starts("status:"))
