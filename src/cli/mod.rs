@@ -11,7 +11,7 @@ pub mod args;
 mod bounce;
 mod campaign;
 mod daemon;
-mod deadlines;
+pub mod deadlines;
 mod export;
 mod rules;
 mod status;
@@ -42,7 +42,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Campaign(cmd) => {
             let store = open(&loaded.settings).await?;
-            campaign::run(&store, cmd).await
+            campaign::run(&store, &loaded.settings.rules, cmd).await
         }
         Command::Preview { campaign, customer } => {
             let store = open(&loaded.settings).await?;
@@ -189,6 +189,11 @@ async fn import(
         "{}",
         deadlines::import_codes(&rules, &summary.jurisdictions)
     );
+    if !args.dry_run {
+        // New codes may have arrived: their deadlines, from the counters (not the rows).
+        let campaign = store.require_campaign(args.campaign).await?;
+        deadlines::refresh(store, &settings.rules, &campaign).await?;
+    }
     Ok(ExitCode::SUCCESS)
 }
 

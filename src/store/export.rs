@@ -45,6 +45,8 @@ pub struct EvidenceRow {
     pub bounced_at: Option<DateTime<Utc>>,
     pub bounce_status: Option<String>,
     pub bounce_diagnostic: Option<String>,
+    /// The last day on time for the recipient's jurisdiction (`campaign_deadlines`), when computed.
+    pub deadline: Option<chrono::NaiveDate>,
     /// Every attempt made for the recipient, oldest (lowest attempt id) first.
     pub attempts: Vec<ExportAttempt>,
 }
@@ -224,6 +226,8 @@ fn in_attempt_order(mut attempts: Vec<(i64, ExportAttempt)>) -> Vec<ExportAttemp
 pub const PG_EVIDENCE: &str = "SELECT r.id, r.customer_id, r.channel, r.status, r.message_id, \
      r.first_attempt_at, r.finished_at, r.last_code, r.last_reply, r.fail_reason, r.postal_followup, \
      r.bounced_at, r.bounce_status, r.bounce_diagnostic, \
+     (SELECT dl.deadline FROM campaign_deadlines dl WHERE dl.campaign_id = r.campaign_id \
+     AND dl.jurisdiction = coalesce(r.jurisdiction, '')) AS deadline, \
      a.ids, a.numbers, a.started, a.finished, a.outcomes, a.codes, a.replies, a.message_ids, a.instances \
      FROM recipients r LEFT JOIN LATERAL (SELECT array_agg(d.id) AS ids, array_agg(d.attempt) AS numbers, \
      array_agg(d.started_at) AS started, array_agg(d.finished_at) AS finished, \
@@ -333,6 +337,7 @@ fn pg_evidence(r: &PgRow) -> Result<EvidenceRow> {
         bounced_at: c.take()?,
         bounce_status: c.take()?,
         bounce_diagnostic: c.take()?,
+        deadline: c.take()?,
         attempts: pg_attempts(&mut c)?,
     })
 }
@@ -430,6 +435,8 @@ where
 pub const SQLITE_EVIDENCE: &str = "SELECT r.id, r.customer_id, r.channel, r.status, r.message_id, \
      r.first_attempt_at, r.finished_at, r.last_code, r.last_reply, r.fail_reason, r.postal_followup, \
      r.bounced_at, r.bounce_status, r.bounce_diagnostic, \
+     (SELECT dl.deadline FROM campaign_deadlines dl WHERE dl.campaign_id = r.campaign_id \
+     AND dl.jurisdiction = coalesce(r.jurisdiction, '')) AS deadline, \
      (SELECT json_group_array(json_array(d.id, d.attempt, d.started_at, d.finished_at, d.outcome, \
      d.smtp_code, d.reply, d.message_id, d.instance)) FROM delivery_attempts d \
      WHERE d.recipient_id = r.id) AS attempts \
@@ -515,6 +522,7 @@ fn sqlite_evidence(r: &SqliteRow) -> Result<EvidenceRow> {
         bounced_at: sqlite_time(c.take()?),
         bounce_status: c.take()?,
         bounce_diagnostic: c.take()?,
+        deadline: c.take()?,
         attempts: sqlite_attempts(c.take()?)?,
     })
 }
