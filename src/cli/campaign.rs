@@ -5,20 +5,31 @@ use std::process::ExitCode;
 
 use anyhow::bail;
 
-use super::cli_actor;
+use super::{cli_actor, deadlines};
 use crate::campaign::CampaignSpec;
 use crate::campaign::message;
 use crate::campaign::preflight;
 use crate::cli::args::{CampaignCommand, TransitionArgs};
+use crate::config::RulesSettings;
 use crate::store::{CampaignState, NewCampaign, Recipient, Store};
 
-pub async fn run(store: &Store, cmd: CampaignCommand) -> anyhow::Result<ExitCode> {
+pub async fn run(
+    store: &Store,
+    rules: &RulesSettings,
+    cmd: CampaignCommand,
+) -> anyhow::Result<ExitCode> {
     use CampaignState::{Cancelled, Draft, Paused, Running};
     match cmd {
-        CampaignCommand::Create { file } => create(store, &file).await?,
+        CampaignCommand::Create { file } => create(store, rules, &file).await?,
         CampaignCommand::List => list(store).await?,
         CampaignCommand::Show { id } => show(store, id).await?,
-        CampaignCommand::Start(a) => transition(store, a, Running, Draft).await?,
+        CampaignCommand::Start(a) => {
+            let id = a.id;
+            transition(store, a, Running, Draft).await?;
+            // Recomputed at start: the rules file may have changed since the import.
+            let campaign = store.require_campaign(id).await?;
+            deadlines::refresh(store, rules, &campaign).await?;
+        }
         CampaignCommand::Pause(a) => transition(store, a, Paused, Running).await?,
         CampaignCommand::Resume(a) => transition(store, a, Running, Paused).await?,
         CampaignCommand::ReleaseWave(a) => {
@@ -37,8 +48,14 @@ pub async fn run(store: &Store, cmd: CampaignCommand) -> anyhow::Result<ExitCode
 }
 
 /// `campaign create FILE`: checks the file (and the campaign it supplements) and stores it as a draft.
-async fn create(store: &Store, file: &std::path::Path) -> anyhow::Result<()> {
+async fn create(
+    store: &Store,
+    rules: &RulesSettings,
+    file: &std::path::Path,
+) -> anyhow::Result<()> {
     let spec = CampaignSpec::load(file)?;
+    // A broken rules file stops here, before the campaign is stored.
+    crate::rules::load(rules)?;
     if let Some(s) = spec.supplements
         && store.campaign(s).await?.is_none()
     {
@@ -51,6 +68,8 @@ async fn create(store: &Store, file: &std::path::Path) -> anyhow::Result<()> {
         .create_campaign(&NewCampaign::from(&spec), &cli_actor())
         .await?;
     println!("{id}");
+    // No recipients yet, so no rows; recomputed after each import and at start.
+    deadlines::refresh(store, rules, &store.require_campaign(id).await?).await?;
     eprintln!(
         "created campaign {id} ({}) as a draft; locales: {}; content hash {}",
         spec.name,

@@ -11,6 +11,7 @@ pub mod args;
 mod bounce;
 mod campaign;
 mod daemon;
+pub mod deadlines;
 mod export;
 mod rules;
 mod status;
@@ -41,7 +42,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Campaign(cmd) => {
             let store = open(&loaded.settings).await?;
-            campaign::run(&store, cmd).await
+            campaign::run(&store, &loaded.settings.rules, cmd).await
         }
         Command::Preview { campaign, customer } => {
             let store = open(&loaded.settings).await?;
@@ -50,7 +51,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Run => daemon::run(&loaded.settings).await,
         Command::Import(args) => {
             let store = open(&loaded.settings).await?;
-            import(&store, args).await
+            import(&store, &loaded.settings, args).await
         }
         Command::Demo => daemon::demo(&loaded.settings).await,
         // No store: the rules are data in the binary and the operator's file.
@@ -160,7 +161,13 @@ async fn migrate(settings: &Settings) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn import(store: &Store, args: crate::cli::args::ImportArgs) -> anyhow::Result<ExitCode> {
+async fn import(
+    store: &Store,
+    settings: &Settings,
+    args: crate::cli::args::ImportArgs,
+) -> anyhow::Result<ExitCode> {
+    // Loaded first: a broken override file stops the import before anything is stored.
+    let rules = crate::rules::load(&settings.rules)?;
     let opts = crate::intake::ImportOptions {
         campaign_id: args.campaign,
         source: args.file.clone(),
@@ -178,6 +185,15 @@ async fn import(store: &Store, args: crate::cli::args::ImportArgs) -> anyhow::Re
             args.rejects.as_deref()
         )
     );
+    print!(
+        "{}",
+        deadlines::import_codes(&rules, &summary.jurisdictions)
+    );
+    if !args.dry_run {
+        // New codes may have arrived: their deadlines, from the counters (not the rows).
+        let campaign = store.require_campaign(args.campaign).await?;
+        deadlines::refresh(store, &settings.rules, &campaign).await?;
+    }
     Ok(ExitCode::SUCCESS)
 }
 

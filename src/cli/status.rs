@@ -12,6 +12,7 @@ use serde::Serialize;
 
 use crate::cli::args::StatusArgs;
 use crate::store::bounces::BounceGuard;
+use crate::store::deadlines::JurisdictionProgress;
 use crate::store::{CampaignProgress, Store, StoreError, WaveProgress};
 
 /// A campaign's status line and its waves, as printed and as serialised by `--json`.
@@ -22,6 +23,9 @@ pub struct CampaignStatus {
     pub waves: Vec<WaveProgress>,
     /// Receiving domains the bounce guard holds (their recipients wait for email, not postal).
     pub bounce_guards: Vec<BounceGuard>,
+    /// Per jurisdiction (`status CAMPAIGN` only): late ones first, then by days left.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub jurisdictions: Vec<JurisdictionProgress>,
 }
 
 pub async fn show(store: &Store, args: &StatusArgs) -> anyhow::Result<ExitCode> {
@@ -64,13 +68,34 @@ pub async fn collect(store: &Store, campaign: Option<i64>) -> anyhow::Result<Vec
             .filter(|g| g.campaign_id == p.campaign_id)
             .cloned()
             .collect();
+        let jurisdictions = match campaign {
+            Some(id) => by_urgency(store.jurisdiction_progress(id).await?),
+            None => Vec::new(),
+        };
         out.push(CampaignStatus {
             progress: p,
             waves,
             bounce_guards,
+            jurisdictions,
         });
     }
     Ok(out)
+}
+
+/// Late ones first (projected past the deadline, or past it with recipients open), then by days left
+/// (unknown deadlines last), then by code.
+pub fn by_urgency(mut rows: Vec<JurisdictionProgress>) -> Vec<JurisdictionProgress> {
+    rows.sort_by(|a, b| {
+        b.late()
+            .cmp(&a.late())
+            .then(
+                a.days_left
+                    .unwrap_or(i64::MAX)
+                    .cmp(&b.days_left.unwrap_or(i64::MAX)),
+            )
+            .then(a.jurisdiction.cmp(&b.jurisdiction))
+    });
+    rows
 }
 
 fn eta(seconds: Option<i64>) -> String {
@@ -98,6 +123,17 @@ pub fn render(rows: &[CampaignStatus]) -> String {
             g.policy,
             g.failures
         ));
+    }
+    for s in rows.iter().filter(|s| !s.jurisdictions.is_empty()) {
+        out.push_str(&format!(
+            "\ncampaign {} by jurisdiction (late first; PROJECTED: open email recipients at the campaign's current rate):\n",
+            s.progress.campaign_id
+        ));
+        for line in table(&jurisdiction_lines(s), &[0, 10, 13]).lines() {
+            out.push_str("  ");
+            out.push_str(line);
+            out.push('\n');
+        }
     }
     for s in rows.iter().filter(|s| !s.waves.is_empty()) {
         out.push_str(&format!("\ncampaign {} waves:\n", s.progress.campaign_id));
@@ -146,6 +182,40 @@ fn campaign_lines(rows: &[CampaignStatus]) -> Vec<Vec<String>> {
             ("SENT/H", r.sent_last_hour.to_string()),
             ("ETA", eta(r.eta_seconds)),
             ("LAST CHANGE (UTC)", changed),
+        ]
+    })
+}
+
+/// One campaign's jurisdictions table: a header and one line per jurisdiction (codes and counts only).
+fn jurisdiction_lines(s: &CampaignStatus) -> Vec<Vec<String>> {
+    let day = |d: Option<chrono::NaiveDate>| d.map_or_else(|| "-".into(), |d| d.to_string());
+    lines(&s.jurisdictions, |j| {
+        let note = match (j.basis.as_deref(), j.deadline_days) {
+            (Some("internal_target"), Some(days)) => format!("internal target {days} days"),
+            (None, _) => "no deadline (campaign has no discovered_at)".into(),
+            _ => String::new(),
+        };
+        [
+            (
+                "JURISDICTION",
+                j.jurisdiction.clone().unwrap_or_else(|| "(none)".into()),
+            ),
+            ("RESIDENTS", j.residents.to_string()),
+            ("EMAILED", j.notified_email.to_string()),
+            ("BOUNCED", j.bounced.to_string()),
+            ("POSTAL PENDING", j.postal_pending.to_string()),
+            ("OPEN", (j.queued + j.deferred).to_string()),
+            ("FAILED", j.failed.to_string()),
+            ("DEADLINE", day(j.deadline)),
+            (
+                "DAYS LEFT",
+                j.days_left.map_or_else(|| "-".into(), |d| d.to_string()),
+            ),
+            ("PROJECTED", day(j.projected_completion)),
+            ("BASIS", j.basis.clone().unwrap_or_else(|| "-".into())),
+            ("ETA", eta(j.eta_seconds)),
+            ("LATE", if j.late() { "LATE" } else { "" }.into()),
+            ("NOTE", note),
         ]
     })
 }

@@ -14,7 +14,7 @@
 
 pub(crate) mod shared_addresses;
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -85,6 +85,27 @@ pub struct ImportSummary {
     pub same_file_as: Option<i64>,
     pub dry_run: bool,
     pub elapsed: Duration,
+    /// Accepted rows per jurisdiction code: codes and counts only (the command line classifies them
+    /// against the rules, so that unknown codes are shown; the rows are imported all the same).
+    pub jurisdictions: JurisdictionTally,
+}
+
+/// How many accepted rows carry each jurisdiction code, and how many carry none.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JurisdictionTally {
+    pub per_code: BTreeMap<String, u64>,
+    pub missing: u64,
+}
+
+impl JurisdictionTally {
+    fn add(&mut self, rows: &[NewRecipient]) {
+        for r in rows {
+            match r.jurisdiction.as_deref() {
+                Some(code) => *self.per_code.entry(code.to_string()).or_default() += 1,
+                None => self.missing += 1,
+            }
+        }
+    }
 }
 
 impl ImportSummary {
@@ -176,8 +197,9 @@ enum Work {
     Batch(Vec<NewRecipient>),
     /// Rows made ready for the store's bulk insert (on the parser thread, beside the storing side).
     Prepared(PreparedRecipients),
-    /// Parsing ended; the final counts of the parser's part and the checksum.
-    Done(ParseTotals),
+    /// Parsing ended; the final counts of the parser's part and the checksum, and the jurisdiction
+    /// codes of the accepted rows.
+    Done(ParseTotals, JurisdictionTally),
 }
 
 /// Column positions of a header.
@@ -570,6 +592,7 @@ pub async fn import(store: &Store, opts: &ImportOptions) -> anyhow::Result<Impor
         same_file_as: earlier_import(store, opts.campaign_id, &stored.sha256).await?,
         dry_run: opts.dry_run,
         elapsed: Duration::ZERO,
+        jurisdictions: stored.jurisdictions,
     };
     if let Some(id) = import_id {
         record(store, opts, id, &summary, started_at).await?;
@@ -617,6 +640,7 @@ struct Stored {
     counts: ImportCounts,
     sha256: String,
     addresses: Option<SharedAddressCounter>,
+    jurisdictions: JurisdictionTally,
 }
 
 /// The async half: stores each batch as the parser hands it over (or, in a dry run, looks its
@@ -632,6 +656,7 @@ async fn store_batches(
     let mut seen_in_dry_run: HashSet<u64> = HashSet::new();
     let mut sha256 = String::new();
     let mut accepted_rows = 0u64;
+    let mut jurisdictions = JurisdictionTally::default();
     while let Some(work) = rx.recv().await {
         match work? {
             Work::Batch(rows) => {
@@ -660,7 +685,8 @@ async fn store_batches(
                 }
                 progress.tick(accepted_rows, || format!("{accepted_rows} rows stored"));
             }
-            Work::Done(totals) => {
+            Work::Done(totals, tally) => {
+                jurisdictions = tally;
                 counts.read = totals.read;
                 counts.rejected = totals.rejected;
                 counts.unusable_email = totals.unusable_email;
@@ -673,6 +699,7 @@ async fn store_batches(
         counts,
         sha256,
         addresses,
+        jurisdictions,
     })
 }
 
@@ -791,7 +818,9 @@ fn parse_stream(
 ) -> anyhow::Result<()> {
     let rejects = rejects.map(std::io::BufWriter::new);
     let mut failed = None;
+    let mut tally = JurisdictionTally::default();
     let totals = parse_csv(input, rejects, email_without_consent, import_id, |batch| {
+        tally.add(&batch);
         let work = match prepare {
             None => Work::Batch(batch),
             Some((backend, campaign_id)) => match backend.prepare_recipients(campaign_id, batch) {
@@ -808,7 +837,7 @@ fn parse_stream(
         return Err(e.into());
     }
     if let Some(totals) = totals {
-        let _ = tx.blocking_send(Ok(Work::Done(totals)));
+        let _ = tx.blocking_send(Ok(Work::Done(totals, tally)));
     }
     Ok(())
 }

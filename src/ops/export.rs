@@ -60,6 +60,7 @@ pub const EVIDENCE_COLUMNS: &[&str] = &[
     "bounced_at",
     "bounce_status",
     "bounce_diagnostic",
+    "deadline",
     "attempt_log",
 ];
 
@@ -398,6 +399,7 @@ struct EvidenceLine<'a> {
     bounced_at: Option<Time>,
     bounce_status: Option<&'a str>,
     bounce_diagnostic: Option<&'a str>,
+    deadline: Option<chrono::NaiveDate>,
 }
 
 /// A recipient's attempts in JSON lines: an array of [`AttemptLine`]s, made one at a time.
@@ -470,6 +472,7 @@ fn evidence_line<'a>(
         bounced_at: r.bounced_at.map(Time),
         bounce_status: r.bounce_status.as_deref(),
         bounce_diagnostic: r.bounce_diagnostic.as_deref(),
+        deadline: r.deadline,
     }
 }
 
@@ -540,6 +543,7 @@ fn evidence_csv<W: Write>(
     w.write_field(s.opt_time(r.bounced_at))?;
     w.write_field(opt(&r.bounce_status))?;
     w.write_field(opt(&r.bounce_diagnostic))?;
+    w.write_field(r.deadline.map(|d| d.to_string()).unwrap_or_default())?;
     w.write_field(s.attempt_log(&r.attempts))?;
     // Ends the record (and checks its field count against the header's).
     w.write_record(None::<&[u8]>)

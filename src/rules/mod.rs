@@ -398,6 +398,29 @@ impl Rules {
         counts
     }
 
+    /// As [`Rules::count_codes`], from codes already tallied (`(code, rows)`), as an import counts them.
+    pub fn count_code_totals<'a>(
+        &self,
+        tallies: impl IntoIterator<Item = (&'a str, u64)>,
+        missing: u64,
+    ) -> CodeCounts {
+        let mut counts = CodeCounts {
+            missing,
+            ..CodeCounts::default()
+        };
+        for (code, rows) in tallies {
+            let trimmed = code.trim();
+            if trimmed.is_empty() {
+                counts.missing += rows;
+            } else if self.get(trimmed).is_some() {
+                *counts.known.entry(trimmed.to_string()).or_default() += rows;
+            } else {
+                *counts.unknown.entry(trimmed.to_string()).or_default() += rows;
+            }
+        }
+        counts
+    }
+
     /// Aliases (`"EU-*" = "EU-GDPR"`).
     pub fn aliases(&self) -> &BTreeMap<String, String> {
         &self.aliases

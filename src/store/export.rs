@@ -43,6 +43,8 @@ pub struct EvidenceRow {
     pub bounced_at: Option<DateTime<Utc>>,
     pub bounce_status: Option<String>,
     pub bounce_diagnostic: Option<String>,
+    /// The last day on time for the recipient's jurisdiction (`campaign_deadlines`), when computed.
+    pub deadline: Option<chrono::NaiveDate>,
     /// Every attempt made for the recipient, oldest (lowest attempt id) first.
     pub attempts: Vec<ExportAttempt>,
 }
@@ -280,6 +282,8 @@ fn in_attempt_order(mut attempts: Vec<(i64, ExportAttempt)>) -> Vec<ExportAttemp
 pub const PG_EVIDENCE: &str = "SELECT r.id, r.customer_id, r.channel, r.status, r.message_id, \
      r.first_attempt_at, r.finished_at, r.last_code, r.last_reply, r.fail_reason, r.postal_followup, \
      r.bounced_at, r.bounce_status, r.bounce_diagnostic, \
+     (SELECT dl.deadline FROM campaign_deadlines dl WHERE dl.campaign_id = r.campaign_id \
+     AND dl.jurisdiction = coalesce(r.jurisdiction, '')) AS deadline, \
      a.ids, a.numbers, a.started, a.finished, a.outcomes, a.codes, a.replies, a.message_ids, a.instances \
      FROM recipients r LEFT JOIN LATERAL (SELECT array_agg(d.id) AS ids, array_agg(d.attempt) AS numbers, \
      array_agg(d.started_at) AS started, array_agg(d.finished_at) AS finished, \
@@ -342,6 +346,7 @@ macro_rules! evidence_row {
             bounced_at: $c.take::<DbTimeOpt>()?.0,
             bounce_status: $c.take()?,
             bounce_diagnostic: $c.take()?,
+            deadline: $c.take()?,
             attempts: $attempts,
         }
     };
@@ -442,6 +447,8 @@ where
 pub const SQLITE_EVIDENCE: &str = "SELECT r.id, r.customer_id, r.channel, r.status, r.message_id, \
      r.first_attempt_at, r.finished_at, r.last_code, r.last_reply, r.fail_reason, r.postal_followup, \
      r.bounced_at, r.bounce_status, r.bounce_diagnostic, \
+     (SELECT dl.deadline FROM campaign_deadlines dl WHERE dl.campaign_id = r.campaign_id \
+     AND dl.jurisdiction = coalesce(r.jurisdiction, '')) AS deadline, \
      (SELECT json_group_array(json_array(d.id, d.attempt, d.started_at, d.finished_at, d.outcome, \
      d.smtp_code, d.reply, d.message_id, d.instance)) FROM delivery_attempts d \
      WHERE d.recipient_id = r.id) AS attempts \

@@ -53,6 +53,7 @@ macro_rules! with_pool {
 
 pub mod bounces;
 pub(crate) mod daemon_lock;
+pub mod deadlines;
 pub mod export;
 pub(crate) mod model;
 pub(crate) mod notifications;

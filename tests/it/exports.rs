@@ -296,6 +296,7 @@ const EVIDENCE_HEADER: &[&str] = &[
     "bounced_at",
     "bounce_status",
     "bounce_diagnostic",
+    "deadline",
     "attempt_log",
 ];
 
@@ -982,7 +983,7 @@ async fn more_than_a_page_of_recipients_through_the_binary(t: TestApp) {
         let expected_attempts = if i % 2 == 0 { "1" } else { "0" };
         assert_eq!(&rec[7], expected_attempts, "line {i}");
         assert_eq!(
-            rec[17].is_empty(),
+            rec[18].is_empty(),
             i % 2 == 1,
             "line {i}: the attempt is on its own recipient's line"
         );

@@ -35,6 +35,7 @@ backends!(
     line_numbers_count_blank_lines_and_crlf,
     a_cancelled_campaign_takes_no_recipients,
     an_interrupted_import_does_not_break_the_next_one,
+    unknown_jurisdiction_codes_are_counted_and_imported,
 );
 
 /// What should become of one data row of the hostile fixture.
@@ -1203,4 +1204,53 @@ async fn postgres_an_import_leaves_fresh_statistics_and_samples() {
     .unwrap();
     let sample = t.store.sample_recipients(id, 1000).await.unwrap();
     assert_eq!(sample.len() as i64, pairs, "one sample per pair stored");
+}
+
+/// Jurisdiction codes are tallied per row accepted (dry run or not); a code the rules do not know is
+/// counted as unknown and its rows are imported all the same.
+async fn unknown_jurisdiction_codes_are_counted_and_imported(t: TestApp) {
+    let store = &t.store;
+    let id = campaign(store, false).await;
+    let dir = tempfile::tempdir().unwrap();
+    let source = dir.path().join("codes.csv");
+    std::fs::write(
+        &source,
+        "customer_id,email,jurisdiction,electronic_consent\n\
+         J1,j1@example.com,US-CA,yes\nJ2,j2@example.com,zz,yes\nJ3,j3@example.com,ZZ,yes\n\
+         J4,j4@example.com,US-XX,yes\nJ5,j5@example.com,,yes\n",
+    )
+    .unwrap();
+    let dry = import(store, &options(id, &source, None, true))
+        .await
+        .unwrap();
+    let summary = run_import(store, id, &source, None).await;
+    assert_eq!(
+        dry.jurisdictions, summary.jurisdictions,
+        "a dry run counts the same"
+    );
+    let tally = &summary.jurisdictions;
+    assert_eq!(tally.missing, 1);
+    assert_eq!(
+        tally
+            .per_code
+            .iter()
+            .map(|(c, n)| (c.as_str(), *n))
+            .collect::<Vec<_>>(),
+        vec![("US-CA", 1), ("US-XX", 1), ("ZZ", 2)]
+    );
+    let rules = breach_notifier::rules::Rules::shipped().unwrap();
+    let counts = rules.count_code_totals(
+        tally.per_code.iter().map(|(c, n)| (c.as_str(), *n)),
+        tally.missing,
+    );
+    assert_eq!(counts.known_total(), 1);
+    assert_eq!(counts.unknown.get("ZZ"), Some(&2));
+    assert_eq!(counts.unknown.get("US-XX"), Some(&1));
+    assert_eq!(counts.missing, 1);
+    // Never dropped: every row is in the campaign, unknown codes as imported.
+    assert_eq!(total(store, id).await, 5);
+    assert_eq!(
+        stored(store, id, "J3").await.jurisdiction.as_deref(),
+        Some("ZZ")
+    );
 }

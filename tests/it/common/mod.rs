@@ -302,9 +302,10 @@ impl<'a> CampaignBuilder<'a> {
         }
     }
 
-    /// The name, stored definition and content hash of `spec`.
+    /// The name, stored definition, content hash and discovery date of `spec`.
     pub fn spec(mut self, spec: &CampaignSpec) -> Self {
         self.new.name = spec.name.clone();
+        self.new.discovered_at = spec.discovered_at;
         self.new.definition = spec.to_stored();
         self.new.content_hash = spec.content_hash();
         self
