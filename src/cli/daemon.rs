@@ -140,7 +140,7 @@ pub async fn demo(base: &Settings) -> anyhow::Result<ExitCode> {
 
     let store = Store::connect(&settings.database, None, true).await?;
     store.migrate().await?;
-    let campaign_id = start_example_campaign(&store, &examples).await?;
+    let campaign_id = start_example_campaign(&store, &examples, &settings.rules).await?;
     let transport = Transport::from_settings(&settings.transport)?;
     transport.check().await?;
     let dispatcher = Dispatcher::new(store.clone(), transport, &settings)?;
@@ -169,7 +169,11 @@ pub async fn demo(base: &Settings) -> anyhow::Result<ExitCode> {
 }
 
 /// Steps 1 to 3 of the demo: create the example campaign, import its list, check and start it.
-async fn start_example_campaign(store: &Store, examples: &std::path::Path) -> anyhow::Result<i64> {
+async fn start_example_campaign(
+    store: &Store,
+    examples: &std::path::Path,
+    rules: &crate::config::RulesSettings,
+) -> anyhow::Result<i64> {
     let spec = CampaignSpec::load(&examples.join("campaign.toml"))?;
     let campaign_id = store
         .create_campaign(&NewCampaign::from(&spec), &cli_actor())
@@ -207,6 +211,9 @@ async fn start_example_campaign(store: &Store, examples: &std::path::Path) -> an
             Some("demo"),
         )
         .await?;
+    // Each jurisdiction's deadline from the rules and the campaign's discovery date, as `campaign
+    // start` computes them.
+    super::deadlines::refresh(store, rules, &campaign).await?;
     let rate = spec
         .rate
         .per_second

@@ -192,7 +192,9 @@ fn jurisdiction_lines(s: &CampaignStatus) -> Vec<Vec<String>> {
     lines(&s.jurisdictions, |j| {
         let note = match (j.basis.as_deref(), j.deadline_days) {
             (Some("internal_target"), Some(days)) => format!("internal target {days} days"),
-            (None, _) => "no deadline (campaign has no discovered_at)".into(),
+            (None, _) => {
+                "no deadline: needs discovered_at (computed at create, import, start)".into()
+            }
             _ => String::new(),
         };
         [
