@@ -102,6 +102,7 @@ pub fn redact(raw: &[u8]) -> Vec<u8> {
             _ => dropped.push(kind),
         }
     }
+    keep_fields_before_first_part(&message, raw, header_end, &mut kept);
     if kept.is_empty() {
         // A multipart whose boundaries never occur has no parts: its body is read as text (as
         // the parser does).
@@ -271,5 +272,54 @@ mod tests {
             let out = redact(garbage);
             assert!(out.len() < 400, "{}", String::from_utf8_lossy(&out));
         }
+    }
+}
+
+/// A mangled multipart whose delivery-status fields stand before its first boundary: the parser reads
+/// them there (quoted fields), so the stored copy keeps them, as a text part cut at the original
+/// message. (Found by the fuzz target: fuzz/regressions/bounce_parse.)
+fn keep_fields_before_first_part(
+    message: &mail_parser::Message<'_>,
+    raw: &[u8],
+    header_end: usize,
+    kept: &mut Vec<Kept>,
+) {
+    let Some(first) = message.parts.get(1) else {
+        return;
+    };
+    let end = usize::try_from(first.offset_header)
+        .unwrap_or(header_end)
+        .clamp(header_end, raw.len());
+    let preamble = String::from_utf8_lossy(&raw[header_end..end]);
+    if super::text::has_quoted_dsn_fields(&preamble) {
+        let (body, _) = cut_text(&preamble);
+        kept.insert(
+            0,
+            Kept {
+                body,
+                content_type: "text/plain; charset=utf-8".into(),
+            },
+        );
+    }
+}
+
+#[cfg(test)]
+mod regression {
+    /// fuzz/regressions/bounce_parse: the stored copy of a mangled DSN says what the DSN said.
+    #[test]
+    fn fields_before_the_first_boundary_survive_redaction() {
+        let raw = std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/fuzz/regressions/bounce_parse/crash-8d1b5a12ad584399a1ae1b84123bfa3881164ca6"
+        ))
+        .unwrap();
+        let original = super::super::parse(&raw, None);
+        let stored = super::super::parse(&super::redact(&raw), None);
+        assert_eq!(stored.kind, original.kind);
+        assert_eq!(
+            super::super::classify(&stored),
+            super::super::classify(&original)
+        );
+        assert!(!String::from_utf8_lossy(&super::redact(&raw)).contains("Return-Path: sironeko"));
     }
 }
