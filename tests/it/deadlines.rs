@@ -343,64 +343,46 @@ async fn the_migration_counts_rows_already_stored(db: EmptyDb) {
         INSERT INTO recipients (campaign_id, customer_id, email, jurisdiction, status) VALUES \
         (1, 'A', 'a@example.com', 'US-CA', 'sent'), (1, 'B', 'b@example.com', 'US-CA', 'queued'), \
         (1, 'C', 'c@example.com', NULL, 'bounced')";
-    if db.url.starts_with("postgres") {
-        let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
-        let mut before = sqlx::migrate!("./migrations/postgres");
-        before.migrations = before
-            .migrations
-            .iter()
-            .filter(|m| m.version < 10)
-            .cloned()
-            .collect();
-        before.run(&pool).await.unwrap();
-        sqlx::raw_sql(sqlx::AssertSqlSafe(insert))
-            .execute(&pool)
+    // The same steps on either pool: migrations up to 9, rows written, then migration 10.
+    macro_rules! migrate_around_the_rows {
+        ($pool:expr, $dir:literal) => {{
+            let pool = $pool;
+            let mut before = sqlx::migrate!($dir);
+            before.migrations = before
+                .migrations
+                .iter()
+                .filter(|m| m.version < 10)
+                .cloned()
+                .collect();
+            before.run(&pool).await.unwrap();
+            sqlx::raw_sql(sqlx::AssertSqlSafe(insert))
+                .execute(&pool)
+                .await
+                .unwrap();
+            sqlx::migrate!($dir).run(&pool).await.unwrap();
+            let got: Vec<(String, i64, i64, i64, i64)> = sqlx::query_as(
+                "SELECT jurisdiction, total, queued, sent, bounced FROM jurisdiction_counters ORDER BY 1",
+            )
+            .fetch_all(&pool)
             .await
             .unwrap();
-        sqlx::migrate!("./migrations/postgres")
-            .run(&pool)
-            .await
-            .unwrap();
-        let got: Vec<(String, i64, i64, i64, i64)> = sqlx::query_as(
-            "SELECT jurisdiction, total, queued, sent, bounced FROM jurisdiction_counters ORDER BY 1",
+            got
+        }};
+    }
+    let got = if db.url.starts_with("postgres") {
+        migrate_around_the_rows!(
+            sqlx::PgPool::connect(&db.url).await.unwrap(),
+            "./migrations/postgres"
         )
-        .fetch_all(&pool)
-        .await
-        .unwrap();
-        assert_eq!(
-            got,
-            vec![("".into(), 1, 0, 0, 1), ("US-CA".into(), 2, 1, 1, 0)]
-        );
     } else {
         let opts: sqlx::sqlite::SqliteConnectOptions = db.url.parse().unwrap();
         let pool = sqlx::SqlitePool::connect_with(opts.create_if_missing(true))
             .await
             .unwrap();
-        let mut before = sqlx::migrate!("./migrations/sqlite");
-        before.migrations = before
-            .migrations
-            .iter()
-            .filter(|m| m.version < 10)
-            .cloned()
-            .collect();
-        before.run(&pool).await.unwrap();
-        sqlx::raw_sql(sqlx::AssertSqlSafe(insert))
-            .execute(&pool)
-            .await
-            .unwrap();
-        sqlx::migrate!("./migrations/sqlite")
-            .run(&pool)
-            .await
-            .unwrap();
-        let got: Vec<(String, i64, i64, i64, i64)> = sqlx::query_as(
-            "SELECT jurisdiction, total, queued, sent, bounced FROM jurisdiction_counters ORDER BY 1",
-        )
-        .fetch_all(&pool)
-        .await
-        .unwrap();
-        assert_eq!(
-            got,
-            vec![("".into(), 1, 0, 0, 1), ("US-CA".into(), 2, 1, 1, 0)]
-        );
-    }
+        migrate_around_the_rows!(pool, "./migrations/sqlite")
+    };
+    assert_eq!(
+        got,
+        vec![("".into(), 1, 0, 0, 1), ("US-CA".into(), 2, 1, 1, 0)]
+    );
 }
