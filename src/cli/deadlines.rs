@@ -111,8 +111,9 @@ pub async fn refresh(
     let rules = rules::load(settings)?;
     let dates = BreachDates {
         discovered,
-        // Clocks that start at determination start at discovery (the earlier reading, rules::deadline).
-        determined: None,
+        // Without a determination date, clocks that start at determination start at discovery (the
+        // earlier reading, rules::deadline).
+        determined: campaign.determined_at,
     };
     let codes = store.jurisdiction_codes(campaign.id).await?;
     let rows: Vec<JurisdictionDeadline> = codes

@@ -15,6 +15,7 @@ mod cluster;
 mod config;
 mod crash;
 mod deadlines;
+mod determination;
 mod dispatch;
 mod dkim;
 mod exports;
