@@ -26,6 +26,7 @@ mod ops;
 mod postfix_bounce_smoke;
 mod postfix_bounces;
 mod privacy;
+mod regulators;
 mod rules;
 mod smtp_security;
 mod smtp_server;
