@@ -7,10 +7,12 @@
 //! Its SHA-256 is the campaign's content hash (evidence exports cite it).
 //!
 //! **Layer: campaigns.** Owns what a campaign is and says: the campaign file and stored spec (here), its
-//! [`template`]s, the [`message`] built from them, the [`preflight`] check, and the [`waves`] plan. Uses
+//! [`template`]s, the [`message`] built from them, the [`preflight`] check, the [`waves`] plan, and the
+//! deadline [`forecast`] of that plan. Uses
 //! the store and the configuration; used by the dispatcher, the transport (the built message) and the
 //! command line.
 
+pub mod forecast;
 pub mod message;
 pub mod preflight;
 pub mod template;

@@ -219,8 +219,9 @@ pub enum CampaignCommand {
         #[arg(value_name = "ID")]
         id: i64,
     },
-    /// Start sending a draft campaign (after validating its templates again).
-    Start(TransitionArgs),
+    /// Start sending a draft campaign (after validating its templates again, and checking that its
+    /// rate, daily cap and waves can meet every jurisdiction's deadline).
+    Start(StartArgs),
     /// Stop claiming new work for a running campaign; in-flight notices finish.
     Pause(TransitionArgs),
     /// Resume a paused campaign.
@@ -229,6 +230,16 @@ pub enum CampaignCommand {
     Cancel(TransitionArgs),
     /// Release the next wave of a campaign whose wave plan has a `manual` wave waiting.
     ReleaseWave(TransitionArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct StartArgs {
+    #[command(flatten)]
+    pub transition: TransitionArgs,
+    /// Start although the deadline forecast says some jurisdictions would be notified late; the
+    /// reason is recorded in the campaign's history with the forecast.
+    #[arg(long, value_name = "REASON")]
+    pub accept_late: Option<String>,
 }
 
 #[derive(Debug, Args)]

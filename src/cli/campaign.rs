@@ -7,15 +7,17 @@ use anyhow::bail;
 
 use super::{cli_actor, deadlines};
 use crate::campaign::CampaignSpec;
+use crate::campaign::forecast;
 use crate::campaign::message;
 use crate::campaign::preflight;
-use crate::cli::args::{CampaignCommand, TransitionArgs};
+use crate::cli::args::{CampaignCommand, StartArgs, TransitionArgs};
 use crate::config::RulesSettings;
 use crate::store::{CampaignState, NewCampaign, Recipient, Store};
 
 pub async fn run(
     store: &Store,
     rules: &RulesSettings,
+    limits: forecast::Limits,
     cmd: CampaignCommand,
 ) -> anyhow::Result<ExitCode> {
     use CampaignState::{Cancelled, Draft, Paused, Running};
@@ -24,11 +26,12 @@ pub async fn run(
         CampaignCommand::List => list(store).await?,
         CampaignCommand::Show { id } => show(store, id).await?,
         CampaignCommand::Start(a) => {
-            let id = a.id;
-            transition(store, a, Running, Draft).await?;
-            // Recomputed at start: the rules file may have changed since the import.
-            let campaign = store.require_campaign(id).await?;
-            deadlines::refresh(store, rules, &campaign).await?;
+            let (transition_args, warning) = check_deadlines(store, rules, limits, a).await?;
+            transition(store, transition_args, Running, Draft).await?;
+            // After the start only: a start refused for another reason says that one thing.
+            if let Some(warning) = warning {
+                eprintln!("{warning}");
+            }
         }
         CampaignCommand::Pause(a) => transition(store, a, Paused, Running).await?,
         CampaignCommand::Resume(a) => transition(store, a, Running, Paused).await?,
@@ -45,6 +48,46 @@ pub async fn run(
         CampaignCommand::Cancel(a) => set_state(store, a, Cancelled).await?,
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Before a draft starts: its deadlines recomputed (the rules file may have changed since the import),
+/// then the forecast of its plan. A plan that cannot meet a deadline still ahead is refused, naming
+/// the jurisdictions and the fix, unless `--accept-late` gives a reason, which the start records
+/// with the forecast; deadlines already passed only warn (no plan meets them, and the notices are
+/// owed all the same). Returns the start's arguments with that reason, and the warning to print
+/// once started.
+async fn check_deadlines(
+    store: &Store,
+    rules: &RulesSettings,
+    limits: forecast::Limits,
+    args: StartArgs,
+) -> anyhow::Result<(TransitionArgs, Option<String>)> {
+    let mut t = args.transition;
+    let campaign = store.require_campaign(t.id).await?;
+    if campaign.state != CampaignState::Draft {
+        return Ok((t, None));
+    }
+    deadlines::refresh(store, rules, &campaign).await?;
+    let f = forecast::of_campaign(store, &campaign, limits, chrono::Utc::now()).await?;
+    let Some(late) = f.summary() else {
+        return Ok((t, None));
+    };
+    let warning = Some(format!("warning: campaign {}: {late}", t.id));
+    if f.late_by_plan().is_empty() {
+        // Deadlines already passed: no rate meets them, and the notices are owed all the same.
+        return Ok((t, warning));
+    }
+    let Some(accepted) = args.accept_late else {
+        bail!(
+            "campaign {} cannot meet every deadline with its rate, daily cap and waves: {late}. \
+             Raise rate.per_second or rate.daily_cap in the campaign file and create it again, or start \
+             it anyway with --accept-late \"REASON\" (recorded in its history)",
+            t.id
+        );
+    };
+    let given = t.reason.map_or_else(String::new, |r| format!("{r}; "));
+    t.reason = Some(format!("{given}accepted late: {accepted} ({late})"));
+    Ok((t, warning))
 }
 
 /// `campaign create FILE`: checks the file (and the campaign it supplements) and stores it as a draft.

@@ -147,7 +147,10 @@ pub async fn demo(base: &Settings) -> anyhow::Result<ExitCode> {
     let shutdown = shutdown_signal()?;
     dispatcher.run(RunMode::UntilIdle, shutdown).await?;
 
-    let statuses = status::collect(&store, Some(campaign_id)).await?;
+    let limits = crate::campaign::forecast::Limits {
+        global_per_second: settings.limits.global_per_second,
+    };
+    let statuses = status::collect(&store, Some(campaign_id), limits).await?;
     println!("4. done. Campaign status:\n");
     print!("{}", status::render(&statuses));
     println!(

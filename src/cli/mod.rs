@@ -15,7 +15,7 @@ pub mod deadlines;
 mod export;
 pub mod report;
 mod rules;
-mod status;
+pub mod status;
 
 use std::process::ExitCode;
 
@@ -39,11 +39,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Migrate => migrate(&loaded.settings).await,
         Command::Status(args) => {
             let store = open(&loaded.settings).await?;
-            status::show(&store, &args).await
+            status::show(&store, &args, forecast_limits(&loaded.settings)).await
         }
         Command::Campaign(cmd) => {
             let store = open(&loaded.settings).await?;
-            campaign::run(&store, &loaded.settings.rules, cmd).await
+            let limits = forecast_limits(&loaded.settings);
+            campaign::run(&store, &loaded.settings.rules, limits, cmd).await
         }
         Command::Preview { campaign, customer } => {
             let store = open(&loaded.settings).await?;
@@ -77,6 +78,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let store = open(&loaded.settings).await?;
             report::regulators(&store, &loaded.settings.rules, &args).await
         }
+    }
+}
+
+/// The configured limits the deadline forecast falls back on before a campaign sends.
+fn forecast_limits(settings: &Settings) -> crate::campaign::forecast::Limits {
+    crate::campaign::forecast::Limits {
+        global_per_second: settings.limits.global_per_second,
     }
 }
 

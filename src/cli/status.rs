@@ -2,7 +2,8 @@
 //! and `wave_progress` views, so the CLI and `psql`/`sqlite3` show the same numbers: counts per status
 //! (O(1) counters, never a count over the queue), the send rate over the last minute and hour and the
 //! ETA at that rate (from the 10-second `send_buckets`), and the time of the last change; as a table,
-//! as JSON, or refreshed with `--watch`.
+//! as JSON, or refreshed with `--watch`. For one campaign, its jurisdictions with the deadline
+//! forecast (`campaign::forecast`): which would be late, by how many days, and what would fix it.
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -10,6 +11,7 @@ use std::time::Duration;
 use chrono::Utc;
 use serde::Serialize;
 
+use crate::campaign::forecast::{self, Forecast, Limits};
 use crate::cli::args::StatusArgs;
 use crate::store::bounces::BounceGuard;
 use crate::store::deadlines::JurisdictionProgress;
@@ -23,14 +25,18 @@ pub struct CampaignStatus {
     pub waves: Vec<WaveProgress>,
     /// Receiving domains the bounce guard holds (their recipients wait for email, not postal).
     pub bounce_guards: Vec<BounceGuard>,
-    /// Per jurisdiction (`status CAMPAIGN` only): late ones first, then by days left.
+    /// Per jurisdiction (`status CAMPAIGN` only): late ones first, then by days left. Their
+    /// `projected_completion` is the forecast's.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub jurisdictions: Vec<JurisdictionProgress>,
+    /// The deadline forecast (`status CAMPAIGN` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub forecast: Option<Forecast>,
 }
 
-pub async fn show(store: &Store, args: &StatusArgs) -> anyhow::Result<ExitCode> {
+pub async fn show(store: &Store, args: &StatusArgs, limits: Limits) -> anyhow::Result<ExitCode> {
     loop {
-        let rows = collect(store, args.campaign).await?;
+        let rows = collect(store, args.campaign, limits).await?;
         if args.watch && !args.json {
             // Clear the screen and home the cursor: a live view, not a scroll of tables.
             println!(
@@ -54,7 +60,11 @@ pub async fn show(store: &Store, args: &StatusArgs) -> anyhow::Result<ExitCode> 
 }
 
 /// Reads the status of one campaign or all of them.
-pub async fn collect(store: &Store, campaign: Option<i64>) -> anyhow::Result<Vec<CampaignStatus>> {
+pub async fn collect(
+    store: &Store,
+    campaign: Option<i64>,
+    limits: Limits,
+) -> anyhow::Result<Vec<CampaignStatus>> {
     let progress = store.progress(campaign).await?;
     if let (Some(id), true) = (campaign, progress.is_empty()) {
         return Err(StoreError::UnknownCampaign(id).into());
@@ -68,18 +78,39 @@ pub async fn collect(store: &Store, campaign: Option<i64>) -> anyhow::Result<Vec
             .filter(|g| g.campaign_id == p.campaign_id)
             .cloned()
             .collect();
-        let jurisdictions = match campaign {
-            Some(id) => by_urgency(store.jurisdiction_progress(id).await?),
-            None => Vec::new(),
+        let (jurisdictions, forecast) = match campaign {
+            Some(id) => {
+                let c = store.require_campaign(id).await?;
+                let f = forecast::of_campaign(store, &c, limits, Utc::now()).await?;
+                let rows = with_forecast(store.jurisdiction_progress(id).await?, &f);
+                (by_urgency(rows), Some(f))
+            }
+            None => (Vec::new(), None),
         };
         out.push(CampaignStatus {
             progress: p,
             waves,
             bounce_guards,
             jurisdictions,
+            forecast,
         });
     }
     Ok(out)
+}
+
+/// The view's projection (open recipients at the campaign's rate, in queue order) replaced by the
+/// forecast's (deadline order, daily cap, waves), so that the table, `late()` and the JSON agree.
+fn with_forecast(mut rows: Vec<JurisdictionProgress>, f: &Forecast) -> Vec<JurisdictionProgress> {
+    for row in &mut rows {
+        if let Some(p) = f
+            .projections
+            .iter()
+            .find(|p| p.jurisdiction == row.jurisdiction)
+        {
+            row.projected_completion = p.completion;
+        }
+    }
+    rows
 }
 
 /// Late ones first (projected past the deadline, or past it with recipients open), then by days left
@@ -126,13 +157,18 @@ pub fn render(rows: &[CampaignStatus]) -> String {
     }
     for s in rows.iter().filter(|s| !s.jurisdictions.is_empty()) {
         out.push_str(&format!(
-            "\ncampaign {} by jurisdiction (late first; PROJECTED: open email recipients at the campaign's current rate):\n",
+            "\ncampaign {} by jurisdiction (late first; PROJECTED: the forecast below):\n",
             s.progress.campaign_id
         ));
         for line in table(&jurisdiction_lines(s), &[0, 10, 13]).lines() {
             out.push_str("  ");
             out.push_str(line);
             out.push('\n');
+        }
+    }
+    for s in rows {
+        if let Some(f) = &s.forecast {
+            out.push_str(&forecast_lines(s.progress.campaign_id, f));
         }
     }
     for s in rows.iter().filter(|s| !s.waves.is_empty()) {
@@ -142,6 +178,28 @@ pub fn render(rows: &[CampaignStatus]) -> String {
             out.push_str(line);
             out.push('\n');
         }
+    }
+    out
+}
+
+/// The forecast in words: the rate and cap it assumes, then the late jurisdictions and the fix.
+fn forecast_lines(campaign_id: i64, f: &Forecast) -> String {
+    let rate = match (f.rate_per_second, f.rate_source) {
+        (None, _) => "no rate limit".to_string(),
+        (Some(r), forecast::RateSource::Measured) => format!("{r:.2}/s measured"),
+        (Some(r), _) => format!("{r:.2}/s configured"),
+    };
+    let cap = f
+        .daily_cap
+        .map_or_else(|| "no daily cap".to_string(), |c| format!("daily cap {c}"));
+    let verdict = f.summary().map_or_else(
+        || "every jurisdiction projected on time".to_string(),
+        |s| format!("LATE: {s}"),
+    );
+    let mut out =
+        format!("\ncampaign {campaign_id} forecast ({rate}, {cap}, deadline order): {verdict}\n");
+    for note in &f.notes {
+        out.push_str(&format!("  note: {note}\n"));
     }
     out
 }

@@ -6,8 +6,9 @@
 //! format is a few lines of code. A crate would bring a registry, macros and (for `prometheus`) a
 //! protobuf dependency for nothing we use.
 //!
-//! Every metric name starts with `breach_notifier_`. Labels are `campaign` (the campaign's row id) and
-//! `domain` (the recipient's mail domain) and nothing else: never an address, a name or a customer id.
+//! Every metric name starts with `breach_notifier_`. Labels are `campaign` (the campaign's row id),
+//! `domain` (the recipient's mail domain) and `jurisdiction` (a rules code such as `US-CA`, for the
+//! deadline forecast) and nothing else: never an address, a name or a customer id.
 //! The domain label is bounded, see [`DomainLabels`].
 //!
 //! One registry: each fact is counted once, by one of its methods. The dispatcher calls them where
@@ -179,6 +180,8 @@ struct State {
     latency: Histogram,
     /// Open recipients (queued + deferred) of each campaign not yet finished.
     queue_depth: BTreeMap<i64, i64>,
+    /// Per running campaign, the jurisdictions its forecast projects late, with the days late.
+    projected_late: BTreeMap<i64, Vec<(String, i64)>>,
     /// Unix time of the last successful heartbeat.
     heartbeat: Option<f64>,
     rate_limit_wait_seconds: f64,
@@ -235,6 +238,7 @@ impl Metrics {
                 outcomes: BTreeMap::new(),
                 latency: Histogram::new(LATENCY_BUCKETS),
                 queue_depth: BTreeMap::new(),
+                projected_late: BTreeMap::new(),
                 heartbeat: None,
                 rate_limit_wait_seconds: 0.0,
             }),
@@ -309,6 +313,12 @@ impl Metrics {
         self.state().queue_depth = depths.into_iter().collect();
     }
 
+    /// Replaces the deadline forecast's late jurisdictions: per running campaign, `(code, days late)`
+    /// (an empty list: every jurisdiction on time).
+    pub fn set_projected_late(&self, late: impl IntoIterator<Item = (i64, Vec<(String, i64)>)>) {
+        self.state().projected_late = late.into_iter().collect();
+    }
+
     /// How many live daemons share the cluster's limits, and whether this one is suspended (its
     /// heartbeat cannot be written, so the others may be sending its share).
     pub fn set_membership(&self, daemons: u32, suspended: bool) {
@@ -354,6 +364,7 @@ impl Metrics {
         render_outcomes(&mut out, &s);
         render_latency(&mut out, &s.latency);
         render_queue_depth(&mut out, &s);
+        render_projected_late(&mut out, &s);
         self.render_scalars(&mut out, &s);
         family(
             &mut out,
@@ -513,6 +524,39 @@ fn render_queue_depth(out: &mut String, s: &State) {
     }
 }
 
+/// The deadline forecast: how many jurisdictions each running campaign is projected to notify late,
+/// and by how many days each.
+fn render_projected_late(out: &mut String, s: &State) {
+    family(
+        out,
+        "jurisdictions_projected_late",
+        "gauge",
+        "Jurisdictions of each running campaign whose last email notice is projected after their deadline (the deadline forecast, refreshed every minute).",
+    );
+    for (campaign, late) in &s.projected_late {
+        let _ = writeln!(
+            out,
+            "{PREFIX}jurisdictions_projected_late{{campaign=\"{campaign}\"}} {}",
+            late.len()
+        );
+    }
+    family(
+        out,
+        "jurisdiction_days_late",
+        "gauge",
+        "Days after its deadline that a late jurisdiction's last email notice is projected (late jurisdictions only).",
+    );
+    for (campaign, late) in &s.projected_late {
+        for (code, days) in late {
+            let _ = writeln!(
+                out,
+                "{PREFIX}jurisdiction_days_late{{campaign=\"{campaign}\",jurisdiction=\"{}\"}} {days}",
+                escape_label(code)
+            );
+        }
+    }
+}
+
 fn family(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {PREFIX}{name} {}", escape_help(help));
     let _ = writeln!(out, "# TYPE {PREFIX}{name} {kind}");
@@ -641,5 +685,22 @@ mod tests {
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             assert!(line.starts_with(PREFIX), "{line}");
         }
+    }
+
+    #[test]
+    fn the_forecast_gauges_name_campaigns_and_jurisdiction_codes() {
+        let m = Metrics::new();
+        m.set_projected_late([
+            (3, vec![("US-CA".into(), 4), ("US-NY".into(), 1)]),
+            (5, vec![]),
+        ]);
+        let text = m.render();
+        assert!(text.contains("breach_notifier_jurisdictions_projected_late{campaign=\"3\"} 2\n"));
+        assert!(text.contains("breach_notifier_jurisdictions_projected_late{campaign=\"5\"} 0\n"));
+        assert!(text.contains(
+            "breach_notifier_jurisdiction_days_late{campaign=\"3\",jurisdiction=\"US-CA\"} 4\n"
+        ));
+        m.set_projected_late([]);
+        assert!(!m.render().contains("jurisdiction_days_late{"));
     }
 }

@@ -55,6 +55,7 @@ pub mod bounces;
 pub(crate) mod daemon_lock;
 pub mod deadlines;
 pub mod export;
+pub mod forecast;
 pub(crate) mod model;
 pub(crate) mod notifications;
 mod portable;

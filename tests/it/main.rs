@@ -20,6 +20,7 @@ mod dispatch;
 mod dkim;
 mod exports;
 mod faults;
+mod forecast;
 mod hostile;
 mod intake;
 mod ops;
