@@ -186,6 +186,9 @@ impl Fix {
         let mut out = String::new();
         if !parts.is_empty() {
             out = format!("; to meet every deadline: {}", parts.join(" and "));
+        } else if self.unreachable.is_empty() {
+            out = "; the rate and daily cap would do: the waves' hold times or manual releases delay it"
+                .into();
         }
         if !self.unreachable.is_empty() {
             out.push_str(&format!(
@@ -312,13 +315,17 @@ fn fix(plan: &Plan, start: DateTime<Utc>, loads: &[Load], positions: &[i64]) -> 
         let Some(deadline) = l.deadline.filter(|_| l.open > 0) else {
             continue;
         };
-        let end = next_midnight(deadline.and_time(NaiveTime::MIN).and_utc());
-        let seconds = (end - start).num_seconds();
-        let whole_days = (deadline - start.date_naive()).num_days();
-        if seconds <= 0 || whole_days < 0 {
+        if deadline < plan.now.date_naive() {
             unreachable.push(l.jurisdiction.clone().unwrap_or_else(|| "(none)".into()));
             continue;
         }
+        let end = next_midnight(deadline.and_time(NaiveTime::MIN).and_utc());
+        let seconds = (end - start).num_seconds();
+        if seconds <= 0 {
+            // The waves' hold times alone run past the deadline: no cap or rate helps.
+            continue;
+        }
+        let whole_days = (deadline - start.date_naive()).num_days();
         // Today's cap already holds `sent_today`; every later day up to the deadline holds the whole cap.
         let days = whole_days as u64 + 1;
         let needed_cap = (position as u64 + plan.sent_today).div_ceil(days);
@@ -617,6 +624,24 @@ mod tests {
             f.notes[0].contains("wave 2 released by hand"),
             "{:?}",
             f.notes
+        );
+    }
+
+    #[test]
+    fn a_plan_late_only_by_its_hold_times_says_so() {
+        let mut p = plan(Some(100.0), None);
+        p.waiting = vec![WaitingWave {
+            number: 1,
+            size: 10,
+            hold_minutes: 5 * 24 * 60,
+            manual: false,
+        }];
+        let f = project(&p, &[load("US-CA", "2026-03-04", 10)]);
+        assert_eq!(f.projections[0].days_late, Some(2));
+        let summary = f.summary().unwrap();
+        assert!(
+            summary.contains("hold times or manual releases"),
+            "{summary}"
         );
     }
 
