@@ -81,9 +81,16 @@ pub async fn collect(
         let (jurisdictions, forecast) = match campaign {
             Some(id) => {
                 let c = store.require_campaign(id).await?;
-                let f = forecast::of_campaign(store, &c, limits, Utc::now()).await?;
-                let rows = with_forecast(store.jurisdiction_progress(id).await?, &f);
-                (by_urgency(rows), Some(f))
+                let rows = store.jurisdiction_progress(id).await?;
+                // Progress is shown even when the forecast cannot be made (a definition written
+                // with SQL that does not read back): the view's own projection stays then.
+                match forecast::of_campaign(store, &c, limits, Utc::now()).await {
+                    Ok(f) => (by_urgency(with_forecast(rows, &f)), Some(f)),
+                    Err(e) => {
+                        tracing::warn!(campaign = id, error = %e, "no deadline forecast");
+                        (by_urgency(rows), None)
+                    }
+                }
             }
             None => (Vec::new(), None),
         };

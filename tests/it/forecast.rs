@@ -23,6 +23,7 @@ backends!(
     late_at_the_cap_then_on_time_when_it_is_raised,
     a_change_of_the_late_set_is_recorded_once,
     the_daemon_exports_and_records_a_late_forecast,
+    status_shows_progress_when_no_forecast_can_be_made,
 );
 backends!(empty: start_refuses_a_late_plan_unless_accepted_and_records_why);
 
@@ -284,4 +285,18 @@ async fn the_daemon_exports_and_records_a_late_forecast(app: TestApp) {
         })
         .count();
     assert_eq!(forecasts, 1);
+}
+
+async fn status_shows_progress_when_no_forecast_can_be_made(app: TestApp) {
+    // A definition that does not read back as a campaign (written with SQL): no forecast, but status.
+    let id = app
+        .campaign(&spec(5))
+        .definition("not a stored spec")
+        .with(&[resident(1, "US-CA")])
+        .await;
+    let status = breach_notifier::cli::status::collect(&app.store, Some(id), Limits::default())
+        .await
+        .unwrap();
+    assert!(status[0].forecast.is_none());
+    assert_eq!(status[0].jurisdictions.len(), 1);
 }
