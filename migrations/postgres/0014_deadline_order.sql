@@ -15,8 +15,7 @@ ALTER TABLE recipients ADD COLUMN deadline_day INTEGER NOT NULL DEFAULT 0;
 -- Rows imported before this column: their campaign's computed deadlines, where there are some.
 UPDATE recipients r SET deadline_day = d.deadline - DATE '1970-01-01'
 FROM campaign_deadlines d
-WHERE d.campaign_id = r.campaign_id AND d.jurisdiction = coalesce(r.jurisdiction, '')
-  AND r.status IN ('queued', 'deferred');
+WHERE d.campaign_id = r.campaign_id AND d.jurisdiction = coalesce(r.jurisdiction, '');
 
 CREATE INDEX recipients_claim_order ON recipients (campaign_id, deadline_day, id)
     WHERE status = 'queued';

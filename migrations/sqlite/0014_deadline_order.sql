@@ -6,7 +6,7 @@ UPDATE recipients SET deadline_day = (
     SELECT CAST(julianday(d.deadline) - julianday('1970-01-01') AS INTEGER)
     FROM campaign_deadlines d
     WHERE d.campaign_id = recipients.campaign_id AND d.jurisdiction = coalesce(recipients.jurisdiction, ''))
-WHERE status IN ('queued', 'deferred') AND EXISTS (
+WHERE EXISTS (
     SELECT 1 FROM campaign_deadlines d
     WHERE d.campaign_id = recipients.campaign_id AND d.jurisdiction = coalesce(recipients.jurisdiction, ''));
 

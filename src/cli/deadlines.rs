@@ -119,7 +119,7 @@ pub async fn refresh(
         .await?;
     if moved > 0 {
         println!(
-            "  deadlines changed: {moved} recipients not yet sent take their new place in the sending order"
+            "  deadlines changed: {moved} recipients take their jurisdiction's new deadline (sending order, letters)"
         );
     }
     Ok(rows.len())

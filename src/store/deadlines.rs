@@ -102,8 +102,8 @@ impl Store {
     }
 
     /// Replaces a campaign's deadlines with `rows`, in one transaction. The recipients of a
-    /// jurisdiction whose deadline moved (a changed rules file or campaign dates) still waiting to be
-    /// sent take the new one as their place in the claim order ([`ClaimPosition`]); returns how many.
+    /// jurisdiction whose deadline moved (a changed rules file or campaign dates) take the new one
+    /// (their place in the claim order, [`ClaimPosition`], and the postal export's); returns how many.
     /// Codes seen for the first time need nothing: the import wrote their rows' deadline days from the
     /// same rules.
     pub async fn replace_deadlines(
@@ -146,8 +146,7 @@ impl Store {
                     // changed deadline (rare, and before sending in practice) is worth.
                     moved += sqlx::query(
                         "UPDATE recipients SET deadline_day = $3 WHERE campaign_id = $1 \
-                         AND coalesce(jurisdiction, '') = $2 AND status IN ('queued', 'deferred') \
-                         AND deadline_day <> $3",
+                         AND coalesce(jurisdiction, '') = $2 AND deadline_day <> $3",
                     )
                     .bind(campaign_id)
                     .bind(code)

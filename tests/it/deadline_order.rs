@@ -1,7 +1,7 @@
 //! Deadline-first sending (docs/deadlines.md, "Sending order"), on PostgreSQL and SQLite alike: the
 //! import writes each row's deadline day from the rules and the campaign's discovery date; claims
 //! take the earliest deadline first, then queue order, within the released waves; a deadline that
-//! moves (counsel's override file) moves its unsent recipients; the daemon sends in that order; and a
+//! moves (counsel's override file) moves its recipients; the daemon sends in that order; and a
 //! campaign without deadlines keeps its queue order.
 
 use crate::common;
@@ -19,7 +19,7 @@ use common::smtp::{Script, SmtpServer};
 backends!(
     imports_write_deadline_days_and_claims_follow_them,
     the_wave_gate_keeps_deadline_order_within_it,
-    a_moved_deadline_moves_its_unsent_recipients,
+    a_moved_deadline_moves_its_recipients,
     without_a_discovery_date_the_queue_order_stays,
     the_daemon_sends_earliest_deadline_first,
 );
@@ -158,7 +158,7 @@ async fn the_wave_gate_keeps_deadline_order_within_it(t: TestApp) {
 }
 
 /// Counsel's file gives Texas 10 days: its recipients not yet sent go first from then on.
-async fn a_moved_deadline_moves_its_unsent_recipients(t: TestApp) {
+async fn a_moved_deadline_moves_its_recipients(t: TestApp) {
     let shipped = RulesSettings::default();
     let id = campaign_with_people(&t, true, &shipped).await;
     let dir = tempfile::tempdir().unwrap();
