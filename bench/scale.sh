@@ -173,6 +173,7 @@ status_cli_ms() {  # the median of 5 runs of `status ID`, in ms
 status_ms=$(status_cli_ms)
 progress_ms=$(query_ms "SELECT * FROM campaign_progress WHERE campaign_id = $c_scale")
 waves_ms=$(query_ms "SELECT * FROM wave_progress WHERE campaign_id = $c_scale")
+juris_ms=$(query_ms "SELECT * FROM jurisdiction_progress WHERE campaign_id = $c_scale")
 kill -0 "$tpid" 2>/dev/null || { cat "$work/scale-daemon.log" >&2; die "the daemon died during the status reads"; }
 
 drain=$(bn check-config 2>/dev/null | sed -n 's/^drain_secs = \([0-9]*\).*/\1/p' | head -n 1)
@@ -194,6 +195,16 @@ daemon_rc=0; wait "$tpid" || daemon_rc=$?
 status_idle_ms=$(status_cli_ms)
 progress_idle_ms=$(query_ms "SELECT * FROM campaign_progress WHERE campaign_id = $c_scale")
 waves_idle_ms=$(query_ms "SELECT * FROM wave_progress WHERE campaign_id = $c_scale")
+juris_idle_ms=$(query_ms "SELECT * FROM jurisdiction_progress WHERE campaign_id = $c_scale")
+juris_rows=$(sql "SELECT count(*) FROM jurisdiction_progress WHERE campaign_id = $c_scale")
+# Deadline-first claims: the first wave is a key range of the queue (every deadline in it); from the
+# second wave on, every notice sent must carry the earliest deadline still queued.
+read -r earliest_day rest_sent rest_later <<<"$(sql "
+  WITH w1 AS (SELECT last_id FROM waves WHERE campaign_id = $c_scale AND number = 1),
+       e AS (SELECT min(deadline_day) AS d FROM recipients WHERE campaign_id = $c_scale AND status = 'queued')
+  SELECT e.d, count(a.id), count(a.id) FILTER (WHERE r.deadline_day > e.d)
+  FROM e, w1, delivery_attempts a JOIN recipients r ON r.id = a.recipient_id
+  WHERE a.campaign_id = $c_scale AND r.id > w1.last_id GROUP BY e.d" | tr '|' ' ')"
 daemon_kb=$(tail -n 1 "$work/scale-daemon.mem" 2>/dev/null || true)
 case "$daemon_kb" in ''|*[!0-9]*) daemon_kb=0 ;; esac
 ckpt_during=$(( $(checkpoints) - ckpt_before ))
@@ -233,6 +244,9 @@ fi
 row "status ID (CLI, during the run, median of 5)" "$(fmt "$status_ms" 0) ms" "daemon stopped: $(fmt "$status_idle_ms" 0) ms" "-" "< 50 ms"
 row "campaign_progress (during the run, median of 5)" "$progress_ms ms" "daemon stopped: $progress_idle_ms ms" "-" "< 50 ms"
 row "wave_progress (during the run, median of 5)" "$waves_ms ms" "daemon stopped: $waves_idle_ms ms" "-" "< 50 ms"
+row "jurisdiction_progress, $juris_rows rows (during the run, median of 5)" "$juris_ms ms" "daemon stopped: $juris_idle_ms ms" "-" "< 50 ms"
+row "deadline order: sends after wave 1 with a later deadline" "${rest_later:-?} of ${rest_sent:-?}" \
+  "earliest queued: day ${earliest_day:-?}" "-" "0"
 row "SIGTERM to exit" "$(fmt "$term_s") s" "drain_secs ${drain:-?} s" "-" "within the drain time"
 row "daemon peak memory at $scale_rows" "$(mb "$daemon_kb") MB" "at $scale_ref: $(mb "$ref_kb") MB" "-" "< 100 MB"
 

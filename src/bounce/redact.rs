@@ -103,9 +103,10 @@ pub fn redact(raw: &[u8]) -> Vec<u8> {
         }
     }
     keep_fields_before_first_part(&message, raw, header_end, &mut kept);
-    if kept.is_empty() {
-        // A multipart whose boundaries never occur has no parts: its body is read as text (as
-        // the parser does).
+    if kept.iter().all(|k| k.body.trim().is_empty()) {
+        // No text to read (a multipart whose boundaries never occur has no parts, a mangled one
+        // only empty ones): the parser then reads the whole body as text, so it is kept as text.
+        kept.clear();
         let (body, quoted_id) = cut_text(&String::from_utf8_lossy(&raw[header_end..]));
         kept.push(Kept {
             body,
@@ -321,5 +322,24 @@ mod regression {
             super::super::classify(&original)
         );
         assert!(!String::from_utf8_lossy(&super::redact(&raw)).contains("Return-Path: sironeko"));
+    }
+
+    /// fuzz/regressions/bounce_parse: a Sendmail report whose first boundary is mangled has only an
+    /// empty part; the parser reads its whole body as a text bounce, and so must the stored copy.
+    #[test]
+    fn a_body_read_as_text_survives_redaction() {
+        let raw = std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/fuzz/regressions/bounce_parse/crash-f692ee05f6edc6c8602e66b3b203737da6c7eb39"
+        ))
+        .unwrap();
+        let original = super::super::parse(&raw, None);
+        assert_eq!(original.kind, super::super::Kind::TextBounce);
+        let stored = super::super::parse(&super::redact(&raw), None);
+        assert_eq!(stored.kind, original.kind);
+        assert_eq!(
+            super::super::classify(&stored),
+            super::super::classify(&original)
+        );
     }
 }

@@ -183,6 +183,7 @@ async fn start_example_campaign(
         .await?;
     println!("1. created campaign {campaign_id}: {}", spec.name);
 
+    let campaign = store.require_campaign(campaign_id).await?;
     let summary = import(
         store,
         &ImportOptions {
@@ -192,6 +193,11 @@ async fn start_example_campaign(
             dry_run: false,
             actor: cli_actor(),
             progress: false,
+            deadline_days: super::deadlines::import_deadline_days(
+                crate::rules::load(rules)?,
+                rules,
+                &campaign,
+            ),
         },
     )
     .await?;
@@ -201,7 +207,6 @@ async fn start_example_campaign(
         c.read, c.email, c.postal, c.rejected, c.duplicates
     );
 
-    let campaign = store.require_campaign(campaign_id).await?;
     let report = preflight::check(store, &campaign).await?;
     if let Some(problem) = report.problem() {
         anyhow::bail!("the example campaign failed its pre-flight check: {problem}");

@@ -12,11 +12,11 @@ use std::fmt::Write as _;
 use chrono::NaiveDate;
 
 use crate::config::RulesSettings;
-use crate::intake::JurisdictionTally;
+use crate::intake::{DeadlineDays, JurisdictionTally};
 use crate::rules::deadline::{BreachDates, IndividualBasis, individual_deadline};
 use crate::rules::{self, Rules};
 use crate::store::deadlines::{DeadlineBasis, JurisdictionDeadline};
-use crate::store::{Campaign, Store};
+use crate::store::{Campaign, Store, deadline_day};
 
 /// The import summary's lines about jurisdiction codes: how many rows carry a code the rules know,
 /// each unknown code with its row count, and rows without one. Rows are imported whatever their code.
@@ -105,23 +105,49 @@ pub async fn refresh(
     settings: &RulesSettings,
     campaign: &Campaign,
 ) -> anyhow::Result<usize> {
-    let Some(discovered) = campaign.discovered_at else {
+    let Some(dates) = breach_dates(campaign) else {
         return Ok(0);
     };
     let rules = rules::load(settings)?;
-    let dates = BreachDates {
-        discovered,
-        // Without a determination date, clocks that start at determination start at discovery (the
-        // earlier reading, rules::deadline).
-        determined: campaign.determined_at,
-    };
     let codes = store.jurisdiction_codes(campaign.id).await?;
     let rows: Vec<JurisdictionDeadline> = codes
         .iter()
         .map(|c| deadline_of(&rules, settings, &dates, c.as_deref()))
         .collect();
-    store
+    let moved = store
         .replace_deadlines(campaign.id, &rows, chrono::Utc::now())
         .await?;
+    if moved > 0 {
+        println!(
+            "  deadlines changed: {moved} recipients take their jurisdiction's new deadline (sending order, letters)"
+        );
+    }
     Ok(rows.len())
+}
+
+/// The dates a campaign's clocks start from; `None` without a discovery date (no deadlines).
+fn breach_dates(campaign: &Campaign) -> Option<BreachDates> {
+    Some(BreachDates {
+        discovered: campaign.discovered_at?,
+        // Without a determination date, clocks that start at determination start at discovery (the
+        // earlier reading, rules::deadline).
+        determined: campaign.determined_at,
+    })
+}
+
+/// Each imported row's deadline day, for the claim order (docs/deadlines.md, "Sending order"): from the
+/// same rules and arithmetic as [`refresh`], so that what the import writes and what `refresh` stores
+/// agree. A campaign without a discovery date has no deadlines: every row 0, queue order.
+pub fn import_deadline_days(
+    rules: Rules,
+    settings: &RulesSettings,
+    campaign: &Campaign,
+) -> DeadlineDays {
+    let Some(dates) = breach_dates(campaign) else {
+        return DeadlineDays::default();
+    };
+    let settings = settings.clone();
+    DeadlineDays::new(move |code| {
+        deadline_day(deadline_of(&rules, &settings, &dates, code).deadline)
+    })
 }

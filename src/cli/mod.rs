@@ -181,6 +181,7 @@ async fn import(
 ) -> anyhow::Result<ExitCode> {
     // Loaded first: a broken override file stops the import before anything is stored.
     let rules = crate::rules::load(&settings.rules)?;
+    let campaign = store.require_campaign(args.campaign).await?;
     let opts = crate::intake::ImportOptions {
         campaign_id: args.campaign,
         source: args.file.clone(),
@@ -188,6 +189,7 @@ async fn import(
         dry_run: args.dry_run,
         actor: cli_actor(),
         progress: true,
+        deadline_days: deadlines::import_deadline_days(rules.clone(), &settings.rules, &campaign),
     };
     let summary = crate::intake::import(store, &opts).await?;
     print!(
@@ -204,7 +206,6 @@ async fn import(
     );
     if !args.dry_run {
         // New codes may have arrived: their deadlines, from the counters (not the rows).
-        let campaign = store.require_campaign(args.campaign).await?;
         deadlines::refresh(store, &settings.rules, &campaign).await?;
     }
     Ok(ExitCode::SUCCESS)

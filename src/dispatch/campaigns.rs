@@ -14,7 +14,7 @@ use super::Shared;
 use crate::campaign::template::Templates;
 use crate::campaign::waves::{self, Gate};
 use crate::campaign::{CampaignSpec, message, preflight};
-use crate::store::{Campaign as StoredCampaign, CampaignState, StoreError};
+use crate::store::{Campaign as StoredCampaign, CampaignState, ClaimPosition, StoreError};
 
 /// A running campaign, shared by its delivery tasks.
 pub(super) struct CampaignRun {
@@ -40,9 +40,10 @@ impl CampaignRun {
 
 /// Where the claims of one campaign stand.
 pub(super) struct ClaimCursor {
-    /// Fresh work is claimed in id order after this id.
-    pub(super) cursor: i64,
-    /// The cursor goes back to 0 every `rescan_secs`, to find rows whose lease expired behind it.
+    /// Fresh work is claimed in claim order (deadline first, then id) after this position.
+    pub(super) cursor: ClaimPosition,
+    /// The cursor goes back to the start every `rescan_secs`, to find rows whose lease expired
+    /// behind it (and rows imported since with an earlier deadline).
     pub(super) last_rescan: Instant,
     /// Set when the fresh scan found nothing: wait for the poll interval before scanning again.
     pub(super) idle_until: Instant,
@@ -186,7 +187,7 @@ async fn start(shared: &Shared, c: &StoredCampaign) -> anyhow::Result<Option<Act
         state: watch::Sender::new(c.state),
     };
     let claims = ClaimCursor {
-        cursor: 0,
+        cursor: ClaimPosition::START,
         last_rescan: Instant::now(),
         idle_until: Instant::now(),
         gate: Gate::CLOSED,
@@ -224,7 +225,7 @@ async fn advance_waves(shared: &Shared, a: &mut Active, now: DateTime<Utc>) -> a
         return Ok(());
     }
     let (store, actor) = (&shared.store, shared.actor());
-    claims.gate = waves::advance(
+    let gate = waves::advance(
         store,
         a.run.id,
         &a.run.spec,
@@ -233,6 +234,12 @@ async fn advance_waves(shared: &Shared, a: &mut Active, now: DateTime<Utc>) -> a
         claims.wave_drained,
     )
     .await?;
+    // A newly released wave's members may have earlier deadlines than the cursor's: scan it from
+    // the start.
+    if gate != claims.gate {
+        claims.cursor = ClaimPosition::START;
+    }
+    claims.gate = gate;
     claims.last_wave_check = Instant::now();
     claims.wave_drained = false;
     if claims.gate == Gate::CLOSED {

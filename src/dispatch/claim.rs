@@ -12,7 +12,7 @@ use tracing::Instrument;
 use super::campaigns::{Active, Campaigns};
 use super::delivery::DeliveryTask;
 use super::{Shared, Wiring};
-use crate::store::{Claim, ClaimRequest, DailyCap, Recipient};
+use crate::store::{Claim, ClaimPosition, ClaimRequest, DailyCap, Recipient};
 
 /// One pass over the running campaigns: claims what is due and fits and starts its delivery tasks.
 /// Returns how many recipients were claimed.
@@ -74,7 +74,7 @@ async fn claim(
 ) -> anyhow::Result<Option<Claim>> {
     let (run, c) = (&a.run, &mut a.claims);
     if c.last_rescan.elapsed() >= Duration::from_secs(shared.settings.rescan_secs.max(1)) {
-        c.cursor = 0;
+        c.cursor = ClaimPosition::START;
         c.last_rescan = Instant::now();
     }
     // A daily cap holds for the cluster: what was sent today and what every live daemon holds for

@@ -14,10 +14,11 @@
 
 pub(crate) mod shared_addresses;
 
-use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -72,6 +73,58 @@ pub struct ImportOptions {
     pub actor: String,
     /// Show progress on standard error (a live line on a terminal, periodic lines otherwise).
     pub progress: bool,
+    /// Each row's place in the claim order, from its jurisdiction code.
+    pub deadline_days: DeadlineDays,
+}
+
+/// The deadline day ([`crate::store::ClaimPosition`]) of a jurisdiction code as rows carry it (`None`:
+/// no code), written on every row the import stores so that claims go earliest deadline first
+/// (docs/deadlines.md). The command line makes it from the rules and the campaign's dates, since intake
+/// does not read the rules; the import asks it once per distinct code.
+#[derive(Clone)]
+pub struct DeadlineDays(Arc<DeadlineDayOf>);
+
+/// A jurisdiction code (`None`: no code) to its deadline day.
+type DeadlineDayOf = dyn Fn(Option<&str>) -> i32 + Send + Sync;
+
+impl DeadlineDays {
+    pub fn new(day_of: impl Fn(Option<&str>) -> i32 + Send + Sync + 'static) -> Self {
+        DeadlineDays(Arc::new(day_of))
+    }
+}
+
+impl Default for DeadlineDays {
+    /// A campaign without deadlines: every row 0, so claims keep queue order.
+    fn default() -> Self {
+        DeadlineDays::new(|_| 0)
+    }
+}
+
+impl std::fmt::Debug for DeadlineDays {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DeadlineDays")
+    }
+}
+
+/// [`DeadlineDays`] asked once per code.
+struct DeadlineDayCache {
+    days: DeadlineDays,
+    known: HashMap<Option<String>, i32>,
+}
+
+impl DeadlineDayCache {
+    fn set(&mut self, rows: &mut [NewRecipient]) {
+        for r in rows {
+            r.deadline_day = match self.known.get(&r.jurisdiction) {
+                Some(day) => *day,
+                None => {
+                    let day = (self.days.0)(r.jurisdiction.as_deref());
+                    self.known.insert(r.jurisdiction.clone(), day);
+                    day
+                }
+            };
+        }
+    }
 }
 
 /// The result of an import.
@@ -342,6 +395,8 @@ fn recipient_of(
         attributes,
         channel,
         import_id: None,
+        // Set for the whole batch from the jurisdiction (`DeadlineDayCache`).
+        deadline_day: 0,
     };
     Ok((recipient, unusable))
 }
@@ -551,24 +606,8 @@ pub async fn import(store: &Store, opts: &ImportOptions) -> anyhow::Result<Impor
     } else {
         Some(store.next_import_id().await?)
     };
-    let (input, rejects) = open_files(opts)?;
     let (tx, rx) = tokio::sync::mpsc::channel::<anyhow::Result<Work>>(2);
-    let email_without_consent = campaign.email_without_consent;
-    // A dry run stores nothing, so it keeps the rows; an import has them encoded for its store.
-    let prepare = (!opts.dry_run).then(|| (store.backend(), opts.campaign_id));
-    let parser = tokio::task::spawn_blocking(move || {
-        let result = parse_stream(
-            input,
-            rejects,
-            email_without_consent,
-            import_id,
-            prepare,
-            &tx,
-        );
-        if let Err(e) = result {
-            let _ = tx.blocking_send(Err(e));
-        }
-    });
+    let parser = spawn_parser(store, opts, campaign.email_without_consent, import_id, tx)?;
     // Only a first list is counted from what it stores (see below); later lists ask the database.
     let addresses = (!opts.dry_run && total_before == 0).then(SharedAddressCounter::default);
     let stored = store_batches(store, opts, rx, addresses).await?;
@@ -611,6 +650,37 @@ pub async fn import(store: &Store, opts: &ImportOptions) -> anyhow::Result<Impor
         elapsed: started.elapsed(),
         ..summary
     })
+}
+
+/// Starts the blocking half ([`parse_stream`]) on the list, sending its batches to `tx`.
+fn spawn_parser(
+    store: &Store,
+    opts: &ImportOptions,
+    email_without_consent: bool,
+    import_id: Option<i64>,
+    tx: tokio::sync::mpsc::Sender<anyhow::Result<Work>>,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let (input, rejects) = open_files(opts)?;
+    // A dry run stores nothing, so it keeps the rows; an import has them encoded for its store.
+    let prepare = (!opts.dry_run).then(|| (store.backend(), opts.campaign_id));
+    let deadline_days = DeadlineDayCache {
+        days: opts.deadline_days.clone(),
+        known: HashMap::new(),
+    };
+    Ok(tokio::task::spawn_blocking(move || {
+        let result = parse_stream(
+            input,
+            rejects,
+            email_without_consent,
+            import_id,
+            prepare,
+            deadline_days,
+            &tx,
+        );
+        if let Err(e) = result {
+            let _ = tx.blocking_send(Err(e));
+        }
+    }))
 }
 
 /// The list to read (a file, or standard input for `-`) and the rejects file to write.
@@ -814,25 +884,35 @@ fn parse_stream(
     email_without_consent: bool,
     import_id: Option<i64>,
     prepare: Option<(Backend, i64)>,
+    mut deadline_days: DeadlineDayCache,
     tx: &tokio::sync::mpsc::Sender<anyhow::Result<Work>>,
 ) -> anyhow::Result<()> {
     let rejects = rejects.map(std::io::BufWriter::new);
     let mut failed = None;
     let mut tally = JurisdictionTally::default();
-    let totals = parse_csv(input, rejects, email_without_consent, import_id, |batch| {
-        tally.add(&batch);
-        let work = match prepare {
-            None => Work::Batch(batch),
-            Some((backend, campaign_id)) => match backend.prepare_recipients(campaign_id, batch) {
-                Ok(batch) => Work::Prepared(batch),
-                Err(e) => {
-                    failed = Some(e);
-                    return false;
+    let totals = parse_csv(
+        input,
+        rejects,
+        email_without_consent,
+        import_id,
+        |mut batch| {
+            tally.add(&batch);
+            deadline_days.set(&mut batch);
+            let work = match prepare {
+                None => Work::Batch(batch),
+                Some((backend, campaign_id)) => {
+                    match backend.prepare_recipients(campaign_id, batch) {
+                        Ok(batch) => Work::Prepared(batch),
+                        Err(e) => {
+                            failed = Some(e);
+                            return false;
+                        }
+                    }
                 }
-            },
-        };
-        tx.blocking_send(Ok(work)).is_ok()
-    })?;
+            };
+            tx.blocking_send(Ok(work)).is_ok()
+        },
+    )?;
     if let Some(e) = failed {
         return Err(e.into());
     }

@@ -101,27 +101,39 @@ impl Store {
         .await?))
     }
 
-    /// Replaces a campaign's deadlines with `rows`, in one transaction.
+    /// Replaces a campaign's deadlines with `rows`, in one transaction. The recipients of a
+    /// jurisdiction whose deadline moved (a changed rules file or campaign dates) take the new one
+    /// (their place in the claim order, [`ClaimPosition`], and the postal export's); returns how many.
+    /// Codes seen for the first time need nothing: the import wrote their rows' deadline days from the
+    /// same rules.
     pub async fn replace_deadlines(
         &self,
         campaign_id: i64,
         rows: &[JurisdictionDeadline],
         now: DateTime<Utc>,
-    ) -> Result<()> {
+    ) -> Result<u64> {
         with_pool!(self, pool => {
             let mut tx = pool.begin().await?;
+            let before: Vec<(String, NaiveDate)> = sqlx::query_as(
+                "SELECT jurisdiction, deadline FROM campaign_deadlines WHERE campaign_id = $1",
+            )
+            .bind(campaign_id)
+            .fetch_all(&mut *tx)
+            .await?;
             sqlx::query("DELETE FROM campaign_deadlines WHERE campaign_id = $1")
                 .bind(campaign_id)
                 .execute(&mut *tx)
                 .await?;
+            let mut moved = 0;
             for r in rows {
+                let code = r.jurisdiction.as_deref().unwrap_or("");
                 sqlx::query(
                     "INSERT INTO campaign_deadlines \
                      (campaign_id, jurisdiction, deadline, basis, days, law_text, computed_at) \
                      VALUES ($1, $2, $3, $4, $5, $6, $7)",
                 )
                 .bind(campaign_id)
-                .bind(r.jurisdiction.as_deref().unwrap_or(""))
+                .bind(code)
                 .bind(r.deadline)
                 .bind(r.basis.as_str())
                 .bind(i32::try_from(r.days).unwrap_or(i32::MAX))
@@ -129,9 +141,23 @@ impl Store {
                 .bind(DbTime(now))
                 .execute(&mut *tx)
                 .await?;
+                if before.iter().any(|(c, d)| c == code && *d != r.deadline) {
+                    // No index leads with the jurisdiction: this reads the campaign's rows, which a
+                    // changed deadline (rare, and before sending in practice) is worth.
+                    moved += sqlx::query(
+                        "UPDATE recipients SET deadline_day = $3 WHERE campaign_id = $1 \
+                         AND coalesce(jurisdiction, '') = $2 AND deadline_day <> $3",
+                    )
+                    .bind(campaign_id)
+                    .bind(code)
+                    .bind(deadline_day(r.deadline))
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                }
             }
             tx.commit().await?;
-            Ok(())
+            Ok(moved)
         })
     }
 

@@ -427,7 +427,7 @@ impl Store {
 
     /// Leases up to `request.limit` due email recipients of a campaign to `request.instance` until
     /// `now + lease`: first deferred rows whose retry time has come, then queued rows after `cursor`
-    /// (up to `upper`) in id order. Rows leased to another live instance are skipped; rows whose lease
+    /// (with ids up to `upper`) in claim order: earliest deadline first, then id ([`ClaimPosition`]). Rows leased to another live instance are skipped; rows whose lease
     /// expired are due again. Under a daily cap the claim holds it for the whole cluster: what was
     /// sent today plus what every live daemon holds never exceeds the cap (on PostgreSQL the claims of
     /// one capped campaign take turns; on SQLite, one daemon, the daemon's own holds are all there is).

@@ -259,6 +259,8 @@ pub struct NewRecipient {
     pub channel: Channel,
     /// The import that brought this recipient in, if any.
     pub import_id: Option<i64>,
+    /// The recipient's deadline as a day number ([`ClaimPosition`]); 0 without one.
+    pub deadline_day: i32,
 }
 
 /// The reconciliation of one imported list: `read = accepted + rejected + duplicates`.
@@ -327,6 +329,8 @@ pub struct ImportRecord {
 pub struct Recipient {
     pub id: i64,
     pub campaign_id: i64,
+    /// The first key of the claim order ([`ClaimPosition`]).
+    pub deadline_day: i32,
     pub customer_id: String,
     pub email: Option<String>,
     pub first_name: Option<String>,
@@ -366,10 +370,10 @@ pub struct Recipient {
 /// A batch of work leased to one instance.
 #[derive(Debug, Clone, Default)]
 pub struct Claim {
-    /// The leased recipients, in id order.
+    /// The leased recipients, in claim order ([`ClaimPosition`]).
     pub recipients: Vec<Recipient>,
-    /// Resume the fresh-work scan after this id next time.
-    pub cursor: i64,
+    /// Resume the fresh-work scan after this position next time.
+    pub cursor: ClaimPosition,
     /// The fresh-work scan found nothing more after the cursor: start again from 0 next time, to pick
     /// up rows whose lease expired behind the cursor.
     pub exhausted: bool,
@@ -379,23 +383,24 @@ pub struct Claim {
 
 impl Claim {
     /// The claim made of the deferred rows and the fresh rows one claim leased, when it asked for
-    /// `asked_fresh` fresh ones after `cursor`: in id order, with the cursor moved past the fresh rows.
+    /// `asked_fresh` fresh ones after `cursor`: in claim order, with the cursor moved past the fresh
+    /// rows.
     pub(super) fn from_leased(
         retries: Vec<Recipient>,
         fresh: Vec<Recipient>,
         asked_fresh: i64,
-        cursor: i64,
+        cursor: ClaimPosition,
     ) -> Claim {
         let exhausted = (fresh.len() as i64) < asked_fresh;
         let next_cursor = fresh
             .iter()
-            .map(|r| r.id)
+            .map(ClaimPosition::of)
             .max()
             .unwrap_or(cursor)
             .max(cursor);
         let mut recipients = retries;
         recipients.extend(fresh);
-        recipients.sort_by_key(|r| r.id);
+        recipients.sort_by_key(ClaimPosition::of);
         Claim {
             recipients,
             cursor: next_cursor,
@@ -403,6 +408,48 @@ impl Claim {
             cap_reached: false,
         }
     }
+}
+
+/// Where a campaign's fresh claims stand in the claim order: the recipients' deadline day (days since
+/// 1970-01-01 of their jurisdiction's deadline, 0 when the campaign has none), then queue order (id).
+/// Fresh work is claimed after the position, earliest deadline first (docs/deadlines.md).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ClaimPosition {
+    pub deadline_day: i32,
+    pub id: i64,
+}
+
+/// A position in a campaign without deadlines (every deadline day 0): after this id, in queue order.
+impl From<i64> for ClaimPosition {
+    fn from(id: i64) -> Self {
+        ClaimPosition {
+            deadline_day: 0,
+            id,
+        }
+    }
+}
+
+impl ClaimPosition {
+    /// Before every recipient: a scan from the start.
+    pub const START: ClaimPosition = ClaimPosition {
+        deadline_day: i32::MIN,
+        id: 0,
+    };
+
+    /// The position of a claimed recipient.
+    pub fn of(r: &Recipient) -> ClaimPosition {
+        ClaimPosition {
+            deadline_day: r.deadline_day,
+            id: r.id,
+        }
+    }
+}
+
+/// A deadline as the day number recipients carry ([`ClaimPosition::deadline_day`]): days since
+/// 1970-01-01.
+pub fn deadline_day(deadline: chrono::NaiveDate) -> i32 {
+    let days = (deadline - chrono::DateTime::UNIX_EPOCH.date_naive()).num_days();
+    i32::try_from(days).unwrap_or(i32::MAX)
 }
 
 /// A campaign's daily cap, for a claim that must respect it across the cluster.
@@ -431,8 +478,8 @@ impl DailyCap {
 pub struct ClaimRequest<'a> {
     pub campaign_id: i64,
     pub instance: &'a str,
-    /// Fresh rows are taken after this id (the caller's scan position).
-    pub cursor: i64,
+    /// Fresh rows are taken after this position (the caller's scan position).
+    pub cursor: ClaimPosition,
     /// Fresh rows are taken up to this id (the end of the released waves; `i64::MAX`: no end).
     pub upper: i64,
     pub limit: u32,

@@ -16,7 +16,7 @@ pub(super) const CAMPAIGN_COLUMNS: &str = "id, name, state, definition, content_
     updated_at, started_at, finished_at";
 
 /// The `recipients` columns a [`Recipient`] reads.
-pub(super) const RECIPIENT_COLUMNS: &str = "id, campaign_id, customer_id, email, first_name, \
+pub(super) const RECIPIENT_COLUMNS: &str = "id, campaign_id, deadline_day, customer_id, email, first_name, \
     last_name, locale, jurisdiction, electronic_consent, address1, address2, city, region, \
     postal_code, country, attributes, channel, status, attempts, next_attempt_at, retry_due_at, \
     lease_owner, lease_expires_at, message_id, last_code, last_reply, fail_reason, postal_followup, \

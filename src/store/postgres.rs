@@ -123,23 +123,23 @@ impl PgStore {
         let mut tx = self.pool.begin().await?;
         asynchronous_commit(&mut tx).await?;
         sqlx::query(
-            "CREATE TEMP TABLE IF NOT EXISTS bn_staging_v2 (campaign_id BIGINT, customer_id TEXT, \
+            "CREATE TEMP TABLE IF NOT EXISTS bn_staging_v3 (campaign_id BIGINT, customer_id TEXT, \
              email TEXT, first_name TEXT, last_name TEXT, locale TEXT, jurisdiction TEXT, \
              electronic_consent BOOLEAN, address1 TEXT, address2 TEXT, city TEXT, region TEXT, \
              postal_code TEXT, country TEXT, attributes JSON, channel TEXT, status TEXT, import_id BIGINT, \
-             ord BIGINT GENERATED ALWAYS AS IDENTITY) ON COMMIT DELETE ROWS",
+             deadline_day INTEGER, ord BIGINT GENERATED ALWAYS AS IDENTITY) ON COMMIT DELETE ROWS",
         )
         .execute(&mut *tx)
         .await?;
         let mut copy = tx
             .copy_in_raw(&format!(
-                "COPY bn_staging_v2 ({COPY_COLUMNS}) FROM STDIN WITH (FORMAT binary)"
+                "COPY bn_staging_v3 ({COPY_COLUMNS}) FROM STDIN WITH (FORMAT binary)"
             ))
             .await?;
         copy.send(batch.data.as_slice()).await?;
         copy.finish().await?;
         let stored: Vec<(String, Option<String>)> = sqlx::query_as(audited!(
-            "INSERT INTO recipients ({COPY_COLUMNS}) SELECT {COPY_COLUMNS} FROM bn_staging_v2 \
+            "INSERT INTO recipients ({COPY_COLUMNS}) SELECT {COPY_COLUMNS} FROM bn_staging_v3 \
              ORDER BY ord ON CONFLICT (campaign_id, customer_id) DO NOTHING RETURNING channel, email"
         ))
         .fetch_all(&mut *tx)
@@ -318,17 +318,17 @@ async fn claim_in(
     let remaining = i64::from(limit) - retries.len() as i64;
     let mut fresh = Vec::new();
     if remaining > 0 {
-        // Fresh rows by key range: the (campaign_id, id) index never changes, so it costs the
-        // status updates nothing. Rows leased by others are skipped; if their owner dies, they are
-        // found again when the caller restarts the scan from 0.
+        // Fresh rows in claim order from the position. Rows leased by others are skipped; if their
+        // owner dies, they are found again when the caller restarts the scan from the start.
         fresh = sqlx::query_as(audited!(
             "WITH due AS ({DUE_FRESH} FOR UPDATE SKIP LOCKED) \
-             UPDATE recipients r SET lease_owner = $6, lease_expires_at = $7 FROM due \
+             UPDATE recipients r SET lease_owner = $7, lease_expires_at = $8 FROM due \
              WHERE r.id = due.id RETURNING {}",
             prefixed("r", RECIPIENT_COLUMNS)
         ))
         .bind(request.campaign_id)
-        .bind(request.cursor)
+        .bind(request.cursor.deadline_day)
+        .bind(request.cursor.id)
         .bind(request.upper)
         .bind(now)
         .bind(remaining)
@@ -512,7 +512,7 @@ fn lower_holds(instance: &str) -> String {
 /// The recipients columns a batch's COPY data holds, in order.
 const COPY_COLUMNS: &str = "campaign_id, customer_id, email, first_name, last_name, locale, \
     jurisdiction, electronic_consent, address1, address2, city, region, postal_code, country, \
-    attributes, channel, status, import_id";
+    attributes, channel, status, import_id, deadline_day";
 
 /// A batch of recipients encoded as `COPY … (FORMAT binary)` data ([`COPY_COLUMNS`]), repeats within
 /// the batch dropped (the first stays). Binary rather than CSV: PostgreSQL then has no CSV to parse
@@ -533,7 +533,7 @@ impl CopyBatch {
     /// (-1: NULL) and its bytes (text as UTF-8, bigint as 8 bytes, boolean as 1), all big-endian, and
     /// -1 as the trailer.
     pub(super) fn encode(campaign_id: i64, rows: &[NewRecipient]) -> Result<CopyBatch> {
-        const FIELDS: i16 = 18;
+        const FIELDS: i16 = 19;
         fn text(v: &Option<String>) -> Option<&[u8]> {
             v.as_deref().map(str::as_bytes)
         }
@@ -588,6 +588,7 @@ impl CopyBatch {
             field(Some(r.channel.as_str().as_bytes()));
             field(Some(status.as_str().as_bytes()));
             field(r.import_id.map(i64::to_be_bytes).as_ref().map(|b| &b[..]));
+            field(Some(&r.deadline_day.to_be_bytes()));
         }
         data.extend_from_slice(&(-1i16).to_be_bytes());
         Ok(CopyBatch {
@@ -608,20 +609,20 @@ pub const DUE_RETRIES: &str = "SELECT id FROM recipients WHERE campaign_id = $1 
      AND status = 'deferred' AND (lease_expires_at IS NULL OR lease_expires_at <= $2) \
      ORDER BY retry_due_at LIMIT $3";
 
-/// The queued recipients of a campaign after the cursor ($1 campaign, $2 cursor, $3 upper bound of the
-/// open wave, $4 now, $5 limit), in id order. The campaign is compared as `= ANY (ARRAY[$1])` and the
-/// order is `campaign_id, id` on purpose. With `campaign_id = $1 … ORDER BY id`, PostgreSQL may answer
-/// through the primary key, which gives id order too, assuming the campaign's rows spread evenly over
-/// the ids: from cursor 0 (the start, every rescan) it then walked every earlier campaign's ids, and
-/// their rows, to reach this one's. `= ANY` makes no constant of `campaign_id` for the planner, so only
-/// recipients_campaign_id gives the order (the primary key is still used, with a sort, for an id range
-/// too narrow to matter), while nbtree still treats it as an equality, so the scan stops at `$3` (a
-/// range bound such as `campaign_id >= $1 AND campaign_id <= $1` would read on to the campaign's end).
-/// The claim plans it with its parameters (`plan_cache_mode`, see `claim`): a generic plan cannot see
-/// that cursor 0 is the start of the table. Public for the plan checks of tests/it/store_conformance.rs.
+/// The queued recipients of a campaign after the claim position ($1 campaign, $2 and $3 the position's
+/// deadline day and id, $4 the upper id bound of the released waves, $5 now, $6 limit), earliest
+/// deadline first, then in id order, through recipients_claim_order (migration 14): a partial index of
+/// the queue, walked from the position and stopped after LIMIT rows. The row comparison
+/// `(deadline_day, id) > ($2, $3)` is the walk's start key; the waves' bound on the id is checked on
+/// the index entries on the way (a first wave of 1 % skips about 99 entries for each of its rows).
+/// The campaign is compared as `= ANY (ARRAY[$1])` and the order is `campaign_id, deadline_day, id` on
+/// purpose: `= ANY` makes no constant of `campaign_id` for the planner, so that only the index gives
+/// the order, and nbtree still treats it as an equality, so the walk stays within the campaign. The
+/// claim plans it with its parameters (`plan_cache_mode`, see `claim`): a generic plan cannot see that
+/// the position is the start of the queue. Public for the plan checks of tests/it/store_conformance.rs.
 pub const DUE_FRESH: &str = "SELECT id FROM recipients WHERE campaign_id = ANY (ARRAY[$1::bigint]) \
-     AND id > $2 AND id <= $3 AND status = 'queued' \
-     AND (lease_expires_at IS NULL OR lease_expires_at <= $4) ORDER BY campaign_id, id LIMIT $5";
+     AND (deadline_day, id) > ($2, $3) AND id <= $4 AND status = 'queued' \
+     AND (lease_expires_at IS NULL OR lease_expires_at <= $5) ORDER BY campaign_id, deadline_day, id LIMIT $6";
 
 /// What a claim's transaction may do, set in one round trip ($1 the claim tag, $2 the timeout in ms),
 /// so that the claims read only the rows they return plus the rows they skip, at any size and whatever

@@ -29,10 +29,12 @@ pub const DUE_RETRIES: &str = "SELECT id FROM recipients WHERE campaign_id = $1 
      AND status = 'deferred' AND (lease_expires_at IS NULL OR lease_expires_at <= $2) \
      ORDER BY retry_due_at LIMIT $3";
 
-/// The queued recipients of a campaign after the cursor ($1 campaign, $2 cursor, $3 upper bound of the
-/// open wave, $4 now in ms, $5 limit), in id order, through recipients_campaign_id.
-pub const DUE_FRESH: &str = "SELECT id FROM recipients WHERE campaign_id = $1 AND id > $2 AND id <= $3 \
-     AND status = 'queued' AND (lease_expires_at IS NULL OR lease_expires_at <= $4) ORDER BY id LIMIT $5";
+/// The queued recipients of a campaign after the claim position ($1 campaign, $2 and $3 the position's
+/// deadline day and id, $4 the upper id bound of the released waves, $5 now in ms, $6 limit), earliest
+/// deadline first, then in id order, through recipients_claim_order (as on PostgreSQL, see there).
+pub const DUE_FRESH: &str = "SELECT id FROM recipients WHERE campaign_id = $1 \
+     AND (deadline_day, id) > ($2, $3) AND id <= $4 AND status = 'queued' \
+     AND (lease_expires_at IS NULL OR lease_expires_at <= $5) ORDER BY deadline_day, id LIMIT $6";
 
 /// Nothing to lock before a wave's release: one writer at a time on SQLite, so nothing changes between
 /// the count and the triggers.
@@ -132,8 +134,8 @@ impl SqliteStore {
             let added = sqlx::query(
                 "INSERT INTO recipients (campaign_id, customer_id, email, first_name, last_name, locale, \
                  jurisdiction, electronic_consent, address1, address2, city, region, postal_code, country, \
-                 attributes, channel, status, import_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, \
-                 $15, $16, $17, $18) \
+                 attributes, channel, status, import_id, deadline_day) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, \
+                 $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19) \
                  ON CONFLICT (campaign_id, customer_id) DO NOTHING",
             )
             .bind(campaign_id)
@@ -154,6 +156,7 @@ impl SqliteStore {
             .bind(r.channel)
             .bind(status)
             .bind(r.import_id)
+            .bind(r.deadline_day)
             .execute(&mut *tx)
             .await
             .map_err(|e| foreign_key_to_unknown_campaign(e, campaign_id))?
@@ -266,11 +269,12 @@ impl SqliteStore {
         let mut fresh = Vec::new();
         if remaining > 0 {
             fresh = sqlx::query_as(audited!(
-                "UPDATE recipients SET lease_owner = $6, lease_expires_at = $7 WHERE id IN ({DUE_FRESH}) \
+                "UPDATE recipients SET lease_owner = $7, lease_expires_at = $8 WHERE id IN ({DUE_FRESH}) \
                  RETURNING {RECIPIENT_COLUMNS}"
             ))
             .bind(request.campaign_id)
-            .bind(request.cursor)
+            .bind(request.cursor.deadline_day)
+            .bind(request.cursor.id)
             .bind(request.upper)
             .bind(now)
             .bind(remaining)

@@ -64,6 +64,7 @@ fn recipient(
     Recipient {
         id,
         campaign_id: 7,
+        deadline_day: 0,
         customer_id: format!("C{id}"),
         email: Some(format!("c{id}@example.com")),
         first_name: Some(first_name.into()),

@@ -219,6 +219,7 @@ fn options(
         dry_run,
         actor: "test:intake".into(),
         progress: false,
+        deadline_days: Default::default(),
     }
 }
 

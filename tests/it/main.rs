@@ -14,6 +14,7 @@ mod cli;
 mod cluster;
 mod config;
 mod crash;
+mod deadline_order;
 mod deadlines;
 mod determination;
 mod dispatch;

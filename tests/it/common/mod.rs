@@ -22,7 +22,7 @@ use breach_notifier::campaign::{CampaignSpec, LocaleTemplates, RateSpec, SenderS
 use breach_notifier::config::{DatabaseSettings, Settings, SmtpTls, TransportKind};
 use breach_notifier::dispatch::{Dispatcher, RunMode};
 use breach_notifier::store::{
-    CampaignProgress, CampaignState, InsertOutcome, NewCampaign, NewRecipient, Store,
+    CampaignProgress, CampaignState, ClaimPosition, InsertOutcome, NewCampaign, NewRecipient, Store,
 };
 use breach_notifier::transport::Transport;
 use sqlx::Connection;
@@ -389,7 +389,6 @@ pub struct Running {
     pub metrics: Arc<breach_notifier::ops::metrics::Metrics>,
 }
 
-/// A minimal campaign in en-US: `text` as the text part (and in a `<p>` as the HTML part).
 /// A claim request as the store tests phrase one: no upper bound, no daily cap.
 pub fn request(
     campaign_id: i64,
@@ -402,7 +401,7 @@ pub fn request(
     breach_notifier::store::ClaimRequest {
         campaign_id,
         instance,
-        cursor,
+        cursor: ClaimPosition::from(cursor),
         upper: i64::MAX,
         limit,
         lease,
@@ -444,6 +443,7 @@ impl Claims for breach_notifier::store::Store {
     }
 }
 
+/// A minimal campaign in en-US: `text` as the text part (and in a `<p>` as the HTML part).
 pub fn spec(rate: Option<f64>, text: &str) -> CampaignSpec {
     let mut locales = std::collections::BTreeMap::new();
     locales.insert(
