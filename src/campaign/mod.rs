@@ -40,6 +40,8 @@ struct CampaignFile {
     name: String,
     /// A TOML date (`discovered_at = 2023-11-02`).
     discovered_at: Option<toml::value::Datetime>,
+    /// A TOML date (`determined_at = 2023-11-09`): when the breach was determined, if later.
+    determined_at: Option<toml::value::Datetime>,
     #[serde(default)]
     email_without_consent: bool,
     supplements: Option<i64>,
@@ -116,6 +118,10 @@ pub struct WaveSpec {
 pub struct CampaignSpec {
     pub name: String,
     pub discovered_at: Option<NaiveDate>,
+    /// When the company determined that a breach occurred: clocks the rules start at determination
+    /// count from it. Left out of the stored form when absent, so specs without it keep their hash.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub determined_at: Option<NaiveDate>,
     pub email_without_consent: bool,
     pub supplements: Option<i64>,
     pub default_locale: String,
@@ -144,7 +150,8 @@ impl CampaignSpec {
         let base = path.parent().unwrap_or(Path::new("."));
         let spec = CampaignSpec {
             name: file.name.clone(),
-            discovered_at: discovery_date(&at, file.discovered_at.as_ref())?,
+            discovered_at: plain_date(&at, "discovered_at", file.discovered_at.as_ref())?,
+            determined_at: plain_date(&at, "determined_at", file.determined_at.as_ref())?,
             email_without_consent: file.email_without_consent,
             supplements: file.supplements,
             default_locale: file.default_locale.clone(),
@@ -185,10 +192,34 @@ impl CampaignSpec {
     /// As [`CampaignSpec::check`], with the key the problem is at (`["sender", "from"]`), so that a
     /// campaign file's error can name its line.
     fn check_at(&self) -> Result<(), Problem> {
+        self.check_dates()?;
         self.check_locales()?;
         self.check_sender()?;
         self.check_rate()?;
         self.check_waves()
+    }
+
+    /// A determination date needs the discovery date and never precedes it (the deadline arithmetic
+    /// relies on that: a clock from determination is never earlier than one from discovery).
+    fn check_dates(&self) -> Result<(), Problem> {
+        let Some(determined) = self.determined_at else {
+            return Ok(());
+        };
+        match self.discovered_at {
+            None => Err((
+                key(&["determined_at"]),
+                format!(
+                    "determined_at = {determined} needs discovered_at too: deadlines count from discovery"
+                ),
+            )),
+            Some(discovered) if determined < discovered => Err((
+                key(&["determined_at"]),
+                format!(
+                    "determined_at = {determined} is before discovered_at = {discovered}: a breach is determined on or after its discovery"
+                ),
+            )),
+            Some(_) => Ok(()),
+        }
     }
 
     /// A name, templates for the default locale, and one-line subjects.
@@ -366,9 +397,10 @@ impl FileAt<'_> {
     }
 }
 
-/// `discovered_at`: a plain date, or nothing.
-fn discovery_date(
+/// `discovered_at` or `determined_at` (`name`): a plain date, or nothing.
+fn plain_date(
     at: &FileAt<'_>,
+    name: &str,
     value: Option<&toml::value::Datetime>,
 ) -> Result<Option<NaiveDate>, CampaignFileError> {
     let Some(d) = value else {
@@ -384,8 +416,8 @@ fn discovery_date(
     }
     .ok_or_else(|| {
         at.key(
-            &["discovered_at"],
-            format!("discovered_at = {d}: expected a plain date such as 2023-11-02"),
+            &[name],
+            format!("{name} = {d}: expected a plain date such as 2023-11-02"),
         )
     })
     .map(Some)
@@ -432,6 +464,7 @@ impl From<&CampaignSpec> for crate::store::NewCampaign {
             content_hash: spec.content_hash(),
             email_without_consent: spec.email_without_consent,
             discovered_at: spec.discovered_at,
+            determined_at: spec.determined_at,
             supplements: spec.supplements,
         }
     }

@@ -95,6 +95,10 @@ pub enum Command {
     #[command(subcommand)]
     Rules(RulesCommand),
 
+    /// Reports for counsel: which regulators and credit bureaus must hear, by when, with what.
+    #[command(subcommand)]
+    Report(ReportCommand),
+
     /// Run the whole thing end to end on the embedded default (SQLite, .eml files in ./outbox/), with
     /// the example campaign and 1,000 synthetic customers.
     Demo,
@@ -234,4 +238,34 @@ pub struct TransitionArgs {
     /// Why, recorded in the campaign's history.
     #[arg(long)]
     pub reason: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ReportCommand {
+    /// Every regulator of the jurisdictions among a campaign's recipients (and of the sector rules)
+    /// with its threshold met or not and the count compared, the date its notice is due, the dates
+    /// consumer notices went out, what its form asks; credit-bureau duties and substitute notice the
+    /// same way. Not legal advice (docs/regulators.md).
+    Regulators(ReportArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    #[arg(long, value_name = "ID")]
+    pub campaign: i64,
+    #[arg(long, value_enum, default_value = "csv")]
+    pub format: ReportFormat,
+    /// Count only what happened up to the end of this day (UTC), YYYY-MM-DD: what was known then.
+    #[arg(long, value_name = "DATE")]
+    pub as_of: Option<chrono::NaiveDate>,
+    /// Output file (default: standard output).
+    #[arg(long, short = 'o', value_name = "FILE")]
+    pub output: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ReportFormat {
+    Csv,
+    Json,
+    Md,
 }

@@ -129,8 +129,9 @@ pub async fn refresh(
 fn breach_dates(campaign: &Campaign) -> Option<BreachDates> {
     Some(BreachDates {
         discovered: campaign.discovered_at?,
-        // Clocks that start at determination start at discovery (the earlier reading, rules::deadline).
-        determined: None,
+        // Without a determination date, clocks that start at determination start at discovery (the
+        // earlier reading, rules::deadline).
+        determined: campaign.determined_at,
     })
 }
 

@@ -13,6 +13,7 @@ mod campaign;
 mod daemon;
 pub mod deadlines;
 mod export;
+pub mod report;
 mod rules;
 mod status;
 
@@ -71,6 +72,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Bounce(cmd) => {
             let store = open(&loaded.settings).await?;
             bounce::run(&store, &loaded.settings, cmd).await
+        }
+        Command::Report(args::ReportCommand::Regulators(args)) => {
+            let store = open(&loaded.settings).await?;
+            report::regulators(&store, &loaded.settings.rules, &args).await
         }
     }
 }

@@ -15,6 +15,7 @@
 
 pub mod deadline;
 mod load;
+pub mod report;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

@@ -59,6 +59,7 @@ pub(crate) mod model;
 pub(crate) mod notifications;
 mod portable;
 pub mod postgres;
+pub mod report;
 pub(crate) mod schema;
 pub mod sqlite;
 pub(crate) mod time;

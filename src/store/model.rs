@@ -198,6 +198,8 @@ pub struct NewCampaign {
     pub content_hash: String,
     pub email_without_consent: bool,
     pub discovered_at: Option<NaiveDate>,
+    /// When the company determined that a breach occurred, if the campaign file says.
+    pub determined_at: Option<NaiveDate>,
     pub supplements: Option<i64>,
 }
 
@@ -210,6 +212,7 @@ pub struct Campaign {
     pub content_hash: String,
     pub email_without_consent: bool,
     pub discovered_at: Option<NaiveDate>,
+    pub determined_at: Option<NaiveDate>,
     pub supplements: Option<i64>,
     pub state_reason: Option<String>,
     #[sqlx(try_from = "DbTime")]

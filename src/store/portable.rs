@@ -12,8 +12,8 @@ use super::*;
 
 /// The `campaigns` columns a [`Campaign`] reads.
 pub(super) const CAMPAIGN_COLUMNS: &str = "id, name, state, definition, content_hash, \
-    email_without_consent, discovered_at, supplements, state_reason, created_at, updated_at, \
-    started_at, finished_at";
+    email_without_consent, discovered_at, determined_at, supplements, state_reason, created_at, \
+    updated_at, started_at, finished_at";
 
 /// The `recipients` columns a [`Recipient`] reads.
 pub(super) const RECIPIENT_COLUMNS: &str = "id, campaign_id, deadline_day, customer_id, email, first_name, \
@@ -51,14 +51,15 @@ impl Store {
         let id: i64 = with_pool!(self, pool => {
             sqlx::query_scalar(
                 "INSERT INTO campaigns (name, definition, content_hash, email_without_consent, \
-                 discovered_at, supplements, change_actor) VALUES ($1, $2, $3, $4, $5, $6, $7) \
-                 RETURNING id",
+                 discovered_at, determined_at, supplements, change_actor) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
             )
             .bind(&c.name)
             .bind(&c.definition)
             .bind(&c.content_hash)
             .bind(c.email_without_consent)
             .bind(c.discovered_at)
+            .bind(c.determined_at)
             .bind(c.supplements)
             .bind(actor)
             .fetch_one(pool)

@@ -981,6 +981,26 @@ fn bad_campaign_files_are_refused_with_file_line_and_reason() {
             reason: "expected a plain date such as 2023-11-02",
         },
         Case {
+            what: "a determination before the discovery",
+            toml: GOOD_TOML.replacen(
+                "default_locale",
+                "determined_at = 2024-01-10\ndefault_locale",
+                1,
+            ),
+            template: None,
+            file: "campaign.toml",
+            line: 3,
+            reason: "determined_at = 2024-01-10 is before discovered_at = 2024-01-15",
+        },
+        Case {
+            what: "a determination without a discovery",
+            toml: replace_line(2, "determined_at = 2024-01-20"),
+            template: None,
+            file: "campaign.toml",
+            line: 2,
+            reason: "determined_at = 2024-01-20 needs discovered_at too",
+        },
+        Case {
             what: "empty subject",
             toml: replace_line(10, "subject = \"  \""),
             template: None,

@@ -32,6 +32,7 @@ fn spec() -> CampaignSpec {
     CampaignSpec {
         name: "crash test".into(),
         discovered_at: None,
+        determined_at: None,
         email_without_consent: false,
         supplements: None,
         default_locale: "en-US".into(),

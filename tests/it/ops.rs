@@ -43,6 +43,7 @@ fn spec() -> CampaignSpec {
     CampaignSpec {
         name: "ops test".into(),
         discovered_at: None,
+        determined_at: None,
         email_without_consent: false,
         supplements: None,
         default_locale: "en-US".into(),

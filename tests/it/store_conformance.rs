@@ -56,6 +56,7 @@ fn new_campaign(name: &str) -> NewCampaign {
         content_hash: "abc123".into(),
         email_without_consent: false,
         discovered_at: Some(chrono::NaiveDate::from_ymd_opt(2026, 1, 1).unwrap()),
+        determined_at: None,
         supplements: None,
     }
 }

@@ -294,6 +294,7 @@ impl<'a> CampaignBuilder<'a> {
                 content_hash: "test".into(),
                 email_without_consent: false,
                 discovered_at: None,
+                determined_at: None,
                 supplements: None,
             },
             rows: &[],
@@ -306,6 +307,7 @@ impl<'a> CampaignBuilder<'a> {
     pub fn spec(mut self, spec: &CampaignSpec) -> Self {
         self.new.name = spec.name.clone();
         self.new.discovered_at = spec.discovered_at;
+        self.new.determined_at = spec.determined_at;
         self.new.definition = spec.to_stored();
         self.new.content_hash = spec.content_hash();
         self
@@ -455,6 +457,7 @@ pub fn spec(rate: Option<f64>, text: &str) -> CampaignSpec {
     CampaignSpec {
         name: "test campaign".into(),
         discovered_at: None,
+        determined_at: None,
         email_without_consent: false,
         supplements: None,
         default_locale: "en-US".into(),
