@@ -25,6 +25,7 @@ pub async fn run(
         CampaignCommand::Show { id } => show(store, id).await?,
         CampaignCommand::Start(a) => {
             let id = a.id;
+            content_check(store, rules, id).await?;
             transition(store, a, Running, Draft).await?;
             // Recomputed at start: the rules file may have changed since the import.
             let campaign = store.require_campaign(id).await?;
@@ -55,7 +56,7 @@ async fn create(
 ) -> anyhow::Result<()> {
     let spec = CampaignSpec::load(file)?;
     // A broken rules file stops here, before the campaign is stored.
-    crate::rules::load(rules)?;
+    let loaded = crate::rules::load(rules)?;
     if let Some(s) = spec.supplements
         && store.campaign(s).await?.is_none()
     {
@@ -64,6 +65,9 @@ async fn create(
             file.display()
         );
     }
+    // Last before storing: it prints notes, which a refusal above must not follow.
+    super::content::check_new(&spec, &loaded)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
     let id = store
         .create_campaign(&NewCampaign::from(&spec), &cli_actor())
         .await?;
@@ -114,6 +118,32 @@ async fn show(store: &Store, id: i64) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// The content checks of a draft about to start (docs/content-checks.md); any other state is left to
+/// the transition's own refusal.
+async fn content_check(store: &Store, rules: &RulesSettings, id: i64) -> anyhow::Result<()> {
+    let campaign = store.require_campaign(id).await?;
+    if campaign.state != CampaignState::Draft {
+        return Ok(());
+    }
+    // A template that does not render is the pre-flight's to report, in the transition.
+    if preflight::check(store, &campaign)
+        .await?
+        .problem()
+        .is_some()
+    {
+        return Ok(());
+    }
+    let rules = crate::rules::load(rules)?;
+    match super::content::check_stored(store, &rules, &campaign).await {
+        Ok(0) => Ok(()),
+        Ok(n) => {
+            eprintln!("content checks: {n} jurisdiction(s) with content rules passed");
+            Ok(())
+        }
+        Err(e) => bail!("campaign {id} cannot start: {e}"),
+    }
 }
 
 /// `start` only leaves draft and `resume` only leaves paused, even though running can be reached from
