@@ -250,28 +250,39 @@ pub async fn test_send(
             bail!("--to {seed:?} is not a valid email address");
         }
     }
-    // One real recipient per locale (or the one asked for); a made-up one when the campaign has none.
+    // One real recipient per notice, that is per locale and `[by_jurisdiction]` variant (or the one
+    // asked for); made-up ones when the campaign has none.
     let samples = match customer {
         Some(c) => vec![by_customer(store, campaign_id, c).await?],
         None => {
-            let mut by_locale = std::collections::BTreeMap::new();
+            let mut by_notice = std::collections::BTreeMap::new();
             for r in store.sample_recipients(campaign_id, 500).await? {
-                by_locale
-                    .entry(templates.locale_for(r.locale.as_deref()))
-                    .or_insert(r);
+                let variant = templates.variant_for(r.jurisdiction.as_deref());
+                let key = (
+                    variant.map(str::to_string),
+                    templates.locale_for(r.locale.as_deref()),
+                );
+                by_notice.entry(key).or_insert(r);
             }
-            by_locale.into_values().collect()
+            by_notice.into_values().collect()
         }
     };
     let mut rendered = Vec::new();
     for r in &samples {
-        rendered.push((r.id, templates.render(r)?));
+        let variant = templates.variant_for(r.jurisdiction.as_deref());
+        rendered.push((r.id, variant.map(str::to_string), templates.render(r)?));
     }
     if rendered.is_empty() {
         let attributes = serde_json::Map::new();
-        let sample = crate::campaign::template::sample_recipient(&attributes);
-        for locale in templates.locales() {
-            rendered.push((0, templates.render_in(locale, &sample)?));
+        let mut sample = crate::campaign::template::sample_recipient(&attributes);
+        let general = sample.jurisdiction;
+        let variants = templates.variants().iter().map(|v| Some(v.as_str()));
+        for code in std::iter::once(general).chain(variants) {
+            sample.jurisdiction = code;
+            let variant = templates.variant_for(code).map(str::to_string);
+            for locale in templates.locales() {
+                rendered.push((0, variant.clone(), templates.render_in(locale, &sample)?));
+            }
         }
     }
     let transport = crate::transport::Transport::from_settings(&settings.transport)?;
@@ -280,16 +291,23 @@ pub async fn test_send(
     let sender = message::Sender::of(&spec)?;
     let mut failures = 0;
     for seed in seeds {
-        for (recipient_id, r) in &rendered {
+        for (recipient_id, variant, r) in &rendered {
             let out = sender.build_sample(campaign_id, *recipient_id, seed, r, dkim.as_ref())?;
-            let name = format!("test-{campaign_id}-{recipient_id}-{}", r.locale);
+            // The notice's template: `en-US`, or `US-MA/en-US` for a jurisdiction's own.
+            let notice = match variant {
+                Some(code) => format!("{code}/{}", r.locale),
+                None => r.locale.clone(),
+            };
+            let name = format!(
+                "test-{campaign_id}-{recipient_id}-{}",
+                notice.replace('/', "-")
+            );
             let d = transport.send(&out, &name).await;
             let ok = d.outcome == crate::store::AttemptOutcome::Sent;
             failures += usize::from(!ok);
             println!(
-                "{} sample ({}, recipient row {recipient_id}) to {seed}: {} {}",
+                "{} sample ({notice}, recipient row {recipient_id}) to {seed}: {} {}",
                 if ok { "sent" } else { "FAILED" },
-                r.locale,
                 d.code.map(|c| c.to_string()).unwrap_or_default(),
                 d.reply
             );
