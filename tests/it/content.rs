@@ -243,6 +243,34 @@ fn bad_variant_tables_are_refused_with_file_line_and_key() {
     assert!(err.contains("template US-MA/en-US/text line "), "{err}");
 }
 
+#[test]
+fn rules_show_says_what_is_checked_in_notices() {
+    let dir = tempfile::tempdir().unwrap();
+    let show = |code: &str| {
+        let o = common::command(dir.path())
+            .args(["rules", "show", code])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let ma = show("US-MA");
+    assert!(
+        ma.contains("checked in notices: not \"nature of the breach of security or unauthorized acquisition or use\" (9 variables,")
+            && ma.contains("not \"number of Massachusetts residents affected\"")
+            && ma.contains("cited: MA_STAT"),
+        "{ma}"
+    );
+    let ca = show("US-CA");
+    assert!(
+        ca.contains(
+            "checked in notices: the required headings, in order; cited: CA_STAT, CA_LEX2015"
+        ),
+        "{ca}"
+    );
+    assert!(!show("US-TX").contains("checked in notices"));
+}
+
 // ---------------------------------------------------------------------------------------------
 // Through the binary
 
