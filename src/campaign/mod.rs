@@ -529,7 +529,7 @@ fn template_error(
 /// The template files a stored campaign's file names for a locale (of a variant), as written there
 /// (relative to the campaign file): `(text, html)`. For messages that name a template after the
 /// campaign was stored; `None` if the stored file cannot be read back.
-pub fn template_paths(
+pub(crate) fn template_paths(
     spec: &CampaignSpec,
     variant: Option<&str>,
     locale: &str,

@@ -58,7 +58,7 @@ fn template_name(variant: Option<&str>, locale: &str, part: &str) -> String {
 }
 
 /// A template's name taken apart: `(variant, locale, part)`.
-pub fn split_name(name: &str) -> (Option<&str>, &str, &str) {
+pub(crate) fn split_name(name: &str) -> (Option<&str>, &str, &str) {
     let (rest, part) = name.rsplit_once('/').unwrap_or((name, ""));
     match rest.split_once('/') {
         Some((code, locale)) => (Some(code), locale, part),

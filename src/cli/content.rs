@@ -65,7 +65,7 @@ impl std::fmt::Display for Finding {
 }
 
 /// The findings as one line: the first [`SHOWN`], then how many more.
-pub fn describe(findings: &[Finding]) -> String {
+pub(crate) fn describe(findings: &[Finding]) -> String {
     let mut codes: Vec<&str> = findings.iter().map(|f| f.code.as_str()).collect();
     codes.dedup();
     let shown: Vec<String> = findings
@@ -147,7 +147,7 @@ pub fn assess_new(spec: &CampaignSpec, rules: &Rules) -> anyhow::Result<NewAsses
 
 /// `campaign create`: refuses a variant that fails its own jurisdiction's rules; prints, as notes,
 /// how the general notice fares against every other jurisdiction with content rules.
-pub fn check_new(spec: &CampaignSpec, rules: &Rules) -> anyhow::Result<()> {
+pub(crate) fn check_new(spec: &CampaignSpec, rules: &Rules) -> anyhow::Result<()> {
     let a = assess_new(spec, rules)?;
     if !a.refused.is_empty() {
         bail!("{}", describe(&a.refused));
@@ -180,7 +180,7 @@ pub fn check_new(spec: &CampaignSpec, rules: &Rules) -> anyhow::Result<()> {
 /// `campaign start`: every jurisdiction present among the campaign's recipients, each against the
 /// notice its residents get, rendered for a real recipient of the campaign. Returns the number of
 /// jurisdictions checked, or the findings as the error.
-pub async fn check_stored(
+pub(crate) async fn check_stored(
     store: &Store,
     rules: &Rules,
     campaign: &Campaign,

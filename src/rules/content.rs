@@ -35,7 +35,7 @@ const SCALE_WORDS: &[&str] = &[
 
 /// A text reduced to lower-case words separated by one space, with a space at each end, so that a
 /// whole-word phrase is a plain substring (` cyber attack `).
-pub fn words(text: &str) -> String {
+fn words(text: &str) -> String {
     let mut out = String::with_capacity(text.len() + 2);
     out.push(' ');
     let mut space = true;
@@ -57,7 +57,7 @@ pub fn words(text: &str) -> String {
 /// The text a reader sees in an HTML notice, one block per line: every tag ends a line, `<style>`
 /// and `<script>` bodies and comments are dropped, and the common entities are decoded. Enough for
 /// headings and phrases; not a renderer.
-pub fn html_text(html: &str) -> String {
+pub(crate) fn html_text(html: &str) -> String {
     let mut out = String::with_capacity(html.len());
     let mut rest = html;
     while let Some(open) = rest.find('<') {
@@ -122,7 +122,7 @@ fn is_heading(line: &str, heading: &str) -> bool {
 
 /// The first problem with the required headings of `text` (one heading per line, in order), or
 /// `None`. Lines are searched from the top: each heading must come on a line after the previous one.
-pub fn check_headings(headings: &[String], text: &str) -> Option<String> {
+pub(crate) fn check_headings(headings: &[String], text: &str) -> Option<String> {
     let lines: Vec<&str> = text.lines().collect();
     let mut next = 0;
     let mut previous: Option<&str> = None;
@@ -157,7 +157,7 @@ fn quoted(items: &[String]) -> String {
 }
 
 /// What in the rendered `text` fails `check`: a listed phrase, or a number before a counted noun.
-pub fn check_forbidden_text(check: &ForbiddenCheck, text: &str) -> Option<String> {
+pub(crate) fn check_forbidden_text(check: &ForbiddenCheck, text: &str) -> Option<String> {
     let text = words(text);
     if let Some(p) = check
         .phrases
@@ -195,7 +195,7 @@ pub fn check_forbidden_text(check: &ForbiddenCheck, text: &str) -> Option<String
 /// The first of `check.variables` that a template's source uses inside `{{ }}` or `{% %}`, with its
 /// line: `(variable, line)`. Case is ignored; any part of a dotted path counts
 /// (`recipient.attributes.affected_count` uses `affected_count`).
-pub fn forbidden_variable(check: &ForbiddenCheck, source: &str) -> Option<(String, usize)> {
+pub(crate) fn forbidden_variable(check: &ForbiddenCheck, source: &str) -> Option<(String, usize)> {
     if check.variables.is_empty() {
         return None;
     }
