@@ -270,17 +270,19 @@ evidence_sql="
   ORDER BY r.id"
 postal_sql="
   SELECT r.customer_id, r.id AS recipient_id,
-         CASE WHEN r.status = 'failed' AND r.postal_followup
+         CASE WHEN r.status = 'bounced' AND r.postal_followup THEN 'email bounced after the relay accepted it'
+              WHEN r.status = 'failed' AND r.postal_followup
                 THEN 'email failed: ' || coalesce(r.fail_reason, 'no reason recorded')
               WHEN r.email IS NULL THEN 'no email address'
               WHEN NOT r.electronic_consent THEN 'no electronic consent'
               ELSE 'postal channel' END AS reason,
          r.first_name, r.last_name, r.address1, r.address2, r.city, r.region, r.postal_code, r.country,
-         r.locale, r.jurisdiction
+         r.locale, r.jurisdiction, dl.deadline
   FROM recipients r
+  LEFT JOIN campaign_deadlines dl ON dl.campaign_id = r.campaign_id AND dl.jurisdiction = coalesce(r.jurisdiction, '')
   WHERE r.campaign_id = $c_scale AND r.status <> 'cancelled'
-    AND ((r.status = 'failed' AND r.postal_followup) OR r.channel = 'postal' OR r.status = 'postal')
-  ORDER BY r.id"
+    AND ((r.status IN ('failed', 'bounced') AND r.postal_followup) OR r.channel = 'postal' OR r.status = 'postal')
+  ORDER BY dl.deadline NULLS LAST, r.id"
 export_max=0
 phases=()
 for kind in evidence postal; do

@@ -126,6 +126,74 @@ UNVERIFIED = {
 FILE_WIDE_UNVERIFIED = [2, 23, 24, 25]
 
 
+# The sources the content rules of an entry come from (cited when a notice fails them), by code.
+CONTENT_SOURCES = {
+    "US-CA": ["CA_STAT", "CA_LEX2015"],
+    "US-MA": ["MA_STAT"],
+    "US-IL": ["IL_STAT"],
+}
+
+# How breach-notifier detects each `forbidden` item of the research (docs/content-checks.md): template
+# variables that could carry it, phrases that say it, and nouns a number must not come before. These
+# are this project's tests, not the research's words: conservative (they refuse what could say the
+# forbidden thing), English with the Spanish of the example notices, and no substitute for counsel.
+NATURE_PHRASES = [
+    "what happened", "how it happened", "how the breach occurred", "unauthorized access",
+    "unauthorised access", "unauthorized acquisition", "unauthorized use", "unauthorized party",
+    "unauthorized third party", "ransomware", "malware", "phishing", "hacker", "hackers", "hacked",
+    "hacking", "cyberattack", "cyber attack", "threat actor", "attacker", "attackers", "intrusion",
+    "intruder", "stolen", "exfiltrated", "exfiltration", "misdirected", "misconfigured",
+    "misconfiguration", "lost laptop", "qué sucedió", "acceso no autorizado",
+    "adquisición no autorizada", "pirata informático", "piratas informáticos", "ciberataque",
+]
+NATURE_VARIABLES = [
+    "nature", "breach_nature", "nature_of_breach", "what_happened", "how_it_happened",
+    "incident_description", "breach_description", "breach_details", "incident_details",
+]
+COUNT_VARIABLES = [
+    "affected_count", "number_affected", "residents_affected", "affected_residents", "total_affected",
+    "affected_total", "individuals_affected", "affected_individuals", "count_affected",
+]
+COUNT_PHRASES = [
+    "number of affected", "number of residents", "number of individuals", "number of persons",
+    "number of people", "number of customers", "number of consumers", "number of borrowers",
+    "residents affected", "individuals affected", "persons affected", "people affected",
+    "customers affected", "consumers affected", "borrowers affected", "número de afectados",
+    "personas afectadas", "residentes afectados", "clientes afectados",
+]
+COUNTED_NOUNS = [
+    "residents", "individuals", "persons", "people", "customers", "consumers", "borrowers", "accounts",
+    "records", "clients", "members", "patients", "employees", "users", "households", "residentes",
+    "personas", "clientes", "cuentas", "registros",
+]
+CONTENT_CHECKS = {
+    "US-MA": [
+        {"rule": "nature of the breach of security or unauthorized acquisition or use",
+         "variables": NATURE_VARIABLES, "phrases": NATURE_PHRASES},
+        {"rule": "number of Massachusetts residents affected", "variables": COUNT_VARIABLES,
+         "phrases": COUNT_PHRASES + ["massachusetts residents"], "counted_nouns": COUNTED_NOUNS},
+    ],
+    "US-IL": [
+        {"rule": "number of Illinois residents affected by the breach", "variables": COUNT_VARIABLES,
+         "phrases": COUNT_PHRASES + ["illinois residents"], "counted_nouns": COUNTED_NOUNS},
+    ],
+}
+
+
+def content_checks(code, forbidden):
+    """The `sources` line and the [[jurisdiction.content.forbidden_check]] tables of an entry."""
+    out = []
+    if code in CONTENT_SOURCES:
+        out.append(f"sources = {qlist(CONTENT_SOURCES[code])}")
+    for check in CONTENT_CHECKS.get(code, []):
+        assert check["rule"] in forbidden, f"{code}: {check['rule']!r} is not a forbidden item"
+        out += ["", "[[jurisdiction.content.forbidden_check]]", f"rule = {q(check['rule'])}"]
+        for key in ("variables", "phrases", "counted_nouns"):
+            if check.get(key):
+                out.append(f"{key} = {qlist(check[key])}")
+    return out
+
+
 def q(s):
     """A TOML basic string."""
     s = s.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\t", "\\t")
@@ -281,6 +349,7 @@ def jurisdiction(j, unverified):
         out.append("required_headings = []")
         out.append(f"required_elements = {qlist(sections)}")
     out.append(f"forbidden = {qlist(j['forbidden_content'])}")
+    out += content_checks(code, j["forbidden_content"])
     for key, citation in zip(j["source_keys"], j["sources"]):
         text, date = split_source(citation)
         out += ["", "[[jurisdiction.source]]", f"key = {q(key)}", f"citation = {q(text)}", f"as_of = {q(date)}"]

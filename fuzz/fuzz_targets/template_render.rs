@@ -60,6 +60,7 @@ fn spec(subject: &str, text: &str, html: &str) -> CampaignSpec {
             return_path: None,
         },
         locales,
+        by_jurisdiction: Default::default(),
         rate: RateSpec::default(),
         waves: vec![WaveSpec {
             size: WaveSize::Rest,

@@ -50,6 +50,10 @@ struct CampaignFile {
     default_locale: String,
     sender: SenderSpec,
     locales: BTreeMap<String, LocaleFile>,
+    /// Notices for the residents of one jurisdiction (`[by_jurisdiction.US-MA.en-US]`), by code and
+    /// locale: what they receive instead of `[locales]`.
+    #[serde(default)]
+    by_jurisdiction: BTreeMap<String, BTreeMap<String, LocaleFile>>,
     #[serde(default)]
     rate: RateSpec,
     #[serde(default)]
@@ -129,6 +133,11 @@ pub struct CampaignSpec {
     pub default_locale: String,
     pub sender: SenderSpec,
     pub locales: BTreeMap<String, LocaleTemplates>,
+    /// The notice for the residents of a jurisdiction, by code (upper case, as recipients carry it)
+    /// and locale: the same locales as `locales`. Absent from the stored form when empty, so the
+    /// content hash of a campaign without variants does not depend on this field's existence.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub by_jurisdiction: BTreeMap<String, BTreeMap<String, LocaleTemplates>>,
     pub rate: RateSpec,
     pub waves: Vec<WaveSpec>,
     /// The campaign file exactly as written, for the record.
@@ -158,7 +167,8 @@ impl CampaignSpec {
             supplements: file.supplements,
             default_locale: file.default_locale.clone(),
             sender: file.sender.clone(),
-            locales: read_templates(&at, base, &file)?,
+            locales: read_templates(&at, base, &file.locales, &["locales"])?,
+            by_jurisdiction: read_variants(&at, base, &file)?,
             rate: file.rate.clone(),
             waves: file.waves.clone(),
             source: source.clone(),
@@ -168,20 +178,7 @@ impl CampaignSpec {
         })?;
         crate::campaign::template::Templates::new(&spec)
             .and_then(|t| t.check_sample())
-            .map_err(|e| {
-                // A text or HTML template's problem names its own file (the line is in the message);
-                // a subject's names the line of the campaign file where it is written.
-                let (locale, part) = e.template.rsplit_once('/').unwrap_or((&e.template, ""));
-                let file_of = |p: &Path| CampaignFileError {
-                    file: base.join(p),
-                    message: e.to_string(),
-                };
-                match (file.locales.get(locale), part) {
-                    (Some(l), "text") => file_of(&l.text),
-                    (Some(l), "html") => file_of(&l.html),
-                    _ => at.key(&["locales", locale, part], e.to_string()),
-                }
-            })?;
+            .map_err(|e| template_error(&at, base, &file, e))?;
         Ok(spec)
     }
 
@@ -196,6 +193,7 @@ impl CampaignSpec {
     fn check_at(&self) -> Result<(), Problem> {
         self.check_dates()?;
         self.check_locales()?;
+        self.check_variants()?;
         self.check_sender()?;
         self.check_rate()?;
         self.check_waves()
@@ -247,17 +245,49 @@ impl CampaignSpec {
             ));
         }
         for (locale, t) in &self.locales {
-            let at = key(&["locales", locale, "subject"]);
-            if t.subject.trim().is_empty() {
-                return Err((at, format!("locales.{locale}.subject is empty")));
-            }
-            if t.subject.chars().any(char::is_control) {
+            check_subject(&["locales", locale], t)?;
+        }
+        Ok(())
+    }
+
+    /// Each `[by_jurisdiction.CODE]` names a code as recipients carry it and gives the notice in
+    /// exactly the campaign's locales: a resident of CODE must never fall back to the general notice
+    /// (which may say what CODE forbids), and must get it in the same languages as everyone else.
+    fn check_variants(&self) -> Result<(), Problem> {
+        let locales: Vec<&String> = self.locales.keys().collect();
+        for (code, variant) in &self.by_jurisdiction {
+            let code_ok = !code.is_empty()
+                && code
+                    .chars()
+                    .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '-');
+            if !code_ok {
                 return Err((
-                    at,
+                    key(&["by_jurisdiction", code]),
                     format!(
-                        "locales.{locale}.subject contains a line break or control character: a subject is one line (header injection)"
+                        "by_jurisdiction.{code}: a jurisdiction code is upper-case letters, digits and `-`, as recipients carry it (`US-MA`)"
                     ),
                 ));
+            }
+            if let Some(extra) = variant.keys().find(|l| !self.locales.contains_key(*l)) {
+                return Err((
+                    key(&["by_jurisdiction", code, extra]),
+                    format!(
+                        "by_jurisdiction.{code}.{extra}: the campaign has no [locales.{extra}]; the variant's locales are the campaign's ({})",
+                        join(&locales)
+                    ),
+                ));
+            }
+            if let Some(missing) = locales.iter().find(|l| !variant.contains_key(**l)) {
+                return Err((
+                    key(&["by_jurisdiction", code]),
+                    format!(
+                        "by_jurisdiction.{code} has no {missing} notice: a variant gives every locale of the campaign ({}), so that no resident of {code} gets the general notice",
+                        join(&locales)
+                    ),
+                ));
+            }
+            for (locale, t) in variant {
+                check_subject(&["by_jurisdiction", code, locale], t)?;
             }
         }
         Ok(())
@@ -377,6 +407,33 @@ fn key(k: &[&str]) -> Vec<String> {
     k.iter().map(|s| s.to_string()).collect()
 }
 
+fn join(items: &[&String]) -> String {
+    items
+        .iter()
+        .map(|s| s.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// A non-empty, one-line subject, at `table` (`["locales", "en-US"]`).
+fn check_subject(table: &[&str], t: &LocaleTemplates) -> Result<(), Problem> {
+    let name = table.join(".");
+    let mut at = key(table);
+    at.push("subject".into());
+    if t.subject.trim().is_empty() {
+        return Err((at, format!("{name}.subject is empty")));
+    }
+    if t.subject.chars().any(char::is_control) {
+        return Err((
+            at,
+            format!(
+                "{name}.subject contains a line break or control character: a subject is one line (header injection)"
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Errors about a campaign file: a problem with a key's value names the line of the key.
 struct FileAt<'a> {
     path: &'a Path,
@@ -425,21 +482,26 @@ fn plain_date(
     .map(Some)
 }
 
-/// Every locale's template sources, read from the files the campaign file names (relative to it).
+/// Every locale's template sources, read from the files the campaign file names (relative to it);
+/// `table` is where the locales are written (`["locales"]`, `["by_jurisdiction", "US-MA"]`).
 fn read_templates(
     at: &FileAt<'_>,
     base: &Path,
-    file: &CampaignFile,
+    files: &BTreeMap<String, LocaleFile>,
+    table: &[&str],
 ) -> Result<BTreeMap<String, LocaleTemplates>, CampaignFileError> {
     let mut locales = BTreeMap::new();
-    for (locale, l) in &file.locales {
+    for (locale, l) in files {
         let read = |part: &str, p: &Path| {
             let full = base.join(p);
             std::fs::read_to_string(&full).map_err(|e| {
+                let mut k = table.to_vec();
+                k.extend([locale.as_str(), part]);
                 at.key(
-                    &["locales", locale, part],
+                    &k,
                     format!(
-                        "locales.{locale}.{part}: the template {} cannot be read ({e})",
+                        "{}: the template {} cannot be read ({e})",
+                        k.join("."),
                         full.display()
                     ),
                 )
@@ -455,6 +517,63 @@ fn read_templates(
         );
     }
     Ok(locales)
+}
+
+/// The templates of every `[by_jurisdiction.CODE]`.
+fn read_variants(
+    at: &FileAt<'_>,
+    base: &Path,
+    file: &CampaignFile,
+) -> Result<BTreeMap<String, BTreeMap<String, LocaleTemplates>>, CampaignFileError> {
+    let mut variants = BTreeMap::new();
+    for (code, locales) in &file.by_jurisdiction {
+        let table = ["by_jurisdiction", code.as_str()];
+        variants.insert(code.clone(), read_templates(at, base, locales, &table)?);
+    }
+    Ok(variants)
+}
+
+/// A template's problem at `campaign create`: a text or HTML template's names its own file (the line
+/// is in the message); a subject's names the line of the campaign file where it is written.
+fn template_error(
+    at: &FileAt<'_>,
+    base: &Path,
+    file: &CampaignFile,
+    e: crate::campaign::template::TemplateError,
+) -> CampaignFileError {
+    let (variant, locale, part) = template::split_name(&e.template);
+    let files = match variant {
+        Some(code) => file.by_jurisdiction.get(code),
+        None => Some(&file.locales),
+    };
+    let file_of = |p: &Path| CampaignFileError {
+        file: base.join(p),
+        message: e.to_string(),
+    };
+    match (files.and_then(|f| f.get(locale)), part) {
+        (Some(l), "text") => file_of(&l.text),
+        (Some(l), "html") => file_of(&l.html),
+        _ => match variant {
+            Some(code) => at.key(&["by_jurisdiction", code, locale, part], e.to_string()),
+            None => at.key(&["locales", locale, part], e.to_string()),
+        },
+    }
+}
+
+/// The template files a stored campaign's file names for a locale (of a variant), as written there
+/// (relative to the campaign file): `(text, html)`. For messages that name a template after the
+/// campaign was stored; `None` if the stored file cannot be read back.
+pub(crate) fn template_paths(
+    spec: &CampaignSpec,
+    variant: Option<&str>,
+    locale: &str,
+) -> Option<(PathBuf, PathBuf)> {
+    let file: CampaignFile = toml::from_str(&spec.source).ok()?;
+    let l = match variant {
+        Some(code) => file.by_jurisdiction.get(code)?.get(locale)?,
+        None => file.locales.get(locale)?,
+    };
+    Some((l.text.clone(), l.html.clone()))
 }
 
 /// The campaign row a spec is stored as.

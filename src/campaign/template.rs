@@ -3,6 +3,11 @@
 //! Recipient data is only ever a *value* in the render context: it is escaped in HTML and never parsed
 //! as a template, so `{{ … }}` or `<script>` in a name stays inert text. Rendered subjects must be one
 //! line; anything else is a render error, never a header.
+//!
+//! A campaign may give the residents of a jurisdiction a notice of their own (`[by_jurisdiction]`,
+//! docs/campaigns.md): those templates are compiled beside the general ones (named `CODE/LOCALE/part`)
+//! and every render chooses them from the recipient's jurisdiction, so the daemon, `preview`,
+//! `test-send`, the pre-flight and the content checks all see the notice a recipient actually gets.
 
 use minijinja::{AutoEscape, Environment, UndefinedBehavior, Value, context};
 use serde::Serialize;
@@ -16,7 +21,8 @@ use crate::store::Recipient;
     line.map(|l| format!(" line {l}")).unwrap_or_default(),
     recipient_id.map(|r| format!(" (recipient row {r})")).unwrap_or_default())]
 pub struct TemplateError {
-    /// `LOCALE/subject`, `LOCALE/text` or `LOCALE/html`.
+    /// `LOCALE/subject`, `LOCALE/text` or `LOCALE/html`; a jurisdiction's variant is prefixed with
+    /// its code (`US-MA/en-US/text`).
     pub template: String,
     pub line: Option<usize>,
     pub recipient_id: Option<i64>,
@@ -38,6 +44,26 @@ pub struct Templates {
     campaign: CampaignContext,
     default_locale: String,
     locales: Vec<String>,
+    /// The jurisdiction codes with a notice of their own (`[by_jurisdiction]`).
+    variants: Vec<String>,
+}
+
+/// The name a template is compiled under: `LOCALE/part`, or `CODE/LOCALE/part` for a jurisdiction's
+/// variant.
+fn template_name(variant: Option<&str>, locale: &str, part: &str) -> String {
+    match variant {
+        Some(code) => format!("{code}/{locale}/{part}"),
+        None => format!("{locale}/{part}"),
+    }
+}
+
+/// A template's name taken apart: `(variant, locale, part)`.
+pub(crate) fn split_name(name: &str) -> (Option<&str>, &str, &str) {
+    let (rest, part) = name.rsplit_once('/').unwrap_or((name, ""));
+    match rest.split_once('/') {
+        Some((code, locale)) => (Some(code), locale, part),
+        None => (None, rest, part),
+    }
 }
 
 /// What templates see as `campaign`.
@@ -120,9 +146,14 @@ impl Templates {
         // error at `campaign create` (the sample render) instead of a daemon that hangs. A real notice
         // uses a few thousand steps.
         env.set_fuel(Some(RENDER_FUEL));
-        for (locale, t) in &spec.locales {
+        let general = spec.locales.iter().map(|(l, t)| (None, l, t));
+        let variants = spec
+            .by_jurisdiction
+            .iter()
+            .flat_map(|(code, v)| v.iter().map(move |(l, t)| (Some(code.as_str()), l, t)));
+        for (variant, locale, t) in general.chain(variants) {
             for (part, source) in PARTS.iter().zip([&t.subject, &t.text, &t.html]) {
-                let name = format!("{locale}/{part}");
+                let name = template_name(variant, locale, part);
                 env.add_template_owned(name.clone(), source.clone())
                     .map_err(|e| TemplateError {
                         template: name,
@@ -146,7 +177,24 @@ impl Templates {
             },
             default_locale: spec.default_locale.clone(),
             locales: spec.locales.keys().cloned().collect(),
+            variants: spec.by_jurisdiction.keys().cloned().collect(),
         })
+    }
+
+    /// The jurisdiction codes with a notice of their own.
+    pub fn variants(&self) -> &[String] {
+        &self.variants
+    }
+
+    /// The variant a recipient of `jurisdiction` gets: the `[by_jurisdiction]` code equal to theirs
+    /// (ignoring case and surrounding spaces, as the rules compare codes), or `None` for the general
+    /// notice.
+    pub fn variant_for(&self, jurisdiction: Option<&str>) -> Option<&str> {
+        let code = jurisdiction?.trim();
+        self.variants
+            .iter()
+            .find(|v| v.eq_ignore_ascii_case(code))
+            .map(String::as_str)
     }
 
     /// The locales that have templates.
@@ -175,9 +223,10 @@ impl Templates {
         recipient: &RecipientContext<'_>,
     ) -> Result<Rendered, TemplateError> {
         let ctx = context! { recipient => Value::from_serialize(recipient), campaign => Value::from_serialize(&self.campaign) };
+        let variant = self.variant_for(recipient.jurisdiction);
         let mut out = [String::new(), String::new(), String::new()];
         for (i, part) in PARTS.iter().enumerate() {
-            let name = format!("{locale}/{part}");
+            let name = template_name(variant, locale, part);
             let tmpl = self
                 .env
                 .get_template(&name)
@@ -188,9 +237,10 @@ impl Templates {
         }
         let [subject, text, html] = out;
         let subject = subject.trim().to_string();
+        let subject_name = template_name(variant, locale, "subject");
         if subject.is_empty() {
             return Err(TemplateError {
-                template: format!("{locale}/subject"),
+                template: subject_name,
                 line: None,
                 recipient_id: Some(recipient.id),
                 message: "the subject renders empty".into(),
@@ -198,7 +248,7 @@ impl Templates {
         }
         if subject.chars().any(char::is_control) {
             return Err(TemplateError {
-                template: format!("{locale}/subject"),
+                template: subject_name,
                 line: None,
                 recipient_id: Some(recipient.id),
                 message: "the subject renders with a line break or control character (refused: it could add a header)".into(),
@@ -212,38 +262,72 @@ impl Templates {
         })
     }
 
-    /// Renders every locale for a synthetic recipient, with undefined variables tolerated (no real
-    /// recipient exists yet, so their attribute columns are unknown). Catches everything but missing
-    /// variables; [`Templates::render`] over real recipients catches those before a campaign starts.
+    /// Renders every locale (of the general notice and of every variant) for a synthetic recipient,
+    /// with undefined variables tolerated (no real recipient exists yet, so their attribute columns
+    /// are unknown). Catches everything but missing variables; [`Templates::render`] over real
+    /// recipients catches those before a campaign starts.
     pub fn check_sample(&self) -> Result<(), TemplateError> {
-        let mut lenient = self.env.clone();
-        lenient.set_undefined_behavior(UndefinedBehavior::Chainable);
+        // The general notice for the sample's own jurisdiction, unless that has a variant; each
+        // variant for a recipient carrying its code.
         let attributes = serde_json::Map::new();
-        let sample = sample_recipient(&attributes);
-        let ctx = context! { recipient => Value::from_serialize(&sample), campaign => Value::from_serialize(&self.campaign) };
-        for locale in &self.locales {
-            for part in PARTS {
-                let name = format!("{locale}/{part}");
-                let tmpl = lenient
-                    .get_template(&name)
-                    .map_err(|e| self.error(&name, e, 0))?;
-                let out = tmpl.render(&ctx).map_err(|e| TemplateError {
-                    recipient_id: None,
-                    ..self.error(&name, e, 0)
-                })?;
-                // A subject that renders a line break from the template itself would be refused for
-                // every recipient: refuse the campaign file instead.
-                if part == "subject" && out.trim().chars().any(char::is_control) {
-                    return Err(TemplateError {
-                        template: name,
-                        line: None,
-                        recipient_id: None,
-                        message: "the subject renders with a line break or control character (refused: it could add a header)".into(),
-                    });
-                }
+        let sample = sample_recipient(&attributes).jurisdiction;
+        let general = if self.variant_for(sample).is_some() {
+            None
+        } else {
+            sample
+        };
+        let codes = std::iter::once(general).chain(self.variants.iter().map(|v| Some(v.as_str())));
+        for code in codes {
+            for locale in &self.locales {
+                self.render_sample(locale, code)?;
             }
         }
         Ok(())
+    }
+
+    /// A locale's notice for a synthetic recipient of `jurisdiction` (the variant it selects, or the
+    /// general notice), with undefined variables tolerated, as [`Templates::check_sample`] renders it:
+    /// what `campaign create` can check before any recipient exists.
+    pub fn render_sample(
+        &self,
+        locale: &str,
+        jurisdiction: Option<&str>,
+    ) -> Result<Rendered, TemplateError> {
+        let mut lenient = self.env.clone();
+        lenient.set_undefined_behavior(UndefinedBehavior::Chainable);
+        let attributes = serde_json::Map::new();
+        let mut sample = sample_recipient(&attributes);
+        sample.jurisdiction = jurisdiction;
+        let variant = self.variant_for(jurisdiction);
+        let ctx = context! { recipient => Value::from_serialize(&sample), campaign => Value::from_serialize(&self.campaign) };
+        let mut out = [String::new(), String::new(), String::new()];
+        for (i, part) in PARTS.iter().enumerate() {
+            let name = template_name(variant, locale, part);
+            let tmpl = lenient
+                .get_template(&name)
+                .map_err(|e| self.error(&name, e, 0))?;
+            out[i] = tmpl.render(&ctx).map_err(|e| TemplateError {
+                recipient_id: None,
+                ..self.error(&name, e, 0)
+            })?;
+            // A subject that renders a line break from the template itself would be refused for
+            // every recipient: refuse the campaign file instead.
+            if *part == "subject" && out[i].trim().chars().any(char::is_control) {
+                return Err(TemplateError {
+                    template: name,
+                    line: None,
+                    recipient_id: None,
+                    message: "the subject renders with a line break or control character (refused: it could add a header)".into(),
+                });
+            }
+        }
+        let [subject, text, html] = out;
+        Ok(Rendered {
+            locale: locale.to_string(),
+            subject: subject.trim().to_string(),
+            text,
+            html,
+        })
     }
 
     fn error(&self, name: &str, e: minijinja::Error, recipient_id: i64) -> TemplateError {

@@ -78,7 +78,8 @@ pub enum Command {
         /// Seed addresses to send the samples to.
         #[arg(long = "to", value_name = "ADDRESS", required = true, num_args = 1..)]
         to: Vec<String>,
-        /// Render the sample for this customer (default: one real recipient per locale).
+        /// Render the sample for this customer (default: one real recipient per locale and per
+        /// `[by_jurisdiction]` notice).
         #[arg(long, value_name = "CUSTOMER_ID")]
         customer: Option<String>,
     },

@@ -26,6 +26,7 @@ pub async fn run(
         CampaignCommand::List => list(store).await?,
         CampaignCommand::Show { id } => show(store, id).await?,
         CampaignCommand::Start(a) => {
+            content_check(store, rules, a.transition.id).await?;
             let (transition_args, warning) = check_deadlines(store, rules, limits, a).await?;
             transition(store, transition_args, Running, Draft).await?;
             // After the start only: a start refused for another reason says that one thing.
@@ -98,7 +99,7 @@ async fn create(
 ) -> anyhow::Result<()> {
     let spec = CampaignSpec::load(file)?;
     // A broken rules file stops here, before the campaign is stored.
-    crate::rules::load(rules)?;
+    let loaded = crate::rules::load(rules)?;
     if let Some(s) = spec.supplements
         && store.campaign(s).await?.is_none()
     {
@@ -107,6 +108,9 @@ async fn create(
             file.display()
         );
     }
+    // Last before storing: it prints notes, which a refusal above must not follow.
+    super::content::check_new(&spec, &loaded)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
     let id = store
         .create_campaign(&NewCampaign::from(&spec), &cli_actor())
         .await?;
@@ -157,6 +161,32 @@ async fn show(store: &Store, id: i64) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// The content checks of a draft about to start (docs/content-checks.md); any other state is left to
+/// the transition's own refusal.
+async fn content_check(store: &Store, rules: &RulesSettings, id: i64) -> anyhow::Result<()> {
+    let campaign = store.require_campaign(id).await?;
+    if campaign.state != CampaignState::Draft {
+        return Ok(());
+    }
+    // A template that does not render is the pre-flight's to report, in the transition.
+    if preflight::check(store, &campaign)
+        .await?
+        .problem()
+        .is_some()
+    {
+        return Ok(());
+    }
+    let rules = crate::rules::load(rules)?;
+    match super::content::check_stored(store, &rules, &campaign).await {
+        Ok(0) => Ok(()),
+        Ok(n) => {
+            eprintln!("content checks: {n} jurisdiction(s) with content rules passed");
+            Ok(())
+        }
+        Err(e) => bail!("campaign {id} cannot start: {e}"),
+    }
 }
 
 /// `start` only leaves draft and `resume` only leaves paused, even though running can be reached from
@@ -263,28 +293,39 @@ pub async fn test_send(
             bail!("--to {seed:?} is not a valid email address");
         }
     }
-    // One real recipient per locale (or the one asked for); a made-up one when the campaign has none.
+    // One real recipient per notice, that is per locale and `[by_jurisdiction]` variant (or the one
+    // asked for); made-up ones when the campaign has none.
     let samples = match customer {
         Some(c) => vec![by_customer(store, campaign_id, c).await?],
         None => {
-            let mut by_locale = std::collections::BTreeMap::new();
+            let mut by_notice = std::collections::BTreeMap::new();
             for r in store.sample_recipients(campaign_id, 500).await? {
-                by_locale
-                    .entry(templates.locale_for(r.locale.as_deref()))
-                    .or_insert(r);
+                let variant = templates.variant_for(r.jurisdiction.as_deref());
+                let key = (
+                    variant.map(str::to_string),
+                    templates.locale_for(r.locale.as_deref()),
+                );
+                by_notice.entry(key).or_insert(r);
             }
-            by_locale.into_values().collect()
+            by_notice.into_values().collect()
         }
     };
     let mut rendered = Vec::new();
     for r in &samples {
-        rendered.push((r.id, templates.render(r)?));
+        let variant = templates.variant_for(r.jurisdiction.as_deref());
+        rendered.push((r.id, variant.map(str::to_string), templates.render(r)?));
     }
     if rendered.is_empty() {
         let attributes = serde_json::Map::new();
-        let sample = crate::campaign::template::sample_recipient(&attributes);
-        for locale in templates.locales() {
-            rendered.push((0, templates.render_in(locale, &sample)?));
+        let mut sample = crate::campaign::template::sample_recipient(&attributes);
+        let general = sample.jurisdiction;
+        let variants = templates.variants().iter().map(|v| Some(v.as_str()));
+        for code in std::iter::once(general).chain(variants) {
+            sample.jurisdiction = code;
+            let variant = templates.variant_for(code).map(str::to_string);
+            for locale in templates.locales() {
+                rendered.push((0, variant.clone(), templates.render_in(locale, &sample)?));
+            }
         }
     }
     let transport = crate::transport::Transport::from_settings(&settings.transport)?;
@@ -293,16 +334,23 @@ pub async fn test_send(
     let sender = message::Sender::of(&spec)?;
     let mut failures = 0;
     for seed in seeds {
-        for (recipient_id, r) in &rendered {
+        for (recipient_id, variant, r) in &rendered {
             let out = sender.build_sample(campaign_id, *recipient_id, seed, r, dkim.as_ref())?;
-            let name = format!("test-{campaign_id}-{recipient_id}-{}", r.locale);
+            // The notice's template: `en-US`, or `US-MA/en-US` for a jurisdiction's own.
+            let notice = match variant {
+                Some(code) => format!("{code}/{}", r.locale),
+                None => r.locale.clone(),
+            };
+            let name = format!(
+                "test-{campaign_id}-{recipient_id}-{}",
+                notice.replace('/', "-")
+            );
             let d = transport.send(&out, &name).await;
             let ok = d.outcome == crate::store::AttemptOutcome::Sent;
             failures += usize::from(!ok);
             println!(
-                "{} sample ({}, recipient row {recipient_id}) to {seed}: {} {}",
+                "{} sample ({notice}, recipient row {recipient_id}) to {seed}: {} {}",
                 if ok { "sent" } else { "FAILED" },
-                r.locale,
                 d.code.map(|c| c.to_string()).unwrap_or_default(),
                 d.reply
             );

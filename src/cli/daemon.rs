@@ -112,6 +112,10 @@ const EXAMPLE_FILES: &[(&str, &str)] = examples![
     "templates/en-US.html.j2",
     "templates/es-US.txt.j2",
     "templates/es-US.html.j2",
+    "templates/us-ma/en-US.txt.j2",
+    "templates/us-ma/en-US.html.j2",
+    "templates/us-ma/es-US.txt.j2",
+    "templates/us-ma/es-US.html.j2",
     "recipients.csv"
 ];
 
@@ -211,6 +215,10 @@ async fn start_example_campaign(
     if let Some(problem) = report.problem() {
         anyhow::bail!("the example campaign failed its pre-flight check: {problem}");
     }
+    // As `campaign start`: each jurisdiction's notice against its content rules.
+    let content = super::content::check_stored(store, &crate::rules::load(rules)?, &campaign)
+        .await
+        .map_err(|e| anyhow::anyhow!("the example campaign failed its content checks: {e}"))?;
     store
         .set_campaign_state(
             campaign_id,
@@ -228,7 +236,7 @@ async fn start_example_campaign(
         .map(|r| format!(" at up to {r} per second"))
         .unwrap_or_default();
     println!(
-        "3. started the campaign ({} pre-flight renders passed); sending{rate}…",
+        "3. started the campaign ({} pre-flight renders and the content rules of {content} jurisdiction(s) passed); sending{rate}…",
         report.rendered
     );
     Ok(campaign_id)

@@ -10,6 +10,7 @@ pub mod args;
 
 mod bounce;
 mod campaign;
+pub mod content;
 mod daemon;
 pub mod deadlines;
 mod export;

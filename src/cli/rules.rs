@@ -255,6 +255,33 @@ fn credit_bureaus(c: &CreditBureaus) -> String {
     }
 }
 
+/// What `campaign create` and `start` check of a notice for this jurisdiction (docs/content-checks.md),
+/// or `None` when nothing is.
+fn content_checks(c: &crate::rules::Content) -> Option<String> {
+    let mut parts = Vec::new();
+    if !c.required_headings.is_empty() {
+        parts.push("the required headings, in order".to_string());
+    }
+    for check in &c.forbidden_checks {
+        parts.push(format!(
+            "not {:?} ({} variables, {} phrases, {} counted nouns)",
+            check.rule,
+            check.variables.len(),
+            check.phrases.len(),
+            check.counted_nouns.len()
+        ));
+    }
+    if parts.is_empty() {
+        return None;
+    }
+    let sources = if c.sources.is_empty() {
+        "every source below".to_string()
+    } else {
+        c.sources.join(", ")
+    };
+    Some(format!("{}; cited: {sources}", parts.join("; ")))
+}
+
 /// Credit bureaus, email, substitute notice and content.
 fn notices(j: &Jurisdiction) -> String {
     let mut out = String::new();
@@ -296,6 +323,9 @@ fn notices(j: &Jurisdiction) -> String {
         let _ = writeln!(out, "  must NOT contain:  {}", c.forbidden.join("; "));
     }
     let _ = writeln!(out, "  content:           {}", c.summary);
+    if let Some(checked) = content_checks(c) {
+        let _ = writeln!(out, "  checked in notices: {checked}");
+    }
     for (label, text) in [
         ("other obligations", &j.other_obligations),
         ("scope", &j.scope_note),

@@ -312,24 +312,19 @@ impl Limits {
     /// Updates how many daemons share the cluster-wide limits; every pacer takes its new share at
     /// once, including for the tasks already waiting on it.
     pub fn set_share(&self, live_daemons: u32) {
-        let n = live_daemons.max(1);
-        let changed = {
-            let mut share = self.share.lock().expect("limits lock");
-            std::mem::replace(&mut *share, n) != n
-        };
-        if changed {
-            self.rerate_all();
-        }
+        self.rerate_on_change(&self.share, live_daemons.max(1));
     }
 
     /// Closes (or reopens) every pacer: a daemon whose heartbeat cannot be written may be counted
     /// dead by the others, who then send its share; it must not send it too.
     pub fn set_fenced(&self, fenced: bool) {
-        let changed = {
-            let mut f = self.fenced.lock().expect("limits lock");
-            std::mem::replace(&mut *f, fenced) != fenced
-        };
-        if changed {
+        self.rerate_on_change(&self.fenced, fenced);
+    }
+
+    /// Sets `setting` (the share or the fence) to `value`, re-rating every pacer if it changed.
+    fn rerate_on_change<T: Copy + PartialEq>(&self, setting: &Mutex<T>, value: T) {
+        let old = std::mem::replace(&mut *setting.lock().expect("limits lock"), value);
+        if old != value {
             self.rerate_all();
         }
     }

@@ -238,12 +238,6 @@ impl ImportSummary {
     }
 }
 
-/// One validated row, or why not.
-enum Parsed {
-    Accepted(Box<NewRecipient>, bool),
-    Rejected(String),
-}
-
 /// What the parser thread sends to the storing side.
 enum Work {
     /// Rows for a dry run, which only looks them up.
@@ -318,16 +312,8 @@ impl Layout {
     }
 }
 
-/// Validates one data row.
-fn parse_row(layout: &Layout, record: &csv::ByteRecord, email_without_consent: bool) -> Parsed {
-    match recipient_of(layout, record, email_without_consent) {
-        Ok((recipient, unusable)) => Parsed::Accepted(Box::new(recipient), unusable),
-        Err(reason) => Parsed::Rejected(reason),
-    }
-}
-
-/// The recipient a row describes, and whether it had an address that could not be used; or why the
-/// row is refused.
+/// Validates one data row: the recipient it describes, and whether it had an address that could not
+/// be used; or why the row is refused.
 fn recipient_of(
     layout: &Layout,
     record: &csv::ByteRecord,
@@ -695,13 +681,14 @@ fn open_files(
                 .with_context(|| format!("cannot open {} for reading", opts.source.display()))?,
         )
     };
-    let rejects = match &opts.rejects {
-        Some(p) => Some(
+    let rejects = opts
+        .rejects
+        .as_ref()
+        .map(|p| {
             std::fs::File::create(p)
-                .with_context(|| format!("cannot write the rejects file {}", p.display()))?,
-        ),
-        None => None,
-    };
+                .with_context(|| format!("cannot write the rejects file {}", p.display()))
+        })
+        .transpose()?;
     Ok((input, rejects))
 }
 
@@ -976,17 +963,17 @@ pub fn parse_csv<R: Read, W: Write>(
         read += 1;
         let from = record.position().map_or(0, |p| p.byte());
         let line = reader.get_mut().lines.line_of_record(from);
-        match parse_row(&layout, &record, email_without_consent) {
-            Parsed::Accepted(mut row, unusable) => {
+        match recipient_of(&layout, &record, email_without_consent) {
+            Ok((mut row, unusable)) => {
                 row.import_id = import_id;
                 accepted += 1;
                 unusable_email += u64::from(unusable);
-                batch.push(*row);
+                batch.push(row);
                 if batch.len() == BATCH_ROWS && !on_batch(std::mem::take(&mut batch)) {
                     return Ok(None);
                 }
             }
-            Parsed::Rejected(reason) => {
+            Err(reason) => {
                 rejected += 1;
                 if let Some(w) = rejects.as_mut() {
                     write_reject(w, line, &reason, &record)?;

@@ -4,14 +4,15 @@
 //! print-and-mail vendor who still needs a letter (no email address, no electronic consent, or a
 //! permanent email failure) and where to send it.
 //!
-//! Each export is one streaming query ([`Store::export_evidence`], [`Store::export_postal`]) in
-//! recipient id order, selecting only the columns that export writes: for the evidence every
-//! recipient with its attempts aggregated by the database into the recipient's row, for the postal
-//! list only the recipients the database finds in need of a letter. Rows are decoded as they arrive
-//! and handed in batches of [`BATCH_SIZE`] through a bounded channel to a blocking thread, which
-//! formats and writes them (CSV fields through reused buffers, not a string each) while the database
-//! sends the next ones. At most two batches wait between the two sides, so memory stays flat however
-//! large the campaign.
+//! Each export is one streaming query ([`Store::export_evidence`], [`Store::export_postal`]), the
+//! evidence in recipient id order, the postal list earliest deadline first (the letters most at risk
+//! reach the printer first) then in id order, selecting only the columns that export writes: for the
+//! evidence every recipient with its attempts aggregated by the database into the recipient's row, for
+//! the postal list only the recipients the database finds in need of a letter. Rows are decoded as
+//! they arrive and handed in batches of [`BATCH_SIZE`] through a bounded channel to a blocking
+//! thread, which formats and writes them (CSV fields through reused buffers, not a string each) while
+//! the database sends the next ones. At most two batches wait between the two sides, so memory stays
+//! flat however large the campaign (the postal list's sort by deadline is the database's).
 //!
 //! Why: the exports used to page, 1,000 recipients a query with every column (`attributes` parsed),
 //! then a second query for the page's attempts, each waited for in turn. At 15,000,000 recipients
@@ -79,6 +80,7 @@ pub const POSTAL_COLUMNS: &[&str] = &[
     "country",
     "locale",
     "jurisdiction",
+    "deadline",
 ];
 
 /// Which export.
@@ -447,6 +449,7 @@ struct PostalLine<'a> {
     country: Option<&'a str>,
     locale: Option<&'a str>,
     jurisdiction: Option<&'a str>,
+    deadline: Option<chrono::NaiveDate>,
 }
 
 fn evidence_line<'a>(
@@ -564,6 +567,7 @@ fn postal_line(r: &PostalRow, reason: String) -> PostalLine<'_> {
         country: r.country.as_deref(),
         locale: r.locale.as_deref(),
         jurisdiction: r.jurisdiction.as_deref(),
+        deadline: r.deadline,
     }
 }
 

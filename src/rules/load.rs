@@ -238,6 +238,7 @@ fn check_jurisdiction(at: &At<'_>, j: &Jurisdiction) -> Result<(), Problem> {
         ));
     }
     check_individual(at, j)?;
+    check_content(at, j)?;
     for (i, r) in j.regulators.iter().enumerate() {
         check_regulator(at, &format!("regulator.{i}"), r)?;
     }
@@ -276,6 +277,70 @@ fn check_individual(at: &At<'_>, j: &Jurisdiction) -> Result<(), Problem> {
         )),
         _ => Ok(()),
     }
+}
+
+/// Content rules that breach-notifier enforces must be enforceable: headings and phrases not empty,
+/// sources that exist, and each check tied to a `forbidden` item word for word (so that a failed
+/// check can quote the rule) with something to test.
+fn check_content(at: &At<'_>, j: &Jurisdiction) -> Result<(), Problem> {
+    let c = &j.content;
+    if let Some(i) = c.required_headings.iter().position(|h| h.trim().is_empty()) {
+        return Err(at.fail(
+            &format!("content.required_headings.{i}"),
+            "an empty heading",
+        ));
+    }
+    for key in &c.sources {
+        if !j.sources.iter().any(|s| &s.key == key) {
+            let known: Vec<&str> = j.sources.iter().map(|s| s.key.as_str()).collect();
+            return Err(at.fail(
+                "content.sources",
+                format!(
+                    "{key:?} is not the key of a [[jurisdiction.source]] of this entry ({})",
+                    known.join(", ")
+                ),
+            ));
+        }
+    }
+    for (i, check) in c.forbidden_checks.iter().enumerate() {
+        let key = format!("content.forbidden_check.{i}");
+        if !c.forbidden.contains(&check.rule) {
+            return Err(at.fail(
+                &format!("{key}.rule"),
+                format!(
+                    "{:?} is not one of this entry's `content.forbidden` items (a check enforces one of them, quoted exactly)",
+                    check.rule
+                ),
+            ));
+        }
+        let lists = [
+            ("variables", &check.variables),
+            ("phrases", &check.phrases),
+            ("counted_nouns", &check.counted_nouns),
+        ];
+        if lists.iter().all(|(_, l)| l.is_empty()) {
+            return Err(at.fail(
+                &key,
+                "nothing to check: give `variables`, `phrases` or `counted_nouns`",
+            ));
+        }
+        for (name, list) in lists {
+            if let Some(n) = list.iter().position(|v| v.trim().is_empty()) {
+                return Err(at.fail(&format!("{key}.{name}.{n}"), "must not be empty"));
+            }
+        }
+        if let Some(v) = check
+            .variables
+            .iter()
+            .find(|v| !v.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
+        {
+            return Err(at.fail(
+                &format!("{key}.variables"),
+                format!("{v:?}: a variable name is letters, digits and `_` (`affected_count`)"),
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn check_amount(at: &At<'_>, key: &str, value: i64) -> Result<(), Problem> {

@@ -13,6 +13,7 @@
 //! file), so `rules show` works anywhere; used by the command line (and, later, by whatever computes
 //! deadlines from stored campaigns).
 
+pub mod content;
 pub mod deadline;
 mod load;
 pub mod report;
@@ -277,6 +278,39 @@ pub struct Content {
     /// What the notice must not contain (Massachusetts: the nature of the breach, the number affected).
     #[serde(default)]
     pub forbidden: Vec<String>,
+    /// The keys of the `[[jurisdiction.source]]` the content rules come from, cited when a notice
+    /// fails them; empty: every source of the entry is cited.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sources: Vec<String>,
+    /// How breach-notifier detects each `forbidden` item in a notice (`content::check`).
+    #[serde(
+        default,
+        rename = "forbidden_check",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub forbidden_checks: Vec<ForbiddenCheck>,
+}
+
+/// What a notice must not show to enforce one `forbidden` item, as mechanical tests a template can
+/// fail. Conservative by design (docs/content-checks.md): they refuse a notice that uses a listed
+/// variable, says a listed phrase, or puts a number before a listed noun; passing them is not proof
+/// that the notice complies, which counsel still reads.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ForbiddenCheck {
+    /// The `forbidden` item enforced, word for word.
+    pub rule: String,
+    /// Names a template must not use in `{{ }}` or `{% %}` (`affected_count`): a value that could
+    /// carry the forbidden content, whatever one sample renders.
+    #[serde(default)]
+    pub variables: Vec<String>,
+    /// Words or phrases the rendered notice must not contain (case and spacing ignored, whole words).
+    #[serde(default)]
+    pub phrases: Vec<String>,
+    /// Nouns a number must not come before, within three words (`1,204 Massachusetts residents`,
+    /// `thousands of customers`).
+    #[serde(default)]
+    pub counted_nouns: Vec<String>,
 }
 
 /// Where a figure comes from.

@@ -1,5 +1,6 @@
 //! The reads behind `export evidence` and `export postal` (see `ops::export`): each export is one
-//! query that streams the campaign in recipient id order, selecting only the columns that export
+//! query that streams the campaign (the evidence in recipient id order, the postal list by deadline,
+//! then id), selecting only the columns that export
 //! writes, with each recipient's attempts aggregated by the database into the recipient's own row.
 //! Rows are decoded as they arrive and handed on in batches through a bounded channel, so memory stays
 //! flat however large the campaign, and the database sends rows while the writer formats earlier ones.
@@ -84,9 +85,11 @@ pub struct PostalRow {
     pub country: Option<String>,
     pub locale: Option<String>,
     pub jurisdiction: Option<String>,
+    /// The last day on time for the recipient's jurisdiction (`campaign_deadlines`), when computed.
+    pub deadline: Option<chrono::NaiveDate>,
 }
 
-/// Consecutive recipients of a campaign, in id order, on their way to the writer.
+/// Consecutive recipients of a campaign, in export order, on their way to the writer.
 #[derive(Debug)]
 pub enum ExportBatch {
     Evidence(Vec<EvidenceRow>),
@@ -144,12 +147,13 @@ impl Store {
     }
 
     /// As [`Store::export_evidence`] for the recipients who need a letter (not cancelled, and on the
-    /// postal channel, or with `status = postal`, or failed with `postal_followup`), with what the
-    /// postal list needs. Returns how many recipients the campaign has, counted in the same snapshot.
-    /// The database chooses the rows: sending every recipient's address to keep a few made the
-    /// export 2 to 4 times slower than `psql \copy` of the rows it keeps (78,000 letters among
-    /// 1,000,000 recipients). `postal_reason` in
-    /// `ops::export`, which words the reason, must agree with this rule (docs/exports.md).
+    /// postal channel, or with `status = postal`, or failed or bounced with `postal_followup`), with
+    /// what the postal list needs and their jurisdiction's deadline, earliest deadline first (none
+    /// last), then in id order. Returns how many recipients the campaign has, counted in the same
+    /// snapshot. The database chooses (and sorts) the rows: sending every recipient's address to keep
+    /// a few made the export 2 to 4 times slower than `psql \copy` of the rows it keeps (78,000
+    /// letters among 1,000,000 recipients). `postal_reason` in `ops::export`, which words the reason,
+    /// must agree with this rule (docs/exports.md).
     pub async fn export_postal(
         &self,
         campaign_id: i64,
@@ -293,15 +297,22 @@ pub const PG_EVIDENCE: &str = "SELECT r.id, r.customer_id, r.channel, r.status, 
      WHERE r.campaign_id = ANY (ARRAY[$1::bigint]) ORDER BY r.campaign_id, r.id";
 
 /// The postal list's columns of the recipients of a campaign ($1) who need a letter (see
-/// [`Store::export_postal`]), in id order, written as [`PG_EVIDENCE`] is. When the campaign is most of
-/// the table, PostgreSQL may rather scan the table (in parallel) and sort the rows it keeps: they are
-/// few, and at 1,000,000 recipients that took 0.75 s against 1.4 s through the index.
-pub const PG_POSTAL: &str = "SELECT id, customer_id, email IS NOT NULL AS has_email, \
-     electronic_consent, channel, status, postal_followup, fail_reason, first_name, last_name, \
-     address1, address2, city, region, postal_code, country, locale, jurisdiction \
-     FROM recipients WHERE campaign_id = ANY (ARRAY[$1::bigint]) AND status <> 'cancelled' \
-     AND (channel = 'postal' OR status = 'postal' OR (status IN ('failed', 'bounced') AND postal_followup)) \
-     ORDER BY campaign_id, id";
+/// [`Store::export_postal`]), with their jurisdiction's deadline, earliest deadline first (none last),
+/// then in queue (id) order: the letters most at risk go to the printer first. The campaign is
+/// compared as in [`PG_EVIDENCE`], so the rows come from `recipients_campaign_id` (or, when the
+/// campaign is most of the table, a scan), never a walk of the primary key. The deadlines join as a
+/// hash of a few rows per campaign; the sort is of the letters only (about 5% of a campaign: 714,630
+/// rows of 15,000,000 in the scale run, docs/benchmarks.md).
+pub const PG_POSTAL: &str = "SELECT r.id, r.customer_id, r.email IS NOT NULL AS has_email, \
+     r.electronic_consent, r.channel, r.status, r.postal_followup, r.fail_reason, r.first_name, \
+     r.last_name, r.address1, r.address2, r.city, r.region, r.postal_code, r.country, r.locale, \
+     r.jurisdiction, dl.deadline \
+     FROM recipients r LEFT JOIN campaign_deadlines dl ON dl.campaign_id = r.campaign_id \
+     AND dl.jurisdiction = coalesce(r.jurisdiction, '') \
+     WHERE r.campaign_id = ANY (ARRAY[$1::bigint]) AND r.status <> 'cancelled' \
+     AND (r.channel = 'postal' OR r.status = 'postal' \
+     OR (r.status IN ('failed', 'bounced') AND r.postal_followup)) \
+     ORDER BY dl.deadline NULLS LAST, r.id";
 
 /// How many recipients a campaign ($1) has, in either dialect: its counters are kept in the same
 /// transactions as its rows (and recipients are never deleted), so in one snapshot this is
@@ -414,6 +425,7 @@ where
     i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
     bool: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
     Option<String>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    Option<chrono::NaiveDate>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
 {
     Ok(PostalRow {
         id: c.take()?,
@@ -434,6 +446,7 @@ where
         country: c.take()?,
         locale: c.take()?,
         jurisdiction: c.take()?,
+        deadline: c.take()?,
     })
 }
 
@@ -455,13 +468,18 @@ pub const SQLITE_EVIDENCE: &str = "SELECT r.id, r.customer_id, r.channel, r.stat
      FROM recipients r WHERE r.campaign_id = ?1 ORDER BY r.id";
 
 /// The postal list's columns of the recipients of a campaign (?1) who need a letter (see
-/// [`Store::export_postal`]), in id order through recipients_campaign_id.
-pub const SQLITE_POSTAL: &str = "SELECT id, customer_id, email IS NOT NULL AS has_email, \
-     electronic_consent, channel, status, postal_followup, fail_reason, first_name, last_name, \
-     address1, address2, city, region, postal_code, country, locale, jurisdiction \
-     FROM recipients WHERE campaign_id = ?1 AND status <> 'cancelled' \
-     AND (channel = 'postal' OR status = 'postal' OR (status IN ('failed', 'bounced') AND postal_followup)) \
-     ORDER BY id";
+/// [`Store::export_postal`]), in the order of [`PG_POSTAL`]: earliest deadline first, none last, then
+/// id. Read through recipients_campaign_id, each deadline found by campaign_deadlines' key.
+pub const SQLITE_POSTAL: &str = "SELECT r.id, r.customer_id, r.email IS NOT NULL AS has_email, \
+     r.electronic_consent, r.channel, r.status, r.postal_followup, r.fail_reason, r.first_name, \
+     r.last_name, r.address1, r.address2, r.city, r.region, r.postal_code, r.country, r.locale, \
+     r.jurisdiction, dl.deadline \
+     FROM recipients r LEFT JOIN campaign_deadlines dl ON dl.campaign_id = r.campaign_id \
+     AND dl.jurisdiction = coalesce(r.jurisdiction, '') \
+     WHERE r.campaign_id = ?1 AND r.status <> 'cancelled' \
+     AND (r.channel = 'postal' OR r.status = 'postal' \
+     OR (r.status IN ('failed', 'bounced') AND r.postal_followup)) \
+     ORDER BY dl.deadline IS NULL, dl.deadline, r.id";
 
 /// A [`SQLITE_EVIDENCE`] row.
 fn sqlite_evidence(r: &SqliteRow) -> Result<EvidenceRow> {

@@ -35,6 +35,78 @@ pub(super) const SENT_SINCE: &str = "SELECT CAST(coalesce(sum(sent), 0) AS BIGIN
 pub(super) const SHARED_ADDRESSES: &str = "SELECT count(*) FROM (SELECT lower(email) FROM recipients \
      WHERE campaign_id = $1 AND email IS NOT NULL GROUP BY lower(email) HAVING count(*) > 1) AS shared";
 
+/// Starts the counters of the open-ended last wave ($1 campaign, $2 wave) without reading its
+/// members: the released waves' ranges follow one another from id 0, so this one holds every email
+/// recipient of the campaign that the others do not. Email recipients are the campaign's counters
+/// less its postal ones (a postal-channel row never has another status). Returns its open members.
+const WAVE_COUNT_REST: &str = "INSERT INTO wave_counters (campaign_id, wave_number, total, queued, \
+     deferred, sent, failed, cancelled, bounced) \
+     SELECT $1, $2, c.total - c.postal - o.total, c.queued - o.queued, c.deferred - o.deferred, \
+            c.sent - o.sent, c.failed - o.failed, c.cancelled - o.cancelled, c.bounced - o.bounced \
+     FROM campaign_counters c, \
+          (SELECT coalesce(sum(total), 0) AS total, coalesce(sum(queued), 0) AS queued, \
+                  coalesce(sum(deferred), 0) AS deferred, coalesce(sum(sent), 0) AS sent, \
+                  coalesce(sum(failed), 0) AS failed, coalesce(sum(cancelled), 0) AS cancelled, \
+                  coalesce(sum(bounced), 0) AS bounced \
+           FROM wave_counters WHERE campaign_id = $1) o \
+     WHERE c.campaign_id = $1 \
+     RETURNING queued + deferred AS open";
+
+impl StoredBatch {
+    /// A batch of `rows` of which the backend stored `inserted` (`email` of them to be emailed, the
+    /// rest by letter); the others were customers the campaign already had: duplicates.
+    pub(super) fn of(rows: u64, inserted: u64, email: u64, addresses: Vec<u128>) -> StoredBatch {
+        StoredBatch {
+            outcome: InsertOutcome {
+                inserted,
+                duplicates: rows - inserted,
+                email,
+                postal: inserted - email,
+            },
+            addresses,
+        }
+    }
+}
+
+/// Leases up to `$limit` due recipients of a claim (`$request`) on the connection `$conn`: retries
+/// first, through the dialect's statement `$retries` over its `DUE_RETRIES` ($1 campaign, $2 now, $3
+/// limit, $4 instance, $5 lease end), then fresh rows in claim order from the cursor, through `$fresh`
+/// over its `DUE_FRESH` ($1 campaign, $2 and $3 the cursor, $4 the waves' upper bound, $5 now, $6
+/// limit, $7 instance, $8 lease end). Evaluates to the [`Claim`]. A macro, as `with_pool!` is: one
+/// body for either backend's connection, which only the statements' locking differs for.
+macro_rules! lease_due {
+    ($conn:expr, $request:expr, $limit:expr, $retries:expr, $fresh:expr) => {{
+        let (request, limit): (&ClaimRequest<'_>, u32) = ($request, $limit);
+        let now = $crate::store::time::DbTime(request.now);
+        let until = $crate::store::time::DbTime(request.until());
+        let retries: Vec<Recipient> = sqlx::query_as($retries)
+            .bind(request.campaign_id)
+            .bind(now)
+            .bind(i64::from(limit))
+            .bind(request.instance)
+            .bind(until)
+            .fetch_all(&mut *$conn)
+            .await?;
+        let remaining = i64::from(limit) - retries.len() as i64;
+        let mut fresh = Vec::new();
+        if remaining > 0 {
+            fresh = sqlx::query_as($fresh)
+                .bind(request.campaign_id)
+                .bind(request.cursor.deadline_day)
+                .bind(request.cursor.id)
+                .bind(request.upper)
+                .bind(now)
+                .bind(remaining)
+                .bind(request.instance)
+                .bind(until)
+                .fetch_all(&mut *$conn)
+                .await?;
+        }
+        Claim::from_leased(retries, fresh, remaining, request.cursor)
+    }};
+}
+pub(super) use lease_due;
+
 impl Store {
     pub(super) async fn applied_migrations(&self) -> Result<Option<Vec<AppliedMigration>>> {
         with_pool!(self, pool => {
@@ -302,7 +374,7 @@ impl Store {
                     .bind(number)
                     .bind(first_id)
                     .bind(last),
-                None => sqlx::query_scalar(dialect::WAVE_COUNT_REST)
+                None => sqlx::query_scalar(WAVE_COUNT_REST)
                     .bind(campaign_id)
                     .bind(number),
             };

@@ -13,7 +13,7 @@ use sqlx::ConnectOptions;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
 use super::address_key;
-use super::portable::{ATTEMPT_COLUMNS, RECIPIENT_COLUMNS, SHARED_ADDRESSES};
+use super::portable::{ATTEMPT_COLUMNS, RECIPIENT_COLUMNS, SHARED_ADDRESSES, lease_due};
 use super::*;
 
 #[derive(Debug, Clone)]
@@ -92,15 +92,12 @@ impl PgStore {
         match copy.finish().await {
             Ok(inserted) => {
                 tx.commit().await?;
-                Ok(StoredBatch {
-                    outcome: InsertOutcome {
-                        inserted,
-                        duplicates: rows - inserted,
-                        email: batch.email,
-                        postal: inserted - batch.email,
-                    },
-                    addresses: batch.addresses,
-                })
+                Ok(StoredBatch::of(
+                    rows,
+                    inserted,
+                    batch.email,
+                    batch.addresses,
+                ))
             }
             Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
                 drop(tx);
@@ -148,18 +145,11 @@ impl PgStore {
         tx.commit().await?;
         let inserted = stored.len() as u64;
         let email = stored.iter().filter(|(c, _)| c.as_str() == "email").count() as u64;
-        Ok(StoredBatch {
-            outcome: InsertOutcome {
-                inserted,
-                duplicates: rows - inserted,
-                email,
-                postal: inserted - email,
-            },
-            addresses: stored
-                .iter()
-                .filter_map(|(_, e)| e.as_deref().map(address_key))
-                .collect(),
-        })
+        let addresses = stored
+            .iter()
+            .filter_map(|(_, e)| e.as_deref().map(address_key))
+            .collect();
+        Ok(StoredBatch::of(rows, inserted, email, addresses))
     }
 
     pub(super) async fn existing_customers(
@@ -295,53 +285,27 @@ async fn claim_capped(
     Ok(claim)
 }
 
-/// Claims up to `limit` due recipients of one campaign in `tx`: retries first, then fresh rows.
+/// Claims up to `limit` due recipients of one campaign in `tx`: retries first, then fresh rows in
+/// claim order from the position. Rows leased by others are skipped; if their owner dies, they are
+/// found again when the caller restarts the scan from the start.
 async fn claim_in(
     tx: &mut sqlx::Transaction<'static, sqlx::Postgres>,
     request: &ClaimRequest<'_>,
     limit: u32,
 ) -> Result<Claim> {
-    let (now, until) = (request.now, request.until());
-    let retries: Vec<Recipient> = sqlx::query_as(audited!(
-        "WITH due AS ({DUE_RETRIES} FOR UPDATE SKIP LOCKED) \
-         UPDATE recipients r SET lease_owner = $4, lease_expires_at = $5 FROM due WHERE r.id = due.id \
-         RETURNING {}",
-        prefixed("r", RECIPIENT_COLUMNS)
-    ))
-    .bind(request.campaign_id)
-    .bind(now)
-    .bind(i64::from(limit))
-    .bind(request.instance)
-    .bind(until)
-    .fetch_all(&mut **tx)
-    .await?;
-    let remaining = i64::from(limit) - retries.len() as i64;
-    let mut fresh = Vec::new();
-    if remaining > 0 {
-        // Fresh rows in claim order from the position. Rows leased by others are skipped; if their
-        // owner dies, they are found again when the caller restarts the scan from the start.
-        fresh = sqlx::query_as(audited!(
-            "WITH due AS ({DUE_FRESH} FOR UPDATE SKIP LOCKED) \
-             UPDATE recipients r SET lease_owner = $7, lease_expires_at = $8 FROM due \
-             WHERE r.id = due.id RETURNING {}",
-            prefixed("r", RECIPIENT_COLUMNS)
-        ))
-        .bind(request.campaign_id)
-        .bind(request.cursor.deadline_day)
-        .bind(request.cursor.id)
-        .bind(request.upper)
-        .bind(now)
-        .bind(remaining)
-        .bind(request.instance)
-        .bind(until)
-        .fetch_all(&mut **tx)
-        .await?;
-    }
-    Ok(Claim::from_leased(
-        retries,
-        fresh,
-        remaining,
-        request.cursor,
+    let columns = prefixed("r", RECIPIENT_COLUMNS);
+    Ok(lease_due!(
+        *tx,
+        request,
+        limit,
+        audited!(
+            "WITH due AS ({DUE_RETRIES} FOR UPDATE SKIP LOCKED) UPDATE recipients r \
+             SET lease_owner = $4, lease_expires_at = $5 FROM due WHERE r.id = due.id RETURNING {columns}"
+        ),
+        audited!(
+            "WITH due AS ({DUE_FRESH} FOR UPDATE SKIP LOCKED) UPDATE recipients r \
+             SET lease_owner = $7, lease_expires_at = $8 FROM due WHERE r.id = due.id RETURNING {columns}"
+        )
     ))
 }
 
@@ -390,7 +354,11 @@ impl PgStore {
         let codes: Vec<Option<i32>> = records.iter().map(|r| r.smtp_code).collect();
         let replies: Vec<Option<String>> = records.iter().map(|r| r.reply.clone()).collect();
         let message_ids: Vec<String> = records.iter().map(|r| r.message_id.clone()).collect();
-        let (statuses, retry_at, reasons) = next_state_columns(records);
+        // Status, retry time and failure reason per record: the recipients' next states.
+        let next: Vec<_> = records.iter().map(|r| r.next.columns()).collect();
+        let statuses: Vec<&str> = next.iter().map(|n| n.0.as_str()).collect();
+        let retry_at: Vec<Option<DateTime<Utc>>> = next.iter().map(|n| n.1).collect();
+        let reasons: Vec<Option<&str>> = next.iter().map(|n| n.2).collect();
 
         let mut tx = self.pool.begin().await?;
         // The attempt number is the recipient's count so far plus one, read in the same statement.
@@ -669,23 +637,6 @@ pub(super) const WAVE_COUNT_RANGE: &str = "INSERT INTO wave_counters (campaign_i
      FROM recipients WHERE campaign_id = $1 AND id > $3 AND id <= $4 AND channel = 'email' \
      RETURNING queued + deferred AS open";
 
-/// Starts the counters of the open-ended last wave ($1 campaign, $2 wave) without reading its
-/// members: the released waves' ranges follow one another from id 0, so this one holds every email
-/// recipient of the campaign that the others do not. Email recipients are the campaign's counters
-/// less its postal ones (a postal-channel row never has another status). Returns its open members.
-pub(super) const WAVE_COUNT_REST: &str = "INSERT INTO wave_counters (campaign_id, wave_number, total, queued, \
-     deferred, sent, failed, cancelled, bounced) \
-     SELECT $1, $2, c.total - c.postal - o.total, c.queued - o.queued, c.deferred - o.deferred, \
-            c.sent - o.sent, c.failed - o.failed, c.cancelled - o.cancelled, c.bounced - o.bounced \
-     FROM campaign_counters c, \
-          (SELECT coalesce(sum(total), 0) AS total, coalesce(sum(queued), 0) AS queued, \
-                  coalesce(sum(deferred), 0) AS deferred, coalesce(sum(sent), 0) AS sent, \
-                  coalesce(sum(failed), 0) AS failed, coalesce(sum(cancelled), 0) AS cancelled, \
-                  coalesce(sum(bounced), 0) AS bounced \
-           FROM wave_counters WHERE campaign_id = $1) o \
-     WHERE c.campaign_id = $1 \
-     RETURNING queued + deferred AS open";
-
 /// `a, b` with prefix `r` becomes `r.a, r.b` (keeping `AS` aliases and casts intact).
 fn prefixed(prefix: &str, columns: &str) -> String {
     columns
@@ -693,25 +644,4 @@ fn prefixed(prefix: &str, columns: &str) -> String {
         .map(|c| format!("{prefix}.{}", c.trim()))
         .collect::<Vec<_>>()
         .join(", ")
-}
-
-/// Status, retry time and failure reason per record: the columns a batch update binds.
-type NextStateColumns = (
-    Vec<&'static str>,
-    Vec<Option<DateTime<Utc>>>,
-    Vec<Option<String>>,
-);
-
-/// Splits the next states of a batch into the columns the batch update binds.
-fn next_state_columns(records: &[AttemptRecord]) -> NextStateColumns {
-    let mut statuses = Vec::with_capacity(records.len());
-    let mut retry_at = Vec::with_capacity(records.len());
-    let mut reasons = Vec::with_capacity(records.len());
-    for r in records {
-        let (status, at, reason) = r.next.columns();
-        statuses.push(status.as_str());
-        retry_at.push(at);
-        reasons.push(reason.map(str::to_owned));
-    }
-    (statuses, retry_at, reasons)
 }

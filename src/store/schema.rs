@@ -84,12 +84,9 @@ pub fn state(migrator: &Migrator, applied: Option<Vec<AppliedMigration>>) -> Res
         .filter(|m| m.migration_type.is_up_migration())
         .collect();
     let latest = known.iter().map(|m| m.version).max().unwrap_or(0);
-    let Some(applied) = applied else {
+    let Some(applied) = applied.filter(|a| !a.is_empty()) else {
         return Ok(SchemaState::Empty { known: latest });
     };
-    if applied.is_empty() {
-        return Ok(SchemaState::Empty { known: latest });
-    }
     let mut versions = Vec::new();
     for row in &applied {
         match known.iter().find(|m| m.version == row.version) {

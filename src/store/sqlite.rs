@@ -17,17 +17,15 @@ use sqlx::sqlite::{
 };
 
 use super::address_key;
-use super::portable::{ATTEMPT_COLUMNS, RECIPIENT_COLUMNS, SENT_SINCE, SHARED_ADDRESSES};
+use super::portable::{
+    ATTEMPT_COLUMNS, RECIPIENT_COLUMNS, SENT_SINCE, SHARED_ADDRESSES, lease_due,
+};
 use super::time::{DbTime, opt};
 use super::*;
 
-/// The deferred recipients of a campaign whose retry is due ($1 campaign, $2 now in ms, $3 limit), the
-/// longest waiting first: through recipients_retry_due, which only rows waiting for a retry enter
-/// (migration 6 made it lead with campaign_id; before, this read every recipient of the campaign).
-/// Public for the plan checks of tests/it/store_conformance.rs.
-pub const DUE_RETRIES: &str = "SELECT id FROM recipients WHERE campaign_id = $1 AND retry_due_at <= $2 \
-     AND status = 'deferred' AND (lease_expires_at IS NULL OR lease_expires_at <= $2) \
-     ORDER BY retry_due_at LIMIT $3";
+/// The deferred recipients of a campaign whose retry is due: PostgreSQL's SQL ($2, now, in ms here),
+/// through recipients_retry_due as there. Public for the plan checks of tests/it/store_conformance.rs.
+pub use super::postgres::DUE_RETRIES;
 
 /// The queued recipients of a campaign after the claim position ($1 campaign, $2 and $3 the position's
 /// deadline day and id, $4 the upper id bound of the released waves, $5 now in ms, $6 limit), earliest
@@ -48,28 +46,14 @@ pub(super) const QUEUE_ID_MATCH: &str = "outcome = 'sent' AND instr(reply, 'queu
 pub(super) const SKIP_LOCKED: &str = "";
 
 /// Starts the counters of a wave with a fixed key range ($1 campaign, $2 wave, $3 first_id exclusive,
-/// $4 last_id), counted once at release; returns its open members (see the PostgreSQL dialect).
+/// $4 last_id), counted once at release; returns its open members (see the PostgreSQL dialect; the
+/// open-ended last wave's are counted the same way on both, in `portable.rs`).
 pub(super) const WAVE_COUNT_RANGE: &str = "INSERT INTO wave_counters (campaign_id, wave_number, total, \
      queued, deferred, sent, failed, cancelled, bounced) \
      SELECT $1, $2, count(*), coalesce(sum(status = 'queued'), 0), coalesce(sum(status = 'deferred'), 0), \
             coalesce(sum(status = 'sent'), 0), coalesce(sum(status = 'failed'), 0), \
             coalesce(sum(status = 'cancelled'), 0), coalesce(sum(status = 'bounced'), 0) \
      FROM recipients WHERE campaign_id = $1 AND id > $3 AND id <= $4 AND channel = 'email' \
-     RETURNING queued + deferred AS open";
-
-/// Starts the counters of the open-ended last wave ($1 campaign, $2 wave): the campaign's email
-/// recipients less the other released waves' (see the PostgreSQL dialect).
-pub(super) const WAVE_COUNT_REST: &str = "INSERT INTO wave_counters (campaign_id, wave_number, total, \
-     queued, deferred, sent, failed, cancelled, bounced) \
-     SELECT $1, $2, c.total - c.postal - o.total, c.queued - o.queued, c.deferred - o.deferred, \
-            c.sent - o.sent, c.failed - o.failed, c.cancelled - o.cancelled, c.bounced - o.bounced \
-     FROM campaign_counters c, \
-          (SELECT coalesce(sum(total), 0) AS total, coalesce(sum(queued), 0) AS queued, \
-                  coalesce(sum(deferred), 0) AS deferred, coalesce(sum(sent), 0) AS sent, \
-                  coalesce(sum(failed), 0) AS failed, coalesce(sum(cancelled), 0) AS cancelled, \
-                  coalesce(sum(bounced), 0) AS bounced \
-           FROM wave_counters WHERE campaign_id = $1) o \
-     WHERE c.campaign_id = $1 \
      RETURNING queued + deferred AS open";
 
 #[derive(Debug, Clone)]
@@ -170,15 +154,12 @@ impl SqliteStore {
             }
         }
         tx.commit().await?;
-        Ok(StoredBatch {
-            outcome: InsertOutcome {
-                inserted,
-                duplicates: rows.len() as u64 - inserted,
-                email,
-                postal: inserted - email,
-            },
+        Ok(StoredBatch::of(
+            rows.len() as u64,
+            inserted,
+            email,
             addresses,
-        })
+        ))
     }
 
     pub(super) async fn existing_customers(
@@ -252,44 +233,22 @@ impl SqliteStore {
             }
             limit = limit.min(room.min(u64::from(u32::MAX)) as u32);
         }
-        let (now, until) = (DbTime(request.now), DbTime(request.until()));
         let mut tx = self.pool.begin().await?;
-        let retries: Vec<Recipient> = sqlx::query_as(audited!(
-            "UPDATE recipients SET lease_owner = $4, lease_expires_at = $5 WHERE id IN ({DUE_RETRIES}) \
-             RETURNING {RECIPIENT_COLUMNS}"
-        ))
-        .bind(request.campaign_id)
-        .bind(now)
-        .bind(i64::from(limit))
-        .bind(request.instance)
-        .bind(until)
-        .fetch_all(&mut *tx)
-        .await?;
-        let remaining = i64::from(limit) - retries.len() as i64;
-        let mut fresh = Vec::new();
-        if remaining > 0 {
-            fresh = sqlx::query_as(audited!(
-                "UPDATE recipients SET lease_owner = $7, lease_expires_at = $8 WHERE id IN ({DUE_FRESH}) \
-                 RETURNING {RECIPIENT_COLUMNS}"
-            ))
-            .bind(request.campaign_id)
-            .bind(request.cursor.deadline_day)
-            .bind(request.cursor.id)
-            .bind(request.upper)
-            .bind(now)
-            .bind(remaining)
-            .bind(request.instance)
-            .bind(until)
-            .fetch_all(&mut *tx)
-            .await?;
-        }
+        let claim = lease_due!(
+            tx,
+            request,
+            limit,
+            audited!(
+                "UPDATE recipients SET lease_owner = $4, lease_expires_at = $5 \
+                 WHERE id IN ({DUE_RETRIES}) RETURNING {RECIPIENT_COLUMNS}"
+            ),
+            audited!(
+                "UPDATE recipients SET lease_owner = $7, lease_expires_at = $8 \
+                 WHERE id IN ({DUE_FRESH}) RETURNING {RECIPIENT_COLUMNS}"
+            )
+        );
         tx.commit().await?;
-        Ok(Claim::from_leased(
-            retries,
-            fresh,
-            remaining,
-            request.cursor,
-        ))
+        Ok(claim)
     }
 
     pub(super) async fn renew_leases(

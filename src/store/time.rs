@@ -11,7 +11,7 @@ use sqlx::encode::IsNull;
 use sqlx::error::BoxDynError;
 use sqlx::postgres::{PgArgumentBuffer, PgTypeInfo, PgValueRef};
 use sqlx::sqlite::{SqliteArgumentsBuffer, SqliteTypeInfo, SqliteValueRef};
-use sqlx::{Decode, Encode, Postgres, Sqlite, Type, ValueRef};
+use sqlx::{Database, Decode, Encode, Postgres, Sqlite, Type, ValueRef};
 
 /// A point in time as the database stores it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -94,28 +94,29 @@ impl<'r> Decode<'r, Sqlite> for DbTime {
 }
 
 /// `DbTimeOpt` is `DbTime` that reads `NULL` as `None`, on either backend.
-macro_rules! nullable {
-    ($db:ty, $info:ty, $value:ident) => {
-        impl Type<$db> for DbTimeOpt {
-            fn type_info() -> $info {
-                <DbTime as Type<$db>>::type_info()
-            }
-            fn compatible(ty: &$info) -> bool {
-                <DbTime as Type<$db>>::compatible(ty)
-            }
-        }
-        impl<'r> Decode<'r, $db> for DbTimeOpt {
-            fn decode(value: $value<'r>) -> Result<Self, BoxDynError> {
-                if value.is_null() {
-                    return Ok(DbTimeOpt(None));
-                }
-                <DbTime as Decode<$db>>::decode(value).map(|t| DbTimeOpt(Some(t.0)))
-            }
-        }
-    };
+impl<DB: Database> Type<DB> for DbTimeOpt
+where
+    DbTime: Type<DB>,
+{
+    fn type_info() -> DB::TypeInfo {
+        <DbTime as Type<DB>>::type_info()
+    }
+    fn compatible(ty: &DB::TypeInfo) -> bool {
+        <DbTime as Type<DB>>::compatible(ty)
+    }
 }
-nullable!(Postgres, PgTypeInfo, PgValueRef);
-nullable!(Sqlite, SqliteTypeInfo, SqliteValueRef);
+
+impl<'r, DB: Database> Decode<'r, DB> for DbTimeOpt
+where
+    DbTime: Decode<'r, DB>,
+{
+    fn decode(value: DB::ValueRef<'r>) -> Result<Self, BoxDynError> {
+        if value.is_null() {
+            return Ok(DbTimeOpt(None));
+        }
+        <DbTime as Decode<DB>>::decode(value).map(|t| DbTimeOpt(Some(t.0)))
+    }
+}
 
 /// Binds an optional time.
 pub fn opt(t: Option<DateTime<Utc>>) -> Option<DbTime> {

@@ -354,8 +354,9 @@ fn renders_in_en_us_and_es_us() {
     assert_eq!(es.locale, "es-US");
     assert_eq!(es.subject, "Aviso de violación de datos");
     assert!(
-        es.text
-            .starts_with("Estimado/a Lucía Núñez:\n\nAVISO DE VIOLACIÓN DE DATOS\n"),
+        es.text.starts_with(
+            "Estimado/a Lucía Núñez:\n\nAVISO DE VIOLACIÓN DE DATOS / NOTICE OF DATA BREACH\n"
+        ),
         "{}",
         es.text
     );
@@ -1190,12 +1191,16 @@ async fn campaign_create_prints_the_id_and_stores_the_content_hash(db: EmptyDb) 
         &[],
     );
     let templates = copy.parent().unwrap().join("templates");
-    std::fs::create_dir_all(&templates).unwrap();
+    std::fs::create_dir_all(templates.join("us-ma")).unwrap();
     for f in [
         "en-US.txt.j2",
         "en-US.html.j2",
         "es-US.txt.j2",
         "es-US.html.j2",
+        "us-ma/en-US.txt.j2",
+        "us-ma/en-US.html.j2",
+        "us-ma/es-US.txt.j2",
+        "us-ma/es-US.html.j2",
     ] {
         std::fs::copy(
             example().parent().unwrap().join("templates").join(f),

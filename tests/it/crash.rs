@@ -42,6 +42,7 @@ fn spec() -> CampaignSpec {
             return_path: None,
         },
         locales,
+        by_jurisdiction: Default::default(),
         rate: RateSpec::default(),
         waves: Vec::new(),
         source: String::new(),

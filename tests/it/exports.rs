@@ -29,6 +29,7 @@ backends!(
     evidence_jsonl_matches_the_database_field_by_field,
     postal_csv_lists_who_needs_a_letter_with_their_address,
     postal_jsonl_matches_the_database_field_by_field,
+    postal_list_goes_by_deadline_then_queue_order,
     small_pages_give_the_same_files_as_one_page,
     the_binary_writes_the_same_files_as_the_library,
     more_than_a_page_of_recipients_through_the_binary,
@@ -314,6 +315,7 @@ const POSTAL_HEADER: &[&str] = &[
     "country",
     "locale",
     "jurisdiction",
+    "deadline",
 ];
 
 const ATTEMPT_KEYS: &[&str] = &[
@@ -637,6 +639,7 @@ async fn check_postal_csv(store: &Store, id: i64, bytes: &[u8]) {
         for (name, value) in postal_fields(r) {
             assert_eq!(f(name), opt(value), "{what}: {name}");
         }
+        assert_eq!(f("deadline"), "", "{what}: no discovery date, no deadline");
     }
 }
 
@@ -661,6 +664,10 @@ async fn check_postal_jsonl(store: &Store, id: i64, bytes: &[u8]) {
         for (name, value) in postal_fields(r) {
             json_opt_str(&v[name], value, &format!("{what}: {name}"));
         }
+        assert!(
+            v["deadline"].is_null(),
+            "{what}: no discovery date, no deadline"
+        );
     }
 }
 
@@ -746,6 +753,108 @@ async fn postal_jsonl_matches_the_database_field_by_field(t: TestApp) {
         run_export(&t.store, id, ExportKind::Postal, Format::JsonLines, 1000).await;
     assert_eq!(summary.written, 3);
     check_postal_jsonl(&t.store, id, &bytes).await;
+}
+
+/// Letters are listed earliest deadline first, then in queue order; recipients whose jurisdiction has
+/// no computed deadline come last. Each line carries its deadline, in CSV and JSON lines alike, and
+/// every page size gives the same file.
+async fn postal_list_goes_by_deadline_then_queue_order(t: TestApp) {
+    use breach_notifier::store::deadlines::{DeadlineBasis, JurisdictionDeadline};
+    let store = &t.store;
+    let id = CampaignBuilder::on(store).named("by deadline").await;
+    // (customer, jurisdiction), in queue order.
+    let people = [
+        ("P1-TX", Some("US-TX")),
+        ("P2-CA", Some("US-CA")),
+        ("P3-NONE", None),
+        ("P4-XX", Some("US-XX")),
+        ("P5-CA", Some("US-CA")),
+        ("P6-TX", Some("US-TX")),
+        ("P7-CO", Some("US-CO")),
+    ];
+    let rows: Vec<NewRecipient> = people
+        .iter()
+        .map(|(c, j)| NewRecipient {
+            email: None,
+            channel: Channel::Postal,
+            jurisdiction: j.map(str::to_string),
+            ..person(c)
+        })
+        .collect();
+    store.insert_recipients(id, &rows).await.unwrap();
+    let day = |d: u32| chrono::NaiveDate::from_ymd_opt(2026, 3, d).unwrap();
+    let deadline = |code: Option<&str>, d: u32| JurisdictionDeadline {
+        jurisdiction: code.map(str::to_string),
+        deadline: day(d),
+        basis: DeadlineBasis::Law,
+        days: 30,
+        law_text: None,
+    };
+    // US-CO shares California's day (queue order decides between them); US-XX has no row.
+    let deadlines = [
+        deadline(Some("US-TX"), 31),
+        deadline(Some("US-CA"), 3),
+        deadline(Some("US-CO"), 3),
+        deadline(None, 20),
+    ];
+    store
+        .replace_deadlines(id, &deadlines, Utc::now())
+        .await
+        .unwrap();
+
+    let expected = [
+        ("P2-CA", "2026-03-03"),
+        ("P5-CA", "2026-03-03"),
+        ("P7-CO", "2026-03-03"),
+        ("P3-NONE", "2026-03-20"),
+        ("P1-TX", "2026-03-31"),
+        ("P6-TX", "2026-03-31"),
+        ("P4-XX", ""),
+    ];
+    let (summary, bytes) = run_export(store, id, ExportKind::Postal, Format::Csv, 1000).await;
+    assert_eq!((summary.read, summary.written), (7, 7));
+    let mut reader = csv::Reader::from_reader(&bytes[..]);
+    let header: Vec<String> = reader.headers().unwrap().iter().map(String::from).collect();
+    assert_eq!(header, POSTAL_HEADER);
+    let col = |name: &str| POSTAL_HEADER.iter().position(|h| *h == name).unwrap();
+    let lines: Vec<(String, String)> = reader
+        .records()
+        .map(|r| {
+            let r = r.unwrap();
+            (
+                r[col("customer_id")].to_string(),
+                r[col("deadline")].to_string(),
+            )
+        })
+        .collect();
+    let expected_lines: Vec<(String, String)> = expected
+        .iter()
+        .map(|(c, d)| (c.to_string(), d.to_string()))
+        .collect();
+    assert_eq!(
+        lines, expected_lines,
+        "earliest deadline first, then queue order"
+    );
+
+    let (_, jsonl) = run_export(store, id, ExportKind::Postal, Format::JsonLines, 1000).await;
+    let values: Vec<Value> = std::str::from_utf8(&jsonl)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    for (v, (customer, deadline)) in values.iter().zip(&expected) {
+        assert_eq!(v["customer_id"], *customer);
+        match *deadline {
+            "" => assert!(v["deadline"].is_null(), "{customer}: {v}"),
+            d => assert_eq!(v["deadline"], d, "{customer}"),
+        }
+    }
+    assert_eq!(values.len(), expected.len());
+    // Batches follow the same order.
+    for page in [1, 2, 3] {
+        let (_, paged) = run_export(store, id, ExportKind::Postal, Format::Csv, page).await;
+        assert_eq!(paged, bytes, "page {page}");
+    }
 }
 
 async fn small_pages_give_the_same_files_as_one_page(t: TestApp) {
@@ -1169,8 +1278,9 @@ async fn export_plans(store: &Store, campaign: i64) -> [(&'static str, String); 
 
 /// Checks the plans of both export queries for `campaign`. Neither may walk the primary key (through
 /// every earlier campaign's ids), and the evidence must find attempts through
-/// `delivery_attempts_recipient`. With `in_order`, both must also walk `recipients_campaign_id`, which
-/// gives the order by itself, so rows stream from the first one without a sort of the campaign.
+/// `delivery_attempts_recipient`. With `in_order`, both must also read `recipients_campaign_id`: the
+/// evidence in order, so rows stream from the first one without a sort of the campaign; the postal
+/// list is sorted by deadline, a sort of the letters only, kept by the index's walk of the campaign.
 async fn assert_export_plans(store: &Store, campaign: i64, case: &str, in_order: bool) {
     for (export, plan) in export_plans(store, campaign).await {
         // (SQLite names a scan of its primary key, the rowid, "INTEGER PRIMARY KEY".)
@@ -1184,13 +1294,19 @@ async fn assert_export_plans(store: &Store, campaign: i64, case: &str, in_order:
                 "{case}: attempts must be found through delivery_attempts_recipient:\n{plan}"
             );
         }
-        if in_order {
+        if in_order && export == "evidence" {
             assert!(
                 plan.contains("recipients_campaign_id")
                     && !plan.contains("Sort")
                     && !plan.contains("TEMP B-TREE")
                     && !plan.contains("Bitmap"),
                 "{case}: the {export} export must walk recipients_campaign_id in order:\n{plan}"
+            );
+        }
+        if in_order && export == "postal" {
+            assert!(
+                plan.contains("recipients_campaign_id"),
+                "{case}: the {export} export must read the campaign through recipients_campaign_id:\n{plan}"
             );
         }
     }

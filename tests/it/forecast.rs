@@ -166,8 +166,25 @@ async fn start_refuses_a_late_plan_unless_accepted_and_records_why(db: EmptyDb) 
         ),
     )
     .unwrap();
-    std::fs::write(d.join("n.txt"), "Notice\n").unwrap();
-    std::fs::write(d.join("n.html"), "<p>Notice</p>\n").unwrap();
+    // California's title and headings, so that the content check passes and the forecast decides.
+    let headings = [
+        "What Happened",
+        "What Information Was Involved",
+        "What We Are Doing",
+        "What You Can Do",
+        "For More Information",
+    ];
+    let text: String = headings.iter().map(|h| format!("{h}\n.\n")).collect();
+    let html: String = headings
+        .iter()
+        .map(|h| format!("<h2>{h}</h2>\n<p>.</p>\n"))
+        .collect();
+    std::fs::write(d.join("n.txt"), format!("Notice of Data Breach\n{text}")).unwrap();
+    std::fs::write(
+        d.join("n.html"),
+        format!("<h1>Notice of Data Breach</h1>\n{html}"),
+    )
+    .unwrap();
     let mut csv = "customer_id,email,jurisdiction,electronic_consent\n".to_string();
     for i in 1..=30 {
         let code = if i <= 25 { "US-CA" } else { "US-TX" };

@@ -13,6 +13,7 @@ mod campaigns;
 mod cli;
 mod cluster;
 mod config;
+mod content;
 mod crash;
 mod deadline_order;
 mod deadlines;

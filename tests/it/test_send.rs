@@ -59,10 +59,11 @@ async fn samples_reach_the_seed_mailboxes_and_touch_no_recipient() {
         "{out}{}",
         String::from_utf8_lossy(&sent.stderr)
     );
-    // One sample per locale (en-US, es-US) to each of the two seeds.
-    assert!(smtp.wait_for(4, Duration::from_secs(10)).await, "{out}");
+    // One sample per notice (en-US and es-US, in general and in the US-MA variant) to each of the
+    // two seeds.
+    assert!(smtp.wait_for(8, Duration::from_secs(10)).await, "{out}");
     let received = smtp.received();
-    assert_eq!(received.len(), 4);
+    assert_eq!(received.len(), 8);
     for m in &received {
         assert!(
             m.rcpt_to[0].ends_with("@example-mortgage.com"),
@@ -84,8 +85,28 @@ async fn samples_reach_the_seed_mailboxes_and_touch_no_recipient() {
         "{subjects:?}"
     );
     assert!(
-        out.lines().filter(|l| l.starts_with("sent sample")).count() == 4,
+        out.lines().filter(|l| l.starts_with("sent sample")).count() == 8,
         "{out}"
+    );
+    for notice in ["(en-US,", "(es-US,", "(US-MA/en-US,", "(US-MA/es-US,"] {
+        assert_eq!(
+            out.matches(notice).count(),
+            2,
+            "{notice} to each seed: {out}"
+        );
+    }
+    // The Massachusetts samples are the variant: no description of what happened.
+    let ma: Vec<_> = received
+        .iter()
+        .filter(|m| {
+            String::from_utf8_lossy(&m.data).contains("Your Rights Under Massachusetts Law")
+        })
+        .collect();
+    assert_eq!(ma.len(), 2, "the English US-MA sample to each seed");
+    assert!(
+        ma.iter()
+            .all(|m| !String::from_utf8_lossy(&m.data).contains("What Happened")),
+        "the variant, not the general notice"
     );
 
     // Nothing about the campaign or its recipients changed.

@@ -467,6 +467,7 @@ pub fn spec(rate: Option<f64>, text: &str) -> CampaignSpec {
             return_path: None,
         },
         locales,
+        by_jurisdiction: Default::default(),
         rate: RateSpec {
             per_second: rate,
             burst: None,
