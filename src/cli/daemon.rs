@@ -69,6 +69,7 @@ async fn serve(
     let dispatcher = Dispatcher::new(store.clone(), transport, settings)?
         .with_notifier(notifier.clone(), liveness);
     let webhooks = http::webhooks::routes::Webhooks::new(store.clone(), &settings.bounces)?;
+    let page = http::page::Page::new(store.clone(), &settings.http.tokens)?;
     let server = listener.map(|listener| {
         http::serve(
             listener,
@@ -80,6 +81,7 @@ async fn serve(
                 )),
                 stopping: shutdown.clone(),
                 webhooks: Some(webhooks.clone()),
+                page: Some(page.clone()),
             },
         )
     });

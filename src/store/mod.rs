@@ -61,6 +61,7 @@ mod portable;
 pub mod postgres;
 pub(crate) mod schema;
 pub mod sqlite;
+pub mod status_page;
 pub(crate) mod time;
 
 use std::fmt;

@@ -28,6 +28,7 @@ mod privacy;
 mod rules;
 mod smtp_security;
 mod smtp_server;
+mod status_page;
 mod store_conformance;
 mod test_send;
 mod waves;
