@@ -9,6 +9,7 @@
 mod common;
 
 mod bounces;
+mod browser;
 mod campaigns;
 mod cli;
 mod cluster;

@@ -71,6 +71,8 @@ pub struct RateChart<'a> {
 
 const WIDTH: f64 = 600.0;
 const HEIGHT: f64 = 120.0;
+/// Room above the bars for the scale's label.
+const TOP: f64 = 24.0;
 
 impl RateChart<'_> {
     /// The SVG, with the peak rate as the scale's label and a `<title>` per bar.
@@ -99,14 +101,14 @@ impl RateChart<'_> {
         let bar = WIDTH / slots as f64;
         let mut svg = format!(
             "<svg class=\"rate\" viewBox=\"0 0 {WIDTH} {h}\" role=\"img\" aria-label=\"{t}\">\
-             <text class=\"axis\" x=\"2\" y=\"10\">{peak_rate:.0}/min</text>\
-             <text class=\"axis\" x=\"2\" y=\"{h2}\">-{t}</text>\
+             <text class=\"axis\" x=\"4\" y=\"18\">{peak_rate:.0}/min</text>\
+             <text class=\"axis\" x=\"4\" y=\"{h2}\">-{t}</text>\
              <text class=\"axis\" x=\"{w2}\" y=\"{h2}\" text-anchor=\"end\">now</text>",
-            h = HEIGHT + 14.0,
+            h = TOP + HEIGHT + 24.0,
             t = self.title,
             peak_rate = peak * per_minute,
-            h2 = HEIGHT + 12.0,
-            w2 = WIDTH - 2.0,
+            h2 = TOP + HEIGHT + 20.0,
+            w2 = WIDTH - 4.0,
         );
         for (i, (s, f)) in sent.iter().zip(&failed).enumerate() {
             if s + f == 0 {
@@ -120,14 +122,14 @@ impl RateChart<'_> {
                 "<g><title>{s} sent, {f} failed in {step}s</title>\
                  <rect class=\"sent\" x=\"{x:.2}\" y=\"{ys:.2}\" width=\"{bw:.2}\" height=\"{hs:.2}\"/>",
                 step = self.step,
-                ys = HEIGHT - hs,
+                ys = TOP + HEIGHT - hs,
                 bw = (bar - 0.5).max(0.5),
             );
             if *f > 0 {
                 let _ = write!(
                     svg,
                     "<rect class=\"failed\" x=\"{x:.2}\" y=\"{yf:.2}\" width=\"{bw:.2}\" height=\"{hf:.2}\"/>",
-                    yf = HEIGHT - hs - hf,
+                    yf = TOP + HEIGHT - hs - hf,
                     bw = (bar - 0.5).max(0.5),
                 );
             }
@@ -212,11 +214,13 @@ mod tests {
             "{svg}"
         );
         assert!(
-            svg.contains("class=\"sent\" x=\"0.00\" y=\"0.00\" width=\"299.50\" height=\"120.00\""),
+            svg.contains(
+                "class=\"sent\" x=\"0.00\" y=\"24.00\" width=\"299.50\" height=\"120.00\""
+            ),
             "{svg}"
         );
         assert!(
-            svg.contains("class=\"failed\" x=\"300.00\" y=\"60.00\""),
+            svg.contains("class=\"failed\" x=\"300.00\" y=\"84.00\""),
             "{svg}"
         );
         assert_eq!(svg.matches("<g>").count(), 2, "{svg}");
