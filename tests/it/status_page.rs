@@ -750,3 +750,65 @@ async fn failures_are_counted_by_cause_before_and_after_the_migration(db: common
     assert_eq!(backfilled, expected(1));
     assert_eq!(counted, expected(2));
 }
+
+/// `demo --serve` on a free port: the page of the example campaign, moving, with the operator token
+/// it printed; SIGTERM ends it cleanly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_serve_shows_the_example_campaign() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = common::command(dir.path())
+        .args(["demo", "--serve"])
+        .env("BREACH_NOTIFIER__HTTP__LISTEN", "127.0.0.1:0")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let (mut page, mut token) = (None, None);
+    while page.is_none() || token.is_none() {
+        let line = lines
+            .next()
+            .expect("demo prints the page and a token")
+            .unwrap();
+        if let Some(rest) = line.split("status page: http://").nth(1) {
+            page = rest.split_whitespace().next().map(str::to_string);
+        }
+        if let Some(rest) = line.split("and the password ").nth(1) {
+            token = Some(rest.trim().to_string());
+        }
+    }
+    let (page, token) = (page.unwrap(), token.unwrap());
+    let (addr, path) = page.split_once('/').unwrap();
+    let port: u16 = addr.rsplit(':').next().unwrap().parse().unwrap();
+    let reply = get(port, &format!("/{path}"), &[]).await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert!(
+        reply.body.contains("Notice of Data Breach"),
+        "{}",
+        reply.body
+    );
+    assert!(
+        reply.body.contains("data-testid=\"do-pause\""),
+        "{}",
+        reply.body
+    );
+    let auth = bearer(&token);
+    let paused = post_form(
+        port,
+        &format!("/{path}/pause"),
+        Some(&auth),
+        "reason=looking",
+    )
+    .await;
+    assert_eq!(paused.status, 303, "{}", paused.body);
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let exited = tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
+    assert!(exited.success(), "{exited:?}");
+}

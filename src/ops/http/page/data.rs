@@ -63,9 +63,8 @@ pub struct CampaignSnapshot {
 #[derive(Debug, Serialize)]
 pub struct WaveLine {
     pub progress: crate::store::WaveProgress,
-    pub hold_minutes: Option<i64>,
-    pub max_failure_rate: Option<f64>,
-    pub max_deferral_rate: Option<f64>,
+    /// Its hold time and guards, in words.
+    pub guards: Vec<String>,
 }
 
 /// A jurisdiction's row and whether it is late.
@@ -186,11 +185,21 @@ fn wave_lines(status: &CampaignStatus, plans: &[Wave]) -> Vec<WaveLine> {
         .iter()
         .map(|w| {
             let plan = plans.iter().find(|p| p.number == w.number);
+            let mut guards = Vec::new();
+            if let Some(p) = plan {
+                if p.hold_minutes > 0 {
+                    guards.push(format!("hold {} min", p.hold_minutes));
+                }
+                if let Some(r) = p.max_failure_rate {
+                    guards.push(format!("failures ≤ {r}"));
+                }
+                if let Some(r) = p.max_deferral_rate {
+                    guards.push(format!("deferrals ≤ {r}"));
+                }
+            }
             WaveLine {
                 progress: w.clone(),
-                hold_minutes: plan.map(|p| p.hold_minutes),
-                max_failure_rate: plan.and_then(|p| p.max_failure_rate),
-                max_deferral_rate: plan.and_then(|p| p.max_deferral_rate),
+                guards,
             }
         })
         .collect()
