@@ -28,6 +28,7 @@ backends!(multi_thread:
     cross_site_and_malformed_requests_change_nothing,
     without_an_operator_token_the_page_is_read_only,
     an_operator_releases_the_next_wave,
+    what_the_page_reads_never_reads_the_queue_or_the_attempt_log,
 );
 
 pub const OPERATOR: &str = "operator-token-0123456789abcdef";
@@ -811,4 +812,54 @@ async fn demo_serve_shows_the_example_campaign() {
         .await
         .unwrap();
     assert!(exited.success(), "{exited:?}");
+}
+
+/// The plan of every query behind the page names neither `recipients` nor `delivery_attempts`: the
+/// page's cost does not grow with the campaign (counters, send buckets, instances, events).
+async fn what_the_page_reads_never_reads_the_queue_or_the_attempt_log(t: TestApp) {
+    use breach_notifier::store::Store;
+    let id = t
+        .campaign(&common::spec(None, "x"))
+        .with(&[common::person(1, "example.com")])
+        .await;
+    let queries = [
+        format!("SELECT * FROM campaign_progress WHERE campaign_id = {id}"),
+        format!("SELECT * FROM wave_progress WHERE campaign_id = {id}"),
+        format!("SELECT * FROM jurisdiction_progress WHERE campaign_id = {id}"),
+        format!(
+            "SELECT outcome, smtp_code, enhanced, domain, attempts, last_at FROM failure_counters \
+             WHERE campaign_id = {id} ORDER BY attempts DESC, outcome, smtp_code, enhanced, domain LIMIT 25"
+        ),
+        format!(
+            "SELECT CAST(bucket / 900 * 900 AS BIGINT) AS start, CAST(sum(attempts) AS BIGINT), \
+             CAST(sum(sent) AS BIGINT), CAST(sum(failed) AS BIGINT) FROM send_buckets \
+             WHERE campaign_id = {id} AND bucket >= 0 GROUP BY 1 ORDER BY 1"
+        ),
+        "SELECT id, hostname, version, started_at, heartbeat_at, stopped_at, in_flight FROM instances \
+         WHERE heartbeat_at > CURRENT_TIMESTAMP ORDER BY id"
+            .to_string(),
+        format!("SELECT * FROM campaign_events WHERE campaign_id = {id} ORDER BY id"),
+    ];
+    for query in queries {
+        let plan: Vec<String> = match &t.store {
+            Store::Postgres(s) => {
+                sqlx::query_scalar(sqlx::AssertSqlSafe(format!("EXPLAIN {query}")))
+                    .fetch_all(s.pool())
+                    .await
+                    .unwrap()
+            }
+            Store::Sqlite(s) => sqlx::query_as::<_, (i64, i64, i64, String)>(sqlx::AssertSqlSafe(
+                format!("EXPLAIN QUERY PLAN {query}"),
+            ))
+            .fetch_all(s.pool())
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|(_, _, _, detail)| detail)
+            .collect(),
+        };
+        let plan = plan.join("\n");
+        assert!(!plan.contains("recipients"), "{query}:\n{plan}");
+        assert!(!plan.contains("delivery_attempts"), "{query}:\n{plan}");
+    }
 }

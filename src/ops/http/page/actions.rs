@@ -134,7 +134,7 @@ pub async fn act(
     };
     let form = match Form::parse(&headers, &body) {
         Ok(f) => f,
-        Err((status, message)) => return message_page(&page, status, "Not done", &message, id),
+        Err((status, message)) => return message_page(&page, status, &message, id, &name),
     };
     let actor = format!("http:{name}");
     let result = perform(&page, id, action, &form, &actor).await;
@@ -145,8 +145,8 @@ pub async fn act(
             let location = format!("../{id}");
             (StatusCode::SEE_OTHER, [(header::LOCATION, location)]).into_response()
         }
-        Ok(Done::Confirm) => confirm_page(&page, id, &form).await,
-        Err((status, message)) => message_page(&page, status, "Not done", &message, id),
+        Ok(Done::Confirm) => confirm_page(&page, id, &form, &name).await,
+        Err((status, message)) => message_page(&page, status, &message, id, &name),
     }
 }
 
@@ -236,17 +236,17 @@ fn other_error(e: anyhow::Error) -> FormError {
     }
 }
 
-fn message_page(
-    page: &Page,
-    status: StatusCode,
-    heading: &str,
-    message: &str,
-    id: i64,
-) -> Response {
+/// What the header says about the operator who acted.
+fn signed_in(name: &str) -> String {
+    format!("{name} (operator)")
+}
+
+/// Why an operator's action was not done, with a link back to the campaign.
+fn message_page(page: &Page, status: StatusCode, message: &str, id: i64, name: &str) -> Response {
     let ctx = context! {
         root => Value::from_safe_string("../../".into()),
-        caller => Option::<String>::None,
-        heading => heading,
+        caller => signed_in(name),
+        heading => "Not done",
         message => message,
         back => Value::from_safe_string(format!("../{id}")),
     };
@@ -255,23 +255,23 @@ fn message_page(
     response
 }
 
-async fn confirm_page(page: &Page, id: i64, form: &Form) -> Response {
-    let name = match page.store().campaign(id).await {
+async fn confirm_page(page: &Page, id: i64, form: &Form, name: &str) -> Response {
+    let campaign_name = match page.store().campaign(id).await {
         Ok(Some(c)) => c.name,
         Ok(None) => {
             let message = StoreError::UnknownCampaign(id).to_string();
-            return message_page(page, StatusCode::NOT_FOUND, "Not done", &message, id);
+            return message_page(page, StatusCode::NOT_FOUND, &message, id, name);
         }
         Err(e) => {
             let (status, message) = store_error(e);
-            return message_page(page, status, "Not done", &message, id);
+            return message_page(page, status, &message, id, name);
         }
     };
     let ctx = context! {
         root => Value::from_safe_string("../../".into()),
-        caller => Option::<String>::None,
+        caller => signed_in(name),
         id => id,
-        name => name,
+        name => campaign_name,
         reason => form.reason,
     };
     page.render("confirm.html", ctx)
