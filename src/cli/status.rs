@@ -2,31 +2,17 @@
 //! and `wave_progress` views, so the CLI and `psql`/`sqlite3` show the same numbers: counts per status
 //! (O(1) counters, never a count over the queue), the send rate over the last minute and hour and the
 //! ETA at that rate (from the 10-second `send_buckets`), and the time of the last change; as a table,
-//! as JSON, or refreshed with `--watch`.
+//! as JSON, or refreshed with `--watch`. What is read is [`crate::ops::status`]'s, shared with the
+//! HTTP endpoint's `/api/status`.
 
 use std::process::ExitCode;
 use std::time::Duration;
 
 use chrono::Utc;
-use serde::Serialize;
 
 use crate::cli::args::StatusArgs;
-use crate::store::bounces::BounceGuard;
-use crate::store::deadlines::JurisdictionProgress;
-use crate::store::{CampaignProgress, Store, StoreError, WaveProgress};
-
-/// A campaign's status line and its waves, as printed and as serialised by `--json`.
-#[derive(Debug, Clone, Serialize)]
-pub struct CampaignStatus {
-    #[serde(flatten)]
-    pub progress: CampaignProgress,
-    pub waves: Vec<WaveProgress>,
-    /// Receiving domains the bounce guard holds (their recipients wait for email, not postal).
-    pub bounce_guards: Vec<BounceGuard>,
-    /// Per jurisdiction (`status CAMPAIGN` only): late ones first, then by days left.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub jurisdictions: Vec<JurisdictionProgress>,
-}
+pub use crate::ops::status::{CampaignStatus, collect};
+use crate::store::Store;
 
 pub async fn show(store: &Store, args: &StatusArgs) -> anyhow::Result<ExitCode> {
     loop {
@@ -51,51 +37,6 @@ pub async fn show(store: &Store, args: &StatusArgs) -> anyhow::Result<ExitCode> 
             _ = tokio::signal::ctrl_c() => return Ok(ExitCode::SUCCESS),
         }
     }
-}
-
-/// Reads the status of one campaign or all of them.
-pub async fn collect(store: &Store, campaign: Option<i64>) -> anyhow::Result<Vec<CampaignStatus>> {
-    let progress = store.progress(campaign).await?;
-    if let (Some(id), true) = (campaign, progress.is_empty()) {
-        return Err(StoreError::UnknownCampaign(id).into());
-    }
-    let guards = store.active_bounce_guards().await?;
-    let mut out = Vec::with_capacity(progress.len());
-    for p in progress {
-        let waves = store.wave_progress(p.campaign_id).await?;
-        let bounce_guards = guards
-            .iter()
-            .filter(|g| g.campaign_id == p.campaign_id)
-            .cloned()
-            .collect();
-        let jurisdictions = match campaign {
-            Some(id) => by_urgency(store.jurisdiction_progress(id).await?),
-            None => Vec::new(),
-        };
-        out.push(CampaignStatus {
-            progress: p,
-            waves,
-            bounce_guards,
-            jurisdictions,
-        });
-    }
-    Ok(out)
-}
-
-/// Late ones first (projected past the deadline, or past it with recipients open), then by days left
-/// (unknown deadlines last), then by code.
-pub fn by_urgency(mut rows: Vec<JurisdictionProgress>) -> Vec<JurisdictionProgress> {
-    rows.sort_by(|a, b| {
-        b.late()
-            .cmp(&a.late())
-            .then(
-                a.days_left
-                    .unwrap_or(i64::MAX)
-                    .cmp(&b.days_left.unwrap_or(i64::MAX)),
-            )
-            .then(a.jurisdiction.cmp(&b.jurisdiction))
-    });
-    rows
 }
 
 fn eta(seconds: Option<i64>) -> String {
