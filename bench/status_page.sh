@@ -106,6 +106,16 @@ else
 fi
 kill -TERM "$dpid"; wait "$dpid" || true
 
+# The deadline reads at this size, with what the run sent (docs/deadlines.md, docs/regulators.md):
+# the per-jurisdiction view (psql \timing, median of 5) and the regulator report, whole process.
+juris_ms=$(query_ms "SELECT * FROM jurisdiction_progress WHERE campaign_id = $c_status")
+juris_rows=$(sql "SELECT count(*) FROM jurisdiction_progress WHERE campaign_id = $c_status")
+say "status: report regulators"
+/usr/bin/time -f "%e %M" -o "$work/report.time" "$bin" report regulators --campaign "$c_status" \
+  --format csv > "$work/report.csv" 2>"$work/report.err" || { cat "$work/report.err" >&2; die "report regulators failed"; }
+read -r report_s report_kb < "$work/report.time"
+report_lines=$(wc -l < "$work/report.csv")
+
 read -r page_n page_err page_p50 page_p95 page_max api_n api_err api_p50 api_p95 api_max <<<"$(
   python3 bench/viewers.py --summary "/campaigns/$c_status" "${viewer_files[@]}")"
 [ "$page_err" = 0 ] && [ "$api_err" = 0 ] || say "status: $page_err page and $api_err API requests failed"
@@ -117,3 +127,6 @@ row "campaign page alone, snapshot expired (median of 5)" "$(fmt "$cold_ms" 1) m
   "/api/status: $(fmt "$api_cold_ms" 1) ms" "-" "< 100 ms"
 row "dispatch with $status_viewers viewers vs without (median of ${#alone_rates[@]} pairs)" "$(fmt "$watched" 0) msg/s" \
   "without: $(fmt "$alone" 0) msg/s" "$(fmt "$(echo "$watched / $alone" | bc -l)")" "≥ 0.90"
+row "jurisdiction_progress at $status_rows, $juris_rows rows (median of 5)" "$juris_ms ms" "-" "-" "< 50 ms"
+row "report regulators at $status_rows ($report_lines lines)" "$(fmt "$report_s") s" \
+  "peak $(( report_kb / 1024 )) MB" "-" "< 30 s"
