@@ -12,6 +12,8 @@
 #                           recipients, and a dispatch beside their processing (bench/bounces.sh)
 #   BENCH_ONLY=scale bench/run.sh    the scale run (bench/scale.sh: 15,000,000 customers,
 #                           SCALE_ROWS and SCALE_RUN_SECS to change; see docs/benchmarks.md, "Scale run")
+#   BENCH_ONLY=status bench/run.sh    the status page under 20 viewers during a 15,000,000-customer
+#                           campaign (bench/status_page.sh; SCALE_ROWS, STATUS_PHASE_SECS, STATUS_VIEWERS)
 #
 # Needs: a release build (built here if missing), PostgreSQL (DATABASE_URL, else a throwaway cluster with
 # initdb/pg_ctl), Postfix's smtp-sink and smtp-source (installed with apt-get if missing), python3, psql,
@@ -98,7 +100,7 @@ rows=(); notes=()   # notes: lines printed under the table
 row() { rows+=("| $1 | $2 | $3 | $4 | $5 |"); printf '%-44s %-22s %-30s %-8s %s\n' "$1" "$2" "$3" "$4" "$5" >&2; }
 
 bn migrate >/dev/null
-only=${BENCH_ONLY:-all}   # BENCH_ONLY=import, dispatch, rate, cluster, fuzz, bounces or scale runs that part alone
+only=${BENCH_ONLY:-all}   # BENCH_ONLY=import, dispatch, rate, cluster, fuzz, bounces, scale or status runs that part alone
 
 if [ "$only" = all ] || [ "$only" = import ]; then
 # 1. Import vs psql \copy ------------------------------------------------------------------------
@@ -257,6 +259,12 @@ fi
 if [ "$only" = scale ]; then
   # shellcheck source=bench/scale.sh
   . bench/scale.sh
+fi
+
+# Status page: 20 viewers polling the page and /api/status during a large campaign (bench/status_page.sh).
+if [ "$only" = status ]; then
+  # shellcheck source=bench/status_page.sh
+  . bench/status_page.sh
 fi
 
 # 5. Rate accuracy at 200 messages/second ---------------------------------------------------------------

@@ -197,6 +197,10 @@ progress_idle_ms=$(query_ms "SELECT * FROM campaign_progress WHERE campaign_id =
 waves_idle_ms=$(query_ms "SELECT * FROM wave_progress WHERE campaign_id = $c_scale")
 juris_idle_ms=$(query_ms "SELECT * FROM jurisdiction_progress WHERE campaign_id = $c_scale")
 juris_rows=$(sql "SELECT count(*) FROM jurisdiction_progress WHERE campaign_id = $c_scale")
+# The regulator report (docs/regulators.md), whole process, with the daemon stopped.
+say "scale: report regulators"
+read -r report_s report_kb <<<"$(timed "$bin" report regulators --campaign "$c_scale" --format csv)"
+report_lines=$(wc -l < "$work/timed.out")
 # Deadline-first claims: the first wave is a key range of the queue (every deadline in it); from the
 # second wave on, every notice sent must carry the earliest deadline still queued.
 read -r earliest_day rest_sent rest_later <<<"$(sql "
@@ -245,6 +249,7 @@ row "status ID (CLI, during the run, median of 5)" "$(fmt "$status_ms" 0) ms" "d
 row "campaign_progress (during the run, median of 5)" "$progress_ms ms" "daemon stopped: $progress_idle_ms ms" "-" "< 50 ms"
 row "wave_progress (during the run, median of 5)" "$waves_ms ms" "daemon stopped: $waves_idle_ms ms" "-" "< 50 ms"
 row "jurisdiction_progress, $juris_rows rows (during the run, median of 5)" "$juris_ms ms" "daemon stopped: $juris_idle_ms ms" "-" "< 50 ms"
+row "report regulators at $scale_rows ($report_lines lines)" "$(fmt "$report_s") s, $(mb "$report_kb") MB" "-" "-" "< 30 s"
 row "deadline order: sends after wave 1 with a later deadline" "${rest_later:-?} of ${rest_sent:-?}" \
   "earliest queued: day ${earliest_day:-?}" "-" "0"
 row "SIGTERM to exit" "$(fmt "$term_s") s" "drain_secs ${drain:-?} s" "-" "within the drain time"

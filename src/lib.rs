@@ -58,7 +58,7 @@ mod layers {
             &["campaign", "bounce", "transport", "ops", "store"],
         ),
         ("transport", &["campaign", "store"]),
-        ("ops", &["bounce", "transport", "store"]),
+        ("ops", &["bounce", "campaign", "transport", "store"]),
         ("campaign", &["bounce", "store"]),
         ("store", &[]),
         ("bounce", &["store"]),

@@ -102,7 +102,13 @@ pub enum Command {
 
     /// Run the whole thing end to end on the embedded default (SQLite, .eml files in ./outbox/), with
     /// the example campaign and 1,000 synthetic customers.
-    Demo,
+    Demo {
+        /// Also serve the status page (on http.listen, 127.0.0.1:9187 by default) and send slowly
+        /// (20 a second) so that it moves; prints an operator token for its actions. Runs until
+        /// Ctrl-C.
+        #[arg(long)]
+        serve: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -56,7 +56,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let store = open(&loaded.settings).await?;
             import(&store, &loaded.settings, args).await
         }
-        Command::Demo => daemon::demo(&loaded.settings).await,
+        Command::Demo { serve } => daemon::demo(&loaded.settings, serve).await,
         // No store: the rules are data in the binary and the operator's file.
         Command::Rules(args::RulesCommand::Show(args)) => rules::show(&loaded.settings, &args),
         Command::TestSend {

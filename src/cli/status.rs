@@ -2,41 +2,26 @@
 //! and `wave_progress` views, so the CLI and `psql`/`sqlite3` show the same numbers: counts per status
 //! (O(1) counters, never a count over the queue), the send rate over the last minute and hour and the
 //! ETA at that rate (from the 10-second `send_buckets`), and the time of the last change; as a table,
-//! as JSON, or refreshed with `--watch`. For one campaign, its jurisdictions with the deadline
-//! forecast (`campaign::forecast`): which would be late, by how many days, and what would fix it.
+//! as JSON, or refreshed with `--watch`. What is read is [`crate::ops::status`]'s, shared with the
+//! HTTP endpoint's `/api/status`; for one campaign, the deadline forecast (`campaign::forecast`, which
+//! the operations layer may not use) is added here: which jurisdictions would be late, by how many
+//! days, and what would fix it.
 
 use std::process::ExitCode;
 use std::time::Duration;
 
 use chrono::Utc;
-use serde::Serialize;
 
 use crate::campaign::forecast::{self, Forecast, Limits};
 use crate::cli::args::StatusArgs;
-use crate::store::bounces::BounceGuard;
+use crate::ops::status::by_urgency;
+pub use crate::ops::status::{CampaignStatus, collect};
+use crate::store::Store;
 use crate::store::deadlines::JurisdictionProgress;
-use crate::store::{CampaignProgress, Store, StoreError, WaveProgress};
-
-/// A campaign's status line and its waves, as printed and as serialised by `--json`.
-#[derive(Debug, Clone, Serialize)]
-pub struct CampaignStatus {
-    #[serde(flatten)]
-    pub progress: CampaignProgress,
-    pub waves: Vec<WaveProgress>,
-    /// Receiving domains the bounce guard holds (their recipients wait for email, not postal).
-    pub bounce_guards: Vec<BounceGuard>,
-    /// Per jurisdiction (`status CAMPAIGN` only): late ones first, then by days left. Their
-    /// `projected_completion` is the forecast's.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub jurisdictions: Vec<JurisdictionProgress>,
-    /// The deadline forecast (`status CAMPAIGN` only).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub forecast: Option<Forecast>,
-}
 
 pub async fn show(store: &Store, args: &StatusArgs, limits: Limits) -> anyhow::Result<ExitCode> {
     loop {
-        let rows = collect(store, args.campaign, limits).await?;
+        let (rows, forecast) = collect_with_forecast(store, args.campaign, limits).await?;
         if args.watch && !args.json {
             // Clear the screen and home the cursor: a live view, not a scroll of tables.
             println!(
@@ -45,9 +30,13 @@ pub async fn show(store: &Store, args: &StatusArgs, limits: Limits) -> anyhow::R
             );
         }
         if args.json {
-            println!("{}", serde_json::to_string_pretty(&rows)?);
+            let mut json = serde_json::to_value(&rows)?;
+            if let (Some(f), Some(first)) = (&forecast, json.get_mut(0)) {
+                first["forecast"] = serde_json::to_value(f)?;
+            }
+            println!("{}", serde_json::to_string_pretty(&json)?);
         } else {
-            print!("{}", render(&rows));
+            print!("{}", render_with(&rows, forecast.as_ref()));
         }
         if !args.watch {
             return Ok(ExitCode::SUCCESS);
@@ -59,54 +48,32 @@ pub async fn show(store: &Store, args: &StatusArgs, limits: Limits) -> anyhow::R
     }
 }
 
-/// Reads the status of one campaign or all of them.
-pub async fn collect(
+/// [`collect`], and for one campaign its deadline forecast, whose projections replace the view's in
+/// the jurisdictions (so that the table, `late()` and the JSON agree). Progress is shown even when
+/// no forecast can be made (a definition written with SQL that does not read back).
+pub async fn collect_with_forecast(
     store: &Store,
     campaign: Option<i64>,
     limits: Limits,
-) -> anyhow::Result<Vec<CampaignStatus>> {
-    let progress = store.progress(campaign).await?;
-    if let (Some(id), true) = (campaign, progress.is_empty()) {
-        return Err(StoreError::UnknownCampaign(id).into());
+) -> anyhow::Result<(Vec<CampaignStatus>, Option<Forecast>)> {
+    let mut rows = collect(store, campaign).await?;
+    let (Some(id), Some(row)) = (campaign, rows.first_mut()) else {
+        return Ok((rows, None));
+    };
+    let c = store.require_campaign(id).await?;
+    match forecast::of_campaign(store, &c, limits, Utc::now()).await {
+        Ok(f) => {
+            let jurisdictions = std::mem::take(&mut row.jurisdictions);
+            row.jurisdictions = by_urgency(with_forecast(jurisdictions, &f));
+            Ok((rows, Some(f)))
+        }
+        Err(e) => {
+            tracing::warn!(campaign = id, error = %e, "no deadline forecast");
+            Ok((rows, None))
+        }
     }
-    let guards = store.active_bounce_guards().await?;
-    let mut out = Vec::with_capacity(progress.len());
-    for p in progress {
-        let waves = store.wave_progress(p.campaign_id).await?;
-        let bounce_guards = guards
-            .iter()
-            .filter(|g| g.campaign_id == p.campaign_id)
-            .cloned()
-            .collect();
-        let (jurisdictions, forecast) = match campaign {
-            Some(id) => {
-                let c = store.require_campaign(id).await?;
-                let rows = store.jurisdiction_progress(id).await?;
-                // Progress is shown even when the forecast cannot be made (a definition written
-                // with SQL that does not read back): the view's own projection stays then.
-                match forecast::of_campaign(store, &c, limits, Utc::now()).await {
-                    Ok(f) => (by_urgency(with_forecast(rows, &f)), Some(f)),
-                    Err(e) => {
-                        tracing::warn!(campaign = id, error = %e, "no deadline forecast");
-                        (by_urgency(rows), None)
-                    }
-                }
-            }
-            None => (Vec::new(), None),
-        };
-        out.push(CampaignStatus {
-            progress: p,
-            waves,
-            bounce_guards,
-            jurisdictions,
-            forecast,
-        });
-    }
-    Ok(out)
 }
 
-/// The view's projection (open recipients at the campaign's rate, in queue order) replaced by the
-/// forecast's (deadline order, daily cap, waves), so that the table, `late()` and the JSON agree.
 fn with_forecast(mut rows: Vec<JurisdictionProgress>, f: &Forecast) -> Vec<JurisdictionProgress> {
     for row in &mut rows {
         if let Some(p) = f
@@ -120,20 +87,35 @@ fn with_forecast(mut rows: Vec<JurisdictionProgress>, f: &Forecast) -> Vec<Juris
     rows
 }
 
-/// Late ones first (projected past the deadline, or past it with recipients open), then by days left
-/// (unknown deadlines last), then by code.
-pub fn by_urgency(mut rows: Vec<JurisdictionProgress>) -> Vec<JurisdictionProgress> {
-    rows.sort_by(|a, b| {
-        b.late()
-            .cmp(&a.late())
-            .then(
-                a.days_left
-                    .unwrap_or(i64::MAX)
-                    .cmp(&b.days_left.unwrap_or(i64::MAX)),
-            )
-            .then(a.jurisdiction.cmp(&b.jurisdiction))
-    });
-    rows
+/// [`render`], then the forecast in words: the rate and cap it assumes, the late jurisdictions and
+/// the fix.
+pub fn render_with(rows: &[CampaignStatus], forecast: Option<&Forecast>) -> String {
+    let mut out = render(rows);
+    if let (Some(f), Some(row)) = (forecast, rows.first()) {
+        out.push_str(&forecast_lines(row.progress.campaign_id, f));
+    }
+    out
+}
+
+fn forecast_lines(campaign_id: i64, f: &Forecast) -> String {
+    let rate = match (f.rate_per_second, f.rate_source) {
+        (None, _) => "no rate limit".to_string(),
+        (Some(r), forecast::RateSource::Measured) => format!("{r:.2}/s measured"),
+        (Some(r), _) => format!("{r:.2}/s configured"),
+    };
+    let cap = f
+        .daily_cap
+        .map_or_else(|| "no daily cap".to_string(), |c| format!("daily cap {c}"));
+    let verdict = f.summary().map_or_else(
+        || "every jurisdiction projected on time".to_string(),
+        |s| format!("LATE: {s}"),
+    );
+    let mut out =
+        format!("\ncampaign {campaign_id} forecast ({rate}, {cap}, deadline order): {verdict}\n");
+    for note in &f.notes {
+        out.push_str(&format!("  note: {note}\n"));
+    }
+    out
 }
 
 fn eta(seconds: Option<i64>) -> String {
@@ -164,18 +146,13 @@ pub fn render(rows: &[CampaignStatus]) -> String {
     }
     for s in rows.iter().filter(|s| !s.jurisdictions.is_empty()) {
         out.push_str(&format!(
-            "\ncampaign {} by jurisdiction (late first; PROJECTED: the forecast below):\n",
+            "\ncampaign {} by jurisdiction (late first; PROJECTED: the deadline forecast below):\n",
             s.progress.campaign_id
         ));
         for line in table(&jurisdiction_lines(s), &[0, 10, 13]).lines() {
             out.push_str("  ");
             out.push_str(line);
             out.push('\n');
-        }
-    }
-    for s in rows {
-        if let Some(f) = &s.forecast {
-            out.push_str(&forecast_lines(s.progress.campaign_id, f));
         }
     }
     for s in rows.iter().filter(|s| !s.waves.is_empty()) {
@@ -185,28 +162,6 @@ pub fn render(rows: &[CampaignStatus]) -> String {
             out.push_str(line);
             out.push('\n');
         }
-    }
-    out
-}
-
-/// The forecast in words: the rate and cap it assumes, then the late jurisdictions and the fix.
-fn forecast_lines(campaign_id: i64, f: &Forecast) -> String {
-    let rate = match (f.rate_per_second, f.rate_source) {
-        (None, _) => "no rate limit".to_string(),
-        (Some(r), forecast::RateSource::Measured) => format!("{r:.2}/s measured"),
-        (Some(r), _) => format!("{r:.2}/s configured"),
-    };
-    let cap = f
-        .daily_cap
-        .map_or_else(|| "no daily cap".to_string(), |c| format!("daily cap {c}"));
-    let verdict = f.summary().map_or_else(
-        || "every jurisdiction projected on time".to_string(),
-        |s| format!("LATE: {s}"),
-    );
-    let mut out =
-        format!("\ncampaign {campaign_id} forecast ({rate}, {cap}, deadline order): {verdict}\n");
-    for note in &f.notes {
-        out.push_str(&format!("  note: {note}\n"));
     }
     out
 }

@@ -9,8 +9,10 @@
 //! credentials) and are printed only as `[redacted]`.
 
 mod bounces;
+mod tokens;
 
 pub use bounces::{BounceKeys, BounceSettings};
+pub use tokens::{MIN_TOKEN_CHARS, TokenRole, TokenSettings};
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -150,6 +152,9 @@ pub struct HttpSettings {
     /// Permits a `listen` address that is not on the loopback interface. The endpoint has no
     /// authentication: put it behind a firewall or a proxy that adds some.
     pub allow_remote: bool,
+    /// The status page's tokens (docs/status-page.md); none: the page is read-only.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tokens: Vec<TokenSettings>,
 }
 
 impl Default for HttpSettings {
@@ -158,6 +163,7 @@ impl Default for HttpSettings {
             enabled: false,
             listen: SocketAddr::from(([127, 0, 0, 1], 9187)),
             allow_remote: false,
+            tokens: Vec::new(),
         }
     }
 }
@@ -419,6 +425,7 @@ impl Settings {
             .map_err(|e| ConfigError::Value(e.to_string()))?;
         settings.resolve_secret_files()?;
         settings.bounces.read_keys()?;
+        tokens::read_tokens(&mut settings.http.tokens)?;
         settings.validate()?;
         Ok(Loaded {
             settings,

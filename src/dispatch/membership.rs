@@ -62,7 +62,12 @@ impl Membership {
     /// others see the time written, not the time the write returned).
     async fn beat(&self, every: Duration) -> Option<Instant> {
         let (now, started) = (Utc::now(), Instant::now());
-        let writing = self.shared.store.heartbeat(&self.shared.instance, now);
+        // What it holds goes with the heartbeat, for the status page's list of daemons.
+        let held = self.shared.in_flight.len() as u64;
+        let writing = self
+            .shared
+            .store
+            .heartbeat_holding(&self.shared.instance, held, now);
         match tokio::time::timeout(every, writing).await {
             Ok(Ok(())) => {
                 self.shared.metrics.heartbeat(now);

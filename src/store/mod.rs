@@ -63,6 +63,7 @@ pub mod postgres;
 pub mod report;
 pub(crate) mod schema;
 pub mod sqlite;
+pub mod status_page;
 pub(crate) mod time;
 
 use std::fmt;

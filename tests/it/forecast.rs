@@ -69,10 +69,14 @@ async fn late_at_the_cap_then_on_time_when_it_is_raised(app: TestApp) {
         .collect();
     assert_eq!(late, [("US-CA".to_string(), 1)]);
     assert_eq!(f.fix.as_ref().unwrap().daily_cap, Some(7));
-    let status = breach_notifier::cli::status::collect(&app.store, Some(id), Limits::default())
-        .await
-        .unwrap();
-    let text = breach_notifier::cli::status::render(&status);
+    let (status, forecast) = breach_notifier::cli::status::collect_with_forecast(
+        &app.store,
+        Some(id),
+        Limits::default(),
+    )
+    .await
+    .unwrap();
+    let text = breach_notifier::cli::status::render_with(&status, forecast.as_ref());
     assert!(
         text.contains("LATE: projected late: US-CA 1 day late"),
         "{text}"
@@ -311,9 +315,13 @@ async fn status_shows_progress_when_no_forecast_can_be_made(app: TestApp) {
         .definition("not a stored spec")
         .with(&[resident(1, "US-CA")])
         .await;
-    let status = breach_notifier::cli::status::collect(&app.store, Some(id), Limits::default())
-        .await
-        .unwrap();
-    assert!(status[0].forecast.is_none());
+    let (status, forecast) = breach_notifier::cli::status::collect_with_forecast(
+        &app.store,
+        Some(id),
+        Limits::default(),
+    )
+    .await
+    .unwrap();
+    assert!(forecast.is_none());
     assert_eq!(status[0].jurisdictions.len(), 1);
 }

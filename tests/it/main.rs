@@ -9,6 +9,7 @@
 mod common;
 
 mod bounces;
+mod browser;
 mod campaigns;
 mod cli;
 mod cluster;
@@ -33,6 +34,7 @@ mod regulators;
 mod rules;
 mod smtp_security;
 mod smtp_server;
+mod status_page;
 mod store_conformance;
 mod test_send;
 mod waves;

@@ -44,6 +44,7 @@ async fn serve(t: &TestApp, bounces: &BounceSettings) -> (http::Server, u16, wat
         enabled: true,
         listen: "127.0.0.1:0".parse().unwrap(),
         allow_remote: false,
+        tokens: Vec::new(),
     };
     let listener = http::bind(&settings).await.unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -56,6 +57,7 @@ async fn serve(t: &TestApp, bounces: &BounceSettings) -> (http::Server, u16, wat
         )),
         stopping,
         webhooks: Some(Webhooks::new(t.store.clone(), bounces).unwrap()),
+        page: None,
     };
     (http::serve(listener, state), port, stop)
 }

@@ -2,8 +2,8 @@
 //! server, the state its routes share, and the router they are assembled into.
 //!
 //! Routes live in modules of their own, each giving `fn routes() -> Router<AppState>`:
-//! [`health`] (`/healthz`, `/readyz`, `/metrics`) today; the ESP bounce webhooks ([`webhooks`] has
-//! their signature checks and parsing), a status page with forms and a JSON API next. A new module
+//! [`health`] (`/healthz`, `/readyz`, `/metrics`), the ESP bounce webhooks ([`webhooks`] has their
+//! signature checks and parsing) and the status page with its forms and JSON API ([`page`]). A new module
 //! adds its routes in [`router`] and, if it needs something shared (the store, a verifier), a field to
 //! [`AppState`].
 //!
@@ -33,6 +33,7 @@
 
 mod health;
 mod listener;
+pub mod page;
 pub mod webhooks;
 
 use std::sync::Arc;
@@ -87,6 +88,8 @@ pub struct AppState {
     pub stopping: watch::Receiver<bool>,
     /// The bounce webhooks' store and verifiers (none: the routes refuse every request).
     pub webhooks: Option<Arc<webhooks::routes::Webhooks>>,
+    /// The status page (none: its routes answer 404).
+    pub page: Option<Arc<page::Page>>,
 }
 
 /// Every route of the endpoint, with the common headers, the 404 and the body limit.
@@ -94,6 +97,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(health::routes())
         .merge(webhooks::routes::routes())
+        .merge(page::routes())
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)
@@ -111,7 +115,7 @@ fn app(state: AppState) -> Router {
 async fn not_found() -> (StatusCode, &'static str) {
     (
         StatusCode::NOT_FOUND,
-        "not found: try /healthz, /readyz or /metrics\n",
+        "not found: try / (the status page), /healthz, /readyz or /metrics\n",
     )
 }
 
@@ -163,7 +167,7 @@ pub struct Server {
 /// Serves `listener` until [`Server::shutdown`].
 pub fn serve(listener: TcpListener, state: AppState) -> Server {
     if let Ok(addr) = listener.local_addr() {
-        tracing::info!(%addr, "HTTP endpoint listening (/healthz, /readyz, /metrics)");
+        tracing::info!(%addr, "HTTP endpoint listening (status page /, /healthz, /readyz, /metrics)");
     }
     serve_limited(LimitedListener::new(listener, CONNECTION_DEADLINE), state)
 }
@@ -233,6 +237,7 @@ mod tests {
             readiness: Arc::new(Readiness::new(store, transport)),
             stopping,
             webhooks: None,
+            page: None,
         };
         Fixture {
             state,
