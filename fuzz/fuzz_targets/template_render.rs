@@ -51,6 +51,7 @@ fn spec(subject: &str, text: &str, html: &str) -> CampaignSpec {
     CampaignSpec {
         name: "Fuzz".into(),
         discovered_at: None,
+        determined_at: None,
         email_without_consent: false,
         supplements: None,
         default_locale: "en-US".into(),

@@ -69,7 +69,11 @@ async fn serve(
     let dispatcher = Dispatcher::new(store.clone(), transport, settings)?
         .with_notifier(notifier.clone(), liveness);
     let webhooks = http::webhooks::routes::Webhooks::new(store.clone(), &settings.bounces)?;
-    let page = http::page::Page::new(store.clone(), &settings.http.tokens)?;
+    let page = http::page::Page::new(
+        store.clone(),
+        &settings.http.tokens,
+        super::forecast_limits(settings),
+    )?;
     let server = listener.map(|listener| {
         http::serve(
             listener,
@@ -236,7 +240,11 @@ fn demo_page(
         )),
         stopping: stopping.clone(),
         webhooks: None,
-        page: Some(http::page::Page::new(store.clone(), &tokens)?),
+        page: Some(http::page::Page::new(
+            store.clone(),
+            &tokens,
+            super::forecast_limits(settings),
+        )?),
     };
     println!(
         "   status page: http://{addr}/campaigns/{campaign_id} (all campaigns: http://{addr}/)\n   \

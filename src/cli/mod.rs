@@ -83,7 +83,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 }
 
 /// The configured limits the deadline forecast falls back on before a campaign sends.
-fn forecast_limits(settings: &Settings) -> crate::campaign::forecast::Limits {
+pub(crate) fn forecast_limits(settings: &Settings) -> crate::campaign::forecast::Limits {
     crate::campaign::forecast::Limits {
         global_per_second: settings.limits.global_per_second,
     }

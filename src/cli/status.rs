@@ -14,10 +14,8 @@ use chrono::Utc;
 
 use crate::campaign::forecast::{self, Forecast, Limits};
 use crate::cli::args::StatusArgs;
-use crate::ops::status::by_urgency;
-pub use crate::ops::status::{CampaignStatus, collect};
+pub use crate::ops::status::{CampaignStatus, collect, collect_with_forecast};
 use crate::store::Store;
-use crate::store::deadlines::JurisdictionProgress;
 
 pub async fn show(store: &Store, args: &StatusArgs, limits: Limits) -> anyhow::Result<ExitCode> {
     loop {
@@ -30,11 +28,7 @@ pub async fn show(store: &Store, args: &StatusArgs, limits: Limits) -> anyhow::R
             );
         }
         if args.json {
-            let mut json = serde_json::to_value(&rows)?;
-            if let (Some(f), Some(first)) = (&forecast, json.get_mut(0)) {
-                first["forecast"] = serde_json::to_value(f)?;
-            }
-            println!("{}", serde_json::to_string_pretty(&json)?);
+            println!("{}", crate::ops::status::to_json(&rows, forecast.as_ref())?);
         } else {
             print!("{}", render_with(&rows, forecast.as_ref()));
         }
@@ -46,45 +40,6 @@ pub async fn show(store: &Store, args: &StatusArgs, limits: Limits) -> anyhow::R
             _ = tokio::signal::ctrl_c() => return Ok(ExitCode::SUCCESS),
         }
     }
-}
-
-/// [`collect`], and for one campaign its deadline forecast, whose projections replace the view's in
-/// the jurisdictions (so that the table, `late()` and the JSON agree). Progress is shown even when
-/// no forecast can be made (a definition written with SQL that does not read back).
-pub async fn collect_with_forecast(
-    store: &Store,
-    campaign: Option<i64>,
-    limits: Limits,
-) -> anyhow::Result<(Vec<CampaignStatus>, Option<Forecast>)> {
-    let mut rows = collect(store, campaign).await?;
-    let (Some(id), Some(row)) = (campaign, rows.first_mut()) else {
-        return Ok((rows, None));
-    };
-    let c = store.require_campaign(id).await?;
-    match forecast::of_campaign(store, &c, limits, Utc::now()).await {
-        Ok(f) => {
-            let jurisdictions = std::mem::take(&mut row.jurisdictions);
-            row.jurisdictions = by_urgency(with_forecast(jurisdictions, &f));
-            Ok((rows, Some(f)))
-        }
-        Err(e) => {
-            tracing::warn!(campaign = id, error = %e, "no deadline forecast");
-            Ok((rows, None))
-        }
-    }
-}
-
-fn with_forecast(mut rows: Vec<JurisdictionProgress>, f: &Forecast) -> Vec<JurisdictionProgress> {
-    for row in &mut rows {
-        if let Some(p) = f
-            .projections
-            .iter()
-            .find(|p| p.jurisdiction == row.jurisdiction)
-        {
-            row.projected_completion = p.completion;
-        }
-    }
-    rows
 }
 
 /// [`render`], then the forecast in words: the rate and cap it assumes, the late jurisdictions and

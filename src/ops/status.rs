@@ -4,9 +4,14 @@
 //! operations layer, so that the command line and the HTTP endpoint read the same thing the same way.
 //!
 //! Every read is over counters or the 10-second send buckets, never over the queue: O(campaigns ×
-//! waves + jurisdictions) whatever the number of recipients.
+//! waves + jurisdictions) whatever the number of recipients. For one campaign, the deadline forecast
+//! (`campaign::forecast`) replaces the view's projections, so that `status ID`, its JSON, the page
+//! and `/api/status/ID` say the same.
 
+use chrono::Utc;
 use serde::Serialize;
+
+use crate::campaign::forecast::{self, Forecast, Limits};
 
 use crate::store::bounces::BounceGuard;
 use crate::store::deadlines::JurisdictionProgress;
@@ -68,4 +73,64 @@ pub fn by_urgency(mut rows: Vec<JurisdictionProgress>) -> Vec<JurisdictionProgre
             .then(a.jurisdiction.cmp(&b.jurisdiction))
     });
     rows
+}
+
+/// [`collect`], and for one campaign its deadline forecast, whose projections replace the view's in
+/// the jurisdictions (so that the table, `late()` and the JSON agree). Progress is shown even when
+/// no forecast can be made (a definition written with SQL that does not read back).
+pub async fn collect_with_forecast(
+    store: &Store,
+    campaign: Option<i64>,
+    limits: Limits,
+) -> anyhow::Result<(Vec<CampaignStatus>, Option<Forecast>)> {
+    let mut rows = collect(store, campaign).await?;
+    let (Some(id), Some(row)) = (campaign, rows.first_mut()) else {
+        return Ok((rows, None));
+    };
+    let c = store.require_campaign(id).await?;
+    match forecast::of_campaign(store, &c, limits, Utc::now()).await {
+        Ok(f) => {
+            let jurisdictions = std::mem::take(&mut row.jurisdictions);
+            row.jurisdictions = by_urgency(with_forecast(jurisdictions, &f));
+            Ok((rows, Some(f)))
+        }
+        Err(e) => {
+            tracing::warn!(campaign = id, error = %e, "no deadline forecast");
+            Ok((rows, None))
+        }
+    }
+}
+
+fn with_forecast(mut rows: Vec<JurisdictionProgress>, f: &Forecast) -> Vec<JurisdictionProgress> {
+    for row in &mut rows {
+        if let Some(p) = f
+            .projections
+            .iter()
+            .find(|p| p.jurisdiction == row.jurisdiction)
+        {
+            row.projected_completion = p.completion;
+        }
+    }
+    rows
+}
+
+/// The JSON of `status --json` and `/api/status`, pretty-printed: the rows in their fields' order,
+/// and the forecast beside the first.
+pub fn to_json(rows: &[CampaignStatus], forecast: Option<&Forecast>) -> serde_json::Result<String> {
+    #[derive(Serialize)]
+    struct Row<'a> {
+        #[serde(flatten)]
+        status: &'a CampaignStatus,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        forecast: Option<&'a Forecast>,
+    }
+    let rows: Vec<Row<'_>> = rows
+        .iter()
+        .enumerate()
+        .map(|(i, status)| Row {
+            status,
+            forecast: forecast.filter(|_| i == 0),
+        })
+        .collect();
+    serde_json::to_string_pretty(&rows)
 }

@@ -21,6 +21,12 @@ use secrecy::SecretString;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::watch;
 
+/// What the forecast assumes before a campaign sends: no configured limit (as the default).
+const LIMITS: breach_notifier::campaign::forecast::Limits =
+    breach_notifier::campaign::forecast::Limits {
+        global_per_second: None,
+    };
+
 backends!(multi_thread:
     the_pages_show_progress_failures_and_daemons_without_personal_data,
     viewing_needs_a_token_once_viewer_tokens_exist,
@@ -69,7 +75,7 @@ pub async fn serve(
         )),
         stopping,
         webhooks: None,
-        page: Some(Page::new(t.store.clone(), tokens).unwrap()),
+        page: Some(Page::new(t.store.clone(), tokens, LIMITS).unwrap()),
     };
     (http::serve(listener, state), port, stop)
 }
@@ -286,6 +292,13 @@ async fn the_pages_show_progress_failures_and_daemons_without_personal_data(t: T
         format!("{}\n", serde_json::to_string_pretty(&expected).unwrap())
     );
     let one = get(port, &format!("/api/status/{id}"), &[]).await;
+    // status ID --json's data: with the deadline forecast, as the CLI prints it.
+    let (rows, forecast) =
+        breach_notifier::ops::status::collect_with_forecast(&t.store, Some(id), LIMITS)
+            .await
+            .unwrap();
+    let expected = breach_notifier::ops::status::to_json(&rows, forecast.as_ref()).unwrap();
+    assert_eq!(one.body, format!("{expected}\n"));
     let one: serde_json::Value = serde_json::from_str(&one.body).unwrap();
     assert_eq!(one[0]["sent"], 6);
     assert_eq!(get(port, "/api/status/999", &[]).await.status, 404);

@@ -11,6 +11,7 @@ use serde::Serialize;
 
 use super::chart::{self, RateChart, Segment};
 use crate::campaign::CampaignSpec;
+use crate::campaign::forecast::Limits;
 use crate::ops::status::{self, CampaignStatus};
 use crate::store::deadlines::JurisdictionProgress;
 use crate::store::status_page::{FailureGroup, InstanceRow};
@@ -114,12 +115,16 @@ pub async fn list(store: &Store) -> anyhow::Result<ListSnapshot> {
 }
 
 /// Reads one campaign's page; `None` when there is no such campaign.
-pub async fn campaign(store: &Store, id: i64) -> anyhow::Result<Option<CampaignSnapshot>> {
+pub async fn campaign(
+    store: &Store,
+    id: i64,
+    limits: Limits,
+) -> anyhow::Result<Option<CampaignSnapshot>> {
     let Some(campaign) = store.campaign(id).await? else {
         return Ok(None);
     };
     let now = Utc::now();
-    let mut statuses = status::collect(store, Some(id)).await?;
+    let (mut statuses, _) = status::collect_with_forecast(store, Some(id), limits).await?;
     let Some(status) = statuses.pop() else {
         return Ok(None);
     };
@@ -219,7 +224,8 @@ pub enum Key {
 pub enum Cached {
     List(Arc<ListSnapshot>),
     Campaign(Option<Arc<CampaignSnapshot>>),
-    Api(Arc<Vec<CampaignStatus>>),
+    /// `status --json`'s text ([`status::to_json`]).
+    Api(Arc<String>),
 }
 
 type Slot = Arc<tokio::sync::Mutex<Option<(Instant, Cached)>>>;
@@ -228,13 +234,16 @@ type Slot = Arc<tokio::sync::Mutex<Option<(Instant, Cached)>>>;
 /// viewers of one page wait for that one read instead of each starting another (as `/readyz`).
 pub struct Cache {
     store: Store,
+    /// What the deadline forecast assumes before a campaign sends (as `status`).
+    limits: Limits,
     slots: Mutex<HashMap<Key, Slot>>,
 }
 
 impl Cache {
-    pub fn new(store: Store) -> Cache {
+    pub fn new(store: Store, limits: Limits) -> Cache {
         Cache {
             store,
+            limits,
             slots: Mutex::new(HashMap::new()),
         }
     }
@@ -275,8 +284,14 @@ impl Cache {
     async fn read(&self, key: Key) -> anyhow::Result<Cached> {
         Ok(match key {
             Key::List => Cached::List(Arc::new(list(&self.store).await?)),
-            Key::Campaign(id) => Cached::Campaign(campaign(&self.store, id).await?.map(Arc::new)),
-            Key::Api(id) => Cached::Api(Arc::new(status::collect(&self.store, id).await?)),
+            Key::Campaign(id) => {
+                Cached::Campaign(campaign(&self.store, id, self.limits).await?.map(Arc::new))
+            }
+            Key::Api(id) => {
+                let (rows, forecast) =
+                    status::collect_with_forecast(&self.store, id, self.limits).await?;
+                Cached::Api(Arc::new(status::to_json(&rows, forecast.as_ref())?))
+            }
         })
     }
 }

@@ -95,9 +95,14 @@ const ASSETS: &[(&str, &str, &str)] = &[
 ];
 
 impl Page {
-    /// The page over `store`, with the configured tokens. A template that does not compile is an
-    /// error here, at start (and in the unit tests), not on the first request.
-    pub fn new(store: Store, tokens: &[TokenSettings]) -> anyhow::Result<Arc<Page>> {
+    /// The page over `store`, with the configured tokens and the limits the deadline forecast
+    /// assumes before a campaign sends. A template that does not compile is an error here, at start
+    /// (and in the unit tests), not on the first request.
+    pub fn new(
+        store: Store,
+        tokens: &[TokenSettings],
+        limits: crate::campaign::forecast::Limits,
+    ) -> anyhow::Result<Arc<Page>> {
         let mut env = Environment::new();
         env.set_undefined_behavior(UndefinedBehavior::Strict);
         for (name, source) in TEMPLATES {
@@ -106,7 +111,7 @@ impl Page {
         env.add_filter("time", time_filter);
         env.add_filter("eta", eta_filter);
         Ok(Arc::new(Page {
-            cache: Cache::new(store),
+            cache: Cache::new(store, limits),
             tokens: Tokens::new(tokens),
             templates: env,
         }))
@@ -279,7 +284,12 @@ async fn api(state: &AppState, headers: &HeaderMap, id: Option<i64>) -> Response
             return unavailable(&e);
         }
     };
-    json(StatusCode::OK, &*rows)
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json")],
+        format!("{rows}\n"),
+    )
+        .into_response()
 }
 
 fn json<T: serde::Serialize + ?Sized>(status: StatusCode, value: &T) -> Response {
