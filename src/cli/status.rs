@@ -61,8 +61,16 @@ fn forecast_lines(campaign_id: i64, f: &Forecast) -> String {
     let cap = f
         .daily_cap
         .map_or_else(|| "no daily cap".to_string(), |c| format!("daily cap {c}"));
+    // With nothing open, "on time" would say nothing about notices that went out after a deadline
+    // long passed: the table above shows each deadline beside what was sent.
     let verdict = f.summary().map_or_else(
-        || "every jurisdiction projected on time".to_string(),
+        || {
+            if f.projections.iter().all(|p| p.open == 0) {
+                "no email left to send".to_string()
+            } else {
+                "every jurisdiction projected on time".to_string()
+            }
+        },
         |s| format!("LATE: {s}"),
     );
     let mut out =
