@@ -188,11 +188,9 @@ pub async fn demo(base: &Settings, serve_page: bool) -> anyhow::Result<ExitCode>
         server.shutdown().await;
     }
 
-    let limits = crate::campaign::forecast::Limits {
-        global_per_second: settings.limits.global_per_second,
-    };
     let (statuses, forecast) =
-        status::collect_with_forecast(&store, Some(campaign_id), limits).await?;
+        status::collect_with_forecast(&store, Some(campaign_id), super::forecast_limits(&settings))
+            .await?;
     println!("4. done. Campaign status:\n");
     print!("{}", status::render_with(&statuses, forecast.as_ref()));
     println!(

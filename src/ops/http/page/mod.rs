@@ -209,18 +209,26 @@ fn not_served() -> Response {
         .into_response()
 }
 
-async fn campaigns(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    match state.page.clone() {
-        Some(p) => p.view(&headers, Key::List, "campaigns.html", "").await,
+/// A page of the state's status page, or [`not_served`] when it has none.
+async fn view(
+    state: &AppState,
+    headers: &HeaderMap,
+    key: Key,
+    template: &str,
+    root: &str,
+) -> Response {
+    match &state.page {
+        Some(p) => p.view(headers, key, template, root).await,
         None => not_served(),
     }
 }
 
+async fn campaigns(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    view(&state, &headers, Key::List, "campaigns.html", "").await
+}
+
 async fn campaigns_live(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    match state.page.clone() {
-        Some(p) => p.view(&headers, Key::List, "campaigns_live.html", "").await,
-        None => not_served(),
-    }
+    view(&state, &headers, Key::List, "campaigns_live.html", "").await
 }
 
 async fn campaign(
@@ -228,13 +236,7 @@ async fn campaign(
     Path(id): Path<i64>,
     headers: HeaderMap,
 ) -> Response {
-    match state.page.clone() {
-        Some(p) => {
-            p.view(&headers, Key::Campaign(id), "campaign.html", "../")
-                .await
-        }
-        None => not_served(),
-    }
+    view(&state, &headers, Key::Campaign(id), "campaign.html", "../").await
 }
 
 async fn campaign_live(
@@ -242,13 +244,14 @@ async fn campaign_live(
     Path(id): Path<i64>,
     headers: HeaderMap,
 ) -> Response {
-    match state.page.clone() {
-        Some(p) => {
-            p.view(&headers, Key::Campaign(id), "campaign_live.html", "../../")
-                .await
-        }
-        None => not_served(),
-    }
+    view(
+        &state,
+        &headers,
+        Key::Campaign(id),
+        "campaign_live.html",
+        "../../",
+    )
+    .await
 }
 
 async fn api_all(State(state): State<AppState>, headers: HeaderMap) -> Response {
