@@ -3,12 +3,16 @@
 //! and when the first and last went out, how many bounced, how many letters are owed, and how many
 //! residents have no contact information at all, as they stood at a cut-off time (`--as-of`), or now.
 //!
-//! One aggregate query, written once for both backends, that the database groups by jurisdiction: no
-//! recipient row reaches Rust. It reads the campaign's recipients once (a campaign is most of the
-//! table, so PostgreSQL scans it), because no counter keeps times per jurisdiction; the send time of a
-//! recipient that bounced since (its `finished_at` then is the bounce's) comes from its accepted
-//! attempt through `delivery_attempts_recipient`, for those rows only. Each figure follows the row the
-//! evidence export writes for the same recipient, so both files agree (tests/it/regulators.rs).
+//! Now, the figures are read from `jurisdiction_counters` (migration 0015), which the database keeps
+//! in the same transaction as every change of a recipient: a few rows per campaign whatever its size.
+//! With a cut-off, or when the counters say their first and last times are no longer exact (a notice
+//! that counted left the sent state, see the migration), they are counted from the recipients: one
+//! aggregate query, written once for both backends, that the database groups by jurisdiction (no
+//! recipient row reaches Rust). It reads the campaign's recipients once (a campaign is most of the
+//! table, so PostgreSQL scans it); the send time of a recipient that bounced since (its `finished_at`
+//! then is the bounce's) comes from its accepted attempt through `delivery_attempts_recipient`, for
+//! those rows only. Each figure follows the row the evidence export writes for the same recipient, so
+//! both files agree (tests/it/regulators.rs), and both ways of counting agree with each other.
 
 use chrono::{DateTime, TimeZone, Utc};
 
@@ -77,10 +81,49 @@ fn no_cut_off() -> DateTime<Utc> {
         .unwrap_or(DateTime::<Utc>::MAX_UTC)
 }
 
+/// The figures as the counters keep them, with whether their times are exact. Pairs a correction
+/// emptied (every resident moved to another jurisdiction) are left out, as the count would leave them.
+const COUNTED_SQL: &str = "SELECT jurisdiction, total AS residents, sent + bounced AS email_sent, \
+     bounced, letters_owed, no_contact, first_email, last_email, times_exact \
+     FROM jurisdiction_counters WHERE campaign_id = $1 AND total > 0 ORDER BY jurisdiction";
+
+#[derive(sqlx::FromRow)]
+struct KeptFigures {
+    #[sqlx(flatten)]
+    figures: ResidentFigures,
+    times_exact: bool,
+}
+
 impl Store {
     /// The figures of every jurisdiction code of a campaign, counting what happened before `cut_off`
     /// (everything when `None`), by code (recipients without one first).
     pub async fn resident_figures(
+        &self,
+        campaign_id: i64,
+        cut_off: Option<DateTime<Utc>>,
+    ) -> Result<Vec<ResidentFigures>> {
+        if cut_off.is_none() {
+            let (figures, times_exact) = self.kept_figures(campaign_id).await?;
+            if times_exact {
+                return Ok(figures);
+            }
+        }
+        self.counted_from_recipients(campaign_id, cut_off).await
+    }
+
+    /// The figures as `jurisdiction_counters` keeps them now, and whether their first and last times
+    /// are exact (their counts always are).
+    pub async fn kept_figures(&self, campaign_id: i64) -> Result<(Vec<ResidentFigures>, bool)> {
+        let kept: Vec<KeptFigures> = with_pool!(self, pool => {
+            sqlx::query_as(COUNTED_SQL).bind(campaign_id).fetch_all(pool).await?
+        });
+        let times_exact = kept.iter().all(|k| k.times_exact);
+        Ok((kept.into_iter().map(|k| k.figures).collect(), times_exact))
+    }
+
+    /// [`Store::resident_figures`] counted from the recipients themselves: the reference the counters
+    /// are tested against, and what a cut-off needs.
+    pub async fn counted_from_recipients(
         &self,
         campaign_id: i64,
         cut_off: Option<DateTime<Utc>>,

@@ -1,7 +1,8 @@
 //! The regulator report (`report regulators`, docs/regulators.md) on PostgreSQL and SQLite alike: a
 //! hand-counted fixture of jurisdictions on both sides of their thresholds, with exact figures in CSV
 //! and JSON, now and `--as-of` an earlier day; the report's counts reconciled with the evidence export
-//! recipient by recipient; and the command line's output.
+//! recipient by recipient; the figures the database keeps against a count of the recipients, through
+//! the daemon's own sends and the changes that take a notice back; and the command line's output.
 
 use crate::common;
 
@@ -10,16 +11,22 @@ use std::collections::BTreeMap;
 use breach_notifier::cli::report::{CSV_COLUMNS, collect, render_csv, render_md};
 use breach_notifier::config::RulesSettings;
 use breach_notifier::ops::export::{ExportKind, ExportOptions, Format, export};
+use breach_notifier::store::report::ResidentFigures;
 use breach_notifier::store::{Channel, NewRecipient, Store};
 use chrono::NaiveDate;
-use common::TestApp;
+use common::smtp::{Behaviour, Script, SmtpServer};
+use common::{EmptyDb, TestApp};
+use std::time::Duration;
 
 backends!(
     figures_match_a_hand_counted_fixture,
     as_of_counts_only_what_happened_by_then,
     the_report_reconciles_with_the_evidence_export,
+    the_kept_figures_agree_with_a_count_of_the_recipients,
+    the_kept_figures_follow_the_daemons_sends_and_failures,
     the_command_prints_each_format_and_refuses_a_bad_date,
 );
+backends!(empty: the_migration_fills_the_figures_of_rows_already_stored);
 
 fn day(s: &str) -> NaiveDate {
     NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap()
@@ -379,5 +386,196 @@ async fn the_command_prints_each_format_and_refuses_a_bad_date(app: TestApp) {
         String::from_utf8_lossy(&bad.stderr).contains("--as-of"),
         "{}",
         String::from_utf8_lossy(&bad.stderr)
+    );
+}
+
+/// Asserts that the figures `jurisdiction_counters` keeps equal a count of the recipients (their times
+/// too, when the counters say those are exact) and that the report now reads the count's figures either
+/// way; returns whether the times were exact.
+async fn kept_figures_agree(store: &Store, id: i64) -> bool {
+    let (kept, exact) = store.kept_figures(id).await.unwrap();
+    let counted = store.counted_from_recipients(id, None).await.unwrap();
+    let without_times = |figures: &[ResidentFigures]| -> Vec<ResidentFigures> {
+        let mut figures = figures.to_vec();
+        for f in &mut figures {
+            (f.first_email, f.last_email) = (None, None);
+        }
+        figures
+    };
+    if exact {
+        assert_eq!(kept, counted);
+    } else {
+        assert_eq!(without_times(&kept), without_times(&counted));
+    }
+    assert_eq!(store.resident_figures(id, None).await.unwrap(), counted);
+    exact
+}
+
+/// The fixture's sends and bounce, a send between DC's first and last, that recipient corrected to SD,
+/// then a guard's hold of the bounced one: counts exact throughout, times exact until the hold (which
+/// takes back a notice whose time the counters cannot take out of DC's first), counted after it.
+async fn the_kept_figures_agree_with_a_count_of_the_recipients(app: TestApp) {
+    let id = fixture(&app).await;
+    let s = &app.store;
+    assert!(kept_figures_agree(s, id).await, "exact after the fixture");
+    app.sql(&format!(
+        "UPDATE recipients SET status = 'sent', attempts = 1, finished_at = {} \
+         WHERE customer_id = 'C000050'",
+        at(s, "2026-03-11T12:00:00Z")
+    ))
+    .await;
+    assert!(kept_figures_agree(s, id).await, "exact after a send");
+    app.sql("UPDATE recipients SET jurisdiction = 'US-SD' WHERE customer_id = 'C000050'")
+        .await;
+    assert!(
+        kept_figures_agree(s, id).await,
+        "a send strictly inside DC's first and last leaves both pairs exact"
+    );
+    let sd = s.kept_figures(id).await.unwrap().0;
+    let sd = sd.iter().find(|f| f.jurisdiction == "US-SD").unwrap();
+    assert_eq!(
+        (
+            sd.residents,
+            sd.email_sent,
+            sd.last_email.map(|t| t.to_rfc3339())
+        ),
+        (4, 3, Some("2026-03-11T12:00:00+00:00".to_string()))
+    );
+    app.sql(
+        "UPDATE recipients SET status = 'deferred', postal_followup = FALSE, finished_at = NULL \
+         WHERE customer_id = 'C000049'",
+    )
+    .await;
+    assert!(
+        !kept_figures_agree(s, id).await,
+        "a bounced notice taken back leaves DC's times to the count"
+    );
+}
+
+/// Sends, a permanent failure flagged for a letter, and a letter-only recipient, as the daemon records
+/// them through real SMTP: the kept figures equal the count, times included.
+async fn the_kept_figures_follow_the_daemons_sends_and_failures(app: TestApp) {
+    let smtp = SmtpServer::start(Script::new().for_address(
+        "user2@example.com",
+        Behaviour::reply(550, "5.1.1 No such user"),
+    ))
+    .await;
+    let mut rows: Vec<NewRecipient> = (1..=6)
+        .map(|i| resident(i, Some(if i % 2 == 0 { "US-CA" } else { "US-NY" }), None))
+        .collect();
+    rows.push(resident(7, Some("US-CA"), Some("7 Main St")));
+    rows.push(resident(8, Some("US-NY"), Some("")));
+    let id = app
+        .campaign(&common::spec(None, "x"))
+        .with(&rows)
+        .started()
+        .await;
+    app.run_until_idle(&app.settings(&smtp), Duration::from_secs(60))
+        .await;
+    assert!(kept_figures_agree(&app.store, id).await);
+    let kept = app.store.kept_figures(id).await.unwrap().0;
+    let ca = kept.iter().find(|f| f.jurisdiction == "US-CA").unwrap();
+    assert_eq!(
+        (ca.residents, ca.email_sent, ca.letters_owed, ca.no_contact),
+        (4, 2, 2, 1),
+        "CA: 4 and 6 sent; 2 failed, owed a letter and without an address; 7 by letter"
+    );
+    assert!(ca.first_email.is_some() && ca.first_email <= ca.last_email);
+}
+
+/// Rows stored before the counters had the report's figures (an upgrade mid-campaign): the migration
+/// counts them once, and the report's figures then equal a count of the recipients, times included.
+async fn the_migration_fills_the_figures_of_rows_already_stored(db: EmptyDb) {
+    let postgres = db.url.starts_with("postgres");
+    let t = |rfc3339: &str| {
+        let at = chrono::DateTime::parse_from_rfc3339(rfc3339).unwrap();
+        match postgres {
+            true => format!("TIMESTAMPTZ '{rfc3339}'"),
+            false => at.timestamp_millis().to_string(),
+        }
+    };
+    // CA: two sent, one bounced (accepted before both), one failed and owed a letter (both without an
+    // address, so without contact); NY: a letter with an address, one queued.
+    let insert = format!(
+        "INSERT INTO campaigns (name, definition, content_hash) VALUES ('old', '', 'x');\n\
+         INSERT INTO recipients (campaign_id, customer_id, email, jurisdiction, status, finished_at, \
+           postal_followup, channel, address1) VALUES \
+         (1, 'A', 'a@example.com', 'US-CA', 'sent', {t1}, FALSE, 'email', NULL), \
+         (1, 'B', 'b@example.com', 'US-CA', 'sent', {t2}, FALSE, 'email', NULL), \
+         (1, 'C', 'c@example.com', 'US-CA', 'bounced', {t3}, TRUE, 'email', NULL), \
+         (1, 'D', 'd@example.com', 'US-CA', 'failed', {t3}, TRUE, 'email', NULL), \
+         (1, 'E', NULL, 'US-NY', 'postal', NULL, FALSE, 'postal', '1 Main St'), \
+         (1, 'F', 'f@example.com', 'US-NY', 'queued', NULL, FALSE, 'email', NULL);\n\
+         INSERT INTO delivery_attempts (recipient_id, campaign_id, attempt, instance, started_at, \
+           finished_at, outcome, message_id) \
+         SELECT id, 1, 1, 'old', {t0}, {t0}, 'sent', 'm@example.com' FROM recipients WHERE customer_id = 'C';\n\
+         UPDATE recipients SET bounced_at = finished_at WHERE customer_id = 'C'",
+        t0 = t("2026-03-09T08:00:00Z"),
+        t1 = t("2026-03-10T10:00:00Z"),
+        t2 = t("2026-03-11T10:00:00Z"),
+        t3 = t("2026-03-12T10:00:00Z"),
+    );
+    // The same steps on either pool: migrations up to 14, rows written, then the rest.
+    macro_rules! migrate_around_the_rows {
+        ($pool:expr, $dir:literal) => {{
+            let pool = $pool;
+            let mut before = sqlx::migrate!($dir);
+            before.migrations = before
+                .migrations
+                .iter()
+                .filter(|m| m.version < 15)
+                .cloned()
+                .collect();
+            before.run(&pool).await.unwrap();
+            sqlx::raw_sql(sqlx::AssertSqlSafe(insert))
+                .execute(&pool)
+                .await
+                .unwrap();
+            sqlx::migrate!($dir).run(&pool).await.unwrap();
+        }};
+    }
+    if postgres {
+        migrate_around_the_rows!(
+            sqlx::PgPool::connect(&db.url).await.unwrap(),
+            "./migrations/postgres"
+        );
+    } else {
+        let opts: sqlx::sqlite::SqliteConnectOptions = db.url.parse().unwrap();
+        let pool = sqlx::SqlitePool::connect_with(opts.create_if_missing(true))
+            .await
+            .unwrap();
+        migrate_around_the_rows!(pool, "./migrations/sqlite");
+    }
+    let store = Store::open(&common::settings(&db.url), None).await.unwrap();
+    assert!(
+        kept_figures_agree(&store, 1).await,
+        "exact after the backfill"
+    );
+    let kept = store.kept_figures(1).await.unwrap().0;
+    let figures = |f: &ResidentFigures| {
+        (
+            f.jurisdiction.clone(),
+            [
+                f.residents,
+                f.email_sent,
+                f.bounced,
+                f.letters_owed,
+                f.no_contact,
+            ],
+            f.first_email.map(|t| t.to_rfc3339()),
+            f.last_email.map(|t| t.to_rfc3339()),
+        )
+    };
+    assert_eq!(
+        kept.iter().map(figures).collect::<Vec<_>>(),
+        vec![
+            (
+                "US-CA".to_string(),
+                [4, 3, 1, 2, 2],
+                Some("2026-03-09T08:00:00+00:00".to_string()),
+                Some("2026-03-11T10:00:00+00:00".to_string())
+            ),
+            ("US-NY".to_string(), [2, 0, 0, 1, 0], None, None),
+        ]
     );
 }
