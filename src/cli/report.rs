@@ -2,8 +2,8 @@
 //! reported to, by when, with the figures they ask for, and where substitute notice is allowed
 //! (docs/regulators.md), as CSV, JSON or Markdown.
 //!
-//! The figures come from the store in one aggregate query per campaign ([`Store::resident_figures`]:
-//! grouped by the database, no recipient reaches this process), the duties from the pure
+//! The figures come from the store ([`Store::resident_figures`]: the per-jurisdiction counters, or one
+//! aggregate query grouped by the database; no recipient reaches this process), the duties from the pure
 //! [`rules::report::build`], which this module feeds and prints. Only codes, counts, dates and the
 //! rules' own words are printed: never a recipient's data.
 
