@@ -391,39 +391,10 @@ impl Store {
         Ok(())
     }
 
-    /// Which of these customer ids the campaign already has (for dry runs).
-    pub async fn existing_customers(
-        &self,
-        campaign_id: i64,
-        customer_ids: &[String],
-    ) -> Result<Vec<String>> {
-        if customer_ids.is_empty() {
-            return Ok(Vec::new());
-        }
-        forward!(self.existing_customers(campaign_id, customer_ids))
-    }
-
-    /// Reserves the id of an import about to run, so its recipients can point at it.
-    pub async fn next_import_id(&self) -> Result<i64> {
-        forward!(self.next_import_id())
-    }
-
     /// How many email addresses more than one customer of the campaign shares (each still gets their
     /// own notice).
     pub async fn shared_addresses(&self, campaign_id: i64) -> Result<u64> {
         forward!(self.shared_addresses(campaign_id))
-    }
-
-    /// Up to `limit` recipients of a campaign with ids above `after_id`, in id order (for paging
-    /// through a campaign with flat memory; the exports stream theirs in one query instead:
-    /// [`Store::export_evidence`]).
-    pub async fn recipients_after(
-        &self,
-        campaign_id: i64,
-        after_id: i64,
-        limit: u32,
-    ) -> Result<Vec<Recipient>> {
-        forward!(self.recipients_after(campaign_id, after_id, limit))
     }
 
     /// Leases up to `request.limit` due email recipients of a campaign to `request.instance` until
@@ -434,19 +405,6 @@ impl Store {
     /// one capped campaign take turns; on SQLite, one daemon, the daemon's own holds are all there is).
     pub async fn claim_batch(&self, request: &ClaimRequest<'_>) -> Result<Claim> {
         forward!(self.claim(request))
-    }
-
-    /// Extends the leases `instance` still holds on `ids`; returns how many it still held.
-    pub async fn renew_leases(
-        &self,
-        instance: &str,
-        ids: &[i64],
-        until: DateTime<Utc>,
-    ) -> Result<u64> {
-        if ids.is_empty() {
-            return Ok(0);
-        }
-        forward!(self.renew_leases(instance, ids, until))
     }
 
     /// Gives leased rows back unattempted (shutdown, pause): they are due again at once.
@@ -465,16 +423,6 @@ impl Store {
             return Ok(0);
         }
         forward!(self.record_attempts(instance, records))
-    }
-
-    /// The attempts made for several recipients, in one query: ordered by recipient id, then oldest
-    /// first. Ids with no attempt contribute nothing. (The exports read attempts with their
-    /// recipients instead: [`Store::export_evidence`].)
-    pub async fn attempts_for(&self, recipient_ids: &[i64]) -> Result<Vec<Attempt>> {
-        if recipient_ids.is_empty() {
-            return Ok(Vec::new());
-        }
-        forward!(self.attempts_for(recipient_ids))
     }
 }
 
