@@ -71,6 +71,11 @@ pub(super) const SENT_SINCE: &str = "SELECT CAST(coalesce(sum(sent), 0) AS BIGIN
 pub(super) const SHARED_ADDRESSES: &str = "SELECT count(*) FROM (SELECT lower(email) FROM recipients \
      WHERE campaign_id = $1 AND email IS NOT NULL GROUP BY lower(email) HAVING count(*) > 1) AS shared";
 
+/// A campaign event that is not a state change (from and to the campaign's current state): $1
+/// campaign, $2 time, $3 actor, $4 reason.
+pub(super) const INSERT_EVENT: &str = "INSERT INTO campaign_events (campaign_id, at, from_state, \
+     to_state, actor, reason) SELECT id, $2, state, state, $3, $4 FROM campaigns WHERE id = $1";
+
 /// Starts the counters of the open-ended last wave ($1 campaign, $2 wave) without reading its
 /// members: the released waves' ranges follow one another from id 0, so this one holds every email
 /// recipient of the campaign that the others do not. Email recipients are the campaign's counters
