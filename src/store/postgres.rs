@@ -13,6 +13,10 @@ use sqlx::ConnectOptions;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
 use super::address_key;
+pub(super) use super::export::{
+    PG_EVIDENCE as EVIDENCE, PG_POSTAL as POSTAL, pg_evidence as evidence_row,
+    pg_transaction as export_transaction,
+};
 use super::portable::{RECIPIENT_COLUMNS, SHARED_ADDRESSES, lease_due};
 use super::*;
 

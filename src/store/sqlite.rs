@@ -17,6 +17,10 @@ use sqlx::sqlite::{
 };
 
 use super::address_key;
+pub(super) use super::export::{
+    SQLITE_EVIDENCE as EVIDENCE, SQLITE_POSTAL as POSTAL, sqlite_evidence as evidence_row,
+    sqlite_transaction as export_transaction,
+};
 use super::portable::{DbList, RECIPIENT_COLUMNS, SENT_SINCE, SHARED_ADDRESSES, lease_due};
 use super::time::{DbTime, opt};
 use super::*;
