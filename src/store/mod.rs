@@ -24,25 +24,18 @@ macro_rules! audited {
 /// constants that differ by dialect).
 macro_rules! with_pool {
     ($store:expr, $pool:ident => $body:expr) => {
-        match $store {
-            Store::Postgres(s) => {
-                let $pool = s.pool();
-                $body
-            }
-            Store::Sqlite(s) => {
-                let $pool = s.pool();
-                $body
-            }
-        }
+        with_pool!($store, $pool, _ => $body)
     };
-    ($store:expr, $pool:ident, $dialect:ident => $body:expr) => {
+    ($store:expr, $pool:ident, $dialect:tt => $body:expr) => {
         match $store {
             Store::Postgres(s) => {
+                #[allow(unused_imports)] // `_`: the first form names no dialect
                 use $crate::store::postgres as $dialect;
                 let $pool = s.pool();
                 $body
             }
             Store::Sqlite(s) => {
+                #[allow(unused_imports)] // `_`: the first form names no dialect
                 use $crate::store::sqlite as $dialect;
                 let $pool = s.pool();
                 $body
