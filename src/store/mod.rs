@@ -435,13 +435,9 @@ pub(crate) fn bucket_of(t: DateTime<Utc>) -> i64 {
 }
 
 fn allowed_list(from: CampaignState) -> String {
-    let next = from.successors();
-    if next.is_empty() {
+    if from.successors().is_empty() {
         format!("none: {from} is final")
     } else {
-        next.iter()
-            .map(|s| s.as_str())
-            .collect::<Vec<_>>()
-            .join(", ")
+        from.successor_names()
     }
 }
