@@ -172,7 +172,11 @@ pub fn classify(report: &Report) -> Vec<Verdict> {
 }
 
 /// A structured verdict without status or diagnostic.
-fn structured(recipient: Option<String>, outcome: Outcome, rule: &'static str) -> Verdict {
+pub(super) fn structured(
+    recipient: Option<String>,
+    outcome: Outcome,
+    rule: &'static str,
+) -> Verdict {
     Verdict {
         recipient,
         outcome,

@@ -326,8 +326,8 @@ fn header_in(text: &str, name: &str) -> Option<String> {
         .find_map(|(n, v)| (n == name).then_some(v))
 }
 
-/// `<id@host>` → `id@host`.
-fn message_id(value: &str) -> String {
+/// `<id@host>` → `id@host` (a Message-ID, or the address of an address header).
+pub(super) fn message_id(value: &str) -> String {
     let v = value.trim();
     let v = v.split_once('<').map_or(v, |(_, rest)| rest);
     v.split_once('>').map_or(v, |(id, _)| id).trim().to_owned()
@@ -342,10 +342,7 @@ fn headers(message: &Message<'_>) -> Headers {
     };
     let address = |name: &'static str| {
         raw(name)
-            .map(|v| {
-                let v = v.split_once('<').map_or(v.as_str(), |(_, r)| r);
-                bare_address(v.split_once('>').map_or(v, |(a, _)| a))
-            })
+            .map(|v| bare_address(&message_id(&v)))
             .filter(|a| !a.is_empty())
     };
     let ct = message.content_type();

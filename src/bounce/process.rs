@@ -101,14 +101,7 @@ pub(crate) fn finding(source: ReportSource, body: &[u8], envelope_to: Option<&st
         tracing::error!(source = %source, "bounce parser panicked on a stored report: kept as unclassified");
         Finding {
             kind: "parser_panic".into(),
-            verdicts: vec![Verdict {
-                recipient: None,
-                outcome: Outcome::Unclassified,
-                rule: "parser.panic",
-                status: None,
-                diagnostic: None,
-                basis: Basis::Structured,
-            }],
+            verdicts: vec![classify::structured(None, Outcome::Unclassified, "parser.panic")],
             ..Finding::default()
         }
     })

@@ -86,19 +86,7 @@ pub fn redact(raw: &[u8]) -> Vec<u8> {
                 });
                 dropped.push(kind);
             }
-            "text/plain" => {
-                let (body, quoted_id) = cut_text(&String::from_utf8_lossy(part.contents()));
-                kept.push(Kept {
-                    body,
-                    content_type: "text/plain; charset=utf-8".into(),
-                });
-                if let Some(id) = quoted_id {
-                    kept.push(Kept {
-                        content_type: "text/rfc822-headers".into(),
-                        body: format!("Message-ID: <{id}>\r\n"),
-                    });
-                }
-            }
+            "text/plain" => keep_text(&mut kept, part.contents()),
             _ => dropped.push(kind),
         }
     }
@@ -107,21 +95,27 @@ pub fn redact(raw: &[u8]) -> Vec<u8> {
         // No text to read (a multipart whose boundaries never occur has no parts, a mangled one
         // only empty ones): the parser then reads the whole body as text, so it is kept as text.
         kept.clear();
-        let (body, quoted_id) = cut_text(&String::from_utf8_lossy(&raw[header_end..]));
-        kept.push(Kept {
-            body,
-            content_type: "text/plain; charset=utf-8".into(),
-        });
-        if let Some(id) = quoted_id {
-            kept.push(Kept {
-                content_type: "text/rfc822-headers".into(),
-                body: format!("Message-ID: <{id}>\r\n"),
-            });
-        }
+        keep_text(&mut kept, &raw[header_end..]);
     }
     let mut out = header_block(raw, header_end);
     assemble(&mut out, raw, report_type.as_deref(), &kept, &dropped);
     out
+}
+
+/// Keeps a text part as [`cut_text`] cuts it, and the quoted original's Message-ID as returned
+/// headers.
+fn keep_text(kept: &mut Vec<Kept>, text: &[u8]) {
+    let (body, quoted_id) = cut_text(&String::from_utf8_lossy(text));
+    kept.push(Kept {
+        body,
+        content_type: "text/plain; charset=utf-8".into(),
+    });
+    if let Some(id) = quoted_id {
+        kept.push(Kept {
+            content_type: "text/rfc822-headers".into(),
+            body: format!("Message-ID: <{id}>\r\n"),
+        });
+    }
 }
 
 /// `type/subtype` of a part that is not a multipart container, lower-cased.

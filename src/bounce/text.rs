@@ -238,10 +238,8 @@ pub fn quoted_message_id(text: &str) -> Option<String> {
         if !name.eq_ignore_ascii_case("message-id") {
             return None;
         }
-        let v = value.trim();
-        let v = v.split_once('<').map_or(v, |(_, r)| r);
-        let id = v.split_once('>').map_or(v, |(id, _)| id).trim();
-        (!id.is_empty() && id.contains('@')).then(|| id.to_owned())
+        let id = super::parse::message_id(value);
+        (!id.is_empty() && id.contains('@')).then_some(id)
     })
 }
 

@@ -11,7 +11,7 @@
 
 use serde_json::Value;
 
-use super::classify::{Basis, DeliveryEvidence, FailureClass, Outcome, Verdict};
+use super::classify::{Basis, DeliveryEvidence, FailureClass, Outcome, Verdict, structured};
 use super::process::Finding;
 
 /// A stored SNS message carrying an SES notification.
@@ -153,25 +153,11 @@ fn delivered(evidence: DeliveryEvidence) -> Outcome {
 }
 
 fn evidence(rule: &'static str, evidence: DeliveryEvidence) -> Verdict {
-    Verdict {
-        recipient: None,
-        outcome: delivered(evidence),
-        rule,
-        status: None,
-        diagnostic: None,
-        basis: Basis::Structured,
-    }
+    structured(None, delivered(evidence), rule)
 }
 
 fn unclassified(rule: &'static str) -> Verdict {
-    Verdict {
-        recipient: None,
-        outcome: Outcome::Unclassified,
-        rule,
-        status: None,
-        diagnostic: None,
-        basis: Basis::Structured,
-    }
+    structured(None, Outcome::Unclassified, rule)
 }
 
 #[cfg(test)]

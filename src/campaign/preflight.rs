@@ -27,25 +27,23 @@ impl Report {
         if self.errors.is_empty() {
             return None;
         }
-        let shown: Vec<String> = self
-            .errors
-            .iter()
-            .take(5)
-            .map(ToString::to_string)
-            .collect();
-        let more = self.errors.len().saturating_sub(5);
         Some(format!(
-            "{} template problem(s) in {} render(s): {}{}",
+            "{} template problem(s) in {} render(s): {}",
             self.errors.len(),
             self.rendered,
-            shown.join("; "),
-            if more > 0 {
-                format!("; and {more} more")
-            } else {
-                String::new()
-            }
+            first_of(&self.errors, 5)
         ))
     }
+}
+
+/// The first `shown` of `items`, joined by `; `, then how many more there are.
+pub(crate) fn first_of<T: ToString>(items: &[T], shown: usize) -> String {
+    let mut text: Vec<String> = items.iter().take(shown).map(T::to_string).collect();
+    let more = items.len().saturating_sub(shown);
+    if more > 0 {
+        text.push(format!("and {more} more"));
+    }
+    text.join("; ")
 }
 
 /// Loads a stored campaign's spec and compiled templates.

@@ -155,15 +155,7 @@ impl Templates {
             for (part, source) in PARTS.iter().zip([&t.subject, &t.text, &t.html]) {
                 let name = template_name(variant, locale, part);
                 env.add_template_owned(name.clone(), source.clone())
-                    .map_err(|e| TemplateError {
-                        template: name,
-                        line: e.line(),
-                        recipient_id: None,
-                        message: e
-                            .detail()
-                            .map(str::to_string)
-                            .unwrap_or_else(|| e.kind().to_string()),
-                    })?;
+                    .map_err(|e| template_error(&name, e, None))?;
             }
         }
         Ok(Templates {
@@ -230,10 +222,10 @@ impl Templates {
             let tmpl = self
                 .env
                 .get_template(&name)
-                .map_err(|e| self.error(&name, e, recipient.id))?;
+                .map_err(|e| template_error(&name, e, Some(recipient.id)))?;
             out[i] = tmpl
                 .render(&ctx)
-                .map_err(|e| self.error(&name, e, recipient.id))?;
+                .map_err(|e| template_error(&name, e, Some(recipient.id)))?;
         }
         let [subject, text, html] = out;
         let subject = subject.trim().to_string();
@@ -305,11 +297,10 @@ impl Templates {
             let name = template_name(variant, locale, part);
             let tmpl = lenient
                 .get_template(&name)
-                .map_err(|e| self.error(&name, e, 0))?;
-            out[i] = tmpl.render(&ctx).map_err(|e| TemplateError {
-                recipient_id: None,
-                ..self.error(&name, e, 0)
-            })?;
+                .map_err(|e| template_error(&name, e, Some(0)))?;
+            out[i] = tmpl
+                .render(&ctx)
+                .map_err(|e| template_error(&name, e, None))?;
             // A subject that renders a line break from the template itself would be refused for
             // every recipient: refuse the campaign file instead.
             if *part == "subject" && out[i].trim().chars().any(char::is_control) {
@@ -329,27 +320,27 @@ impl Templates {
             html,
         })
     }
+}
 
-    fn error(&self, name: &str, e: minijinja::Error, recipient_id: i64) -> TemplateError {
-        let mut message = e
-            .detail()
-            .map(str::to_string)
-            .unwrap_or_else(|| e.kind().to_string());
-        if e.kind() == minijinja::ErrorKind::OutOfFuel {
-            message = format!(
-                "the template takes more than {RENDER_FUEL} steps to render (a loop that runs too long?)"
-            );
-        }
-        if e.kind() == minijinja::ErrorKind::UndefinedError && e.detail().is_none() {
-            message =
-                "a variable used here is not defined for this recipient (undefined value)".into();
-        }
-        TemplateError {
-            template: name.to_string(),
-            line: e.line(),
-            recipient_id: Some(recipient_id),
-            message,
-        }
+/// A minijinja error of template `name` as the operator reads it (`recipient_id`: whose render).
+fn template_error(name: &str, e: minijinja::Error, recipient_id: Option<i64>) -> TemplateError {
+    let mut message = e
+        .detail()
+        .map(str::to_string)
+        .unwrap_or_else(|| e.kind().to_string());
+    if e.kind() == minijinja::ErrorKind::OutOfFuel {
+        message = format!(
+            "the template takes more than {RENDER_FUEL} steps to render (a loop that runs too long?)"
+        );
+    }
+    if e.kind() == minijinja::ErrorKind::UndefinedError && e.detail().is_none() {
+        message = "a variable used here is not defined for this recipient (undefined value)".into();
+    }
+    TemplateError {
+        template: name.to_string(),
+        line: e.line(),
+        recipient_id,
+        message,
     }
 }
 

@@ -204,13 +204,7 @@ async fn transition(
             args.id,
             current.state,
             current.state,
-            current
-                .state
-                .successors()
-                .iter()
-                .map(|s| s.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
+            current.state.successor_names()
         );
     }
     if to == CampaignState::Running {

@@ -22,6 +22,7 @@ use std::collections::BTreeMap;
 use anyhow::bail;
 
 use crate::campaign::CampaignSpec;
+use crate::campaign::preflight::first_of;
 use crate::campaign::template::{RecipientContext, Rendered, Templates};
 use crate::rules::content::{check_forbidden_text, check_headings, forbidden_variable, html_text};
 use crate::rules::{Entry, Rules};
@@ -68,22 +69,11 @@ impl std::fmt::Display for Finding {
 pub(crate) fn describe(findings: &[Finding]) -> String {
     let mut codes: Vec<&str> = findings.iter().map(|f| f.code.as_str()).collect();
     codes.dedup();
-    let shown: Vec<String> = findings
-        .iter()
-        .take(SHOWN)
-        .map(Finding::to_string)
-        .collect();
-    let more = findings.len().saturating_sub(SHOWN);
     format!(
-        "the notice fails the content rules of {} ({} problem(s)): {}{}",
+        "the notice fails the content rules of {} ({} problem(s)): {}",
         codes.join(", "),
         findings.len(),
-        shown.join("; "),
-        if more > 0 {
-            format!("; and {more} more")
-        } else {
-            String::new()
-        }
+        first_of(findings, SHOWN)
     )
 }
 

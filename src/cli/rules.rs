@@ -10,6 +10,7 @@ use serde_json::json;
 
 use crate::cli::args::RulesShowArgs;
 use crate::config::Settings;
+use crate::rules::deadline::Amount;
 use crate::rules::{
     self, CreditBureaus, Entry, Jurisdiction, Origin, Regulator, Rules, Start, Threshold, Timing,
 };
@@ -190,6 +191,11 @@ fn details(entry: &Entry, target: u32) -> String {
     out
 }
 
+/// A clock's amount as `3 days`, `48 hours` or `5 business days` (empty when it has none).
+fn amount_text(days: Option<i64>, hours: Option<i64>, business_days: Option<i64>) -> String {
+    Amount::of(days, hours, business_days).map_or_else(String::new, |a| a.to_string())
+}
+
 fn regulator(r: &Regulator) -> String {
     let mut out = format!("    - {}\n", r.name);
     let threshold = match &r.threshold {
@@ -206,14 +212,7 @@ fn regulator(r: &Regulator) -> String {
     if let Some(condition) = &r.condition {
         let _ = writeln!(out, "      only if:       {condition}");
     }
-    let amount = [
-        (r.days, "days"),
-        (r.hours, "hours"),
-        (r.business_days, "business days"),
-    ]
-    .iter()
-    .find_map(|(v, unit)| v.map(|v| format!("{v} {unit}")))
-    .unwrap_or_default();
+    let amount = amount_text(r.days, r.hours, r.business_days);
     let clock = match r.timing {
         Some(Timing::Before) => "before the consumer notice".to_string(),
         Some(Timing::With) => "no later than the consumer notice".to_string(),
@@ -223,14 +222,7 @@ fn regulator(r: &Regulator) -> String {
     };
     let _ = writeln!(out, "      deadline:      {clock}");
     if let Some(limit) = &r.limit {
-        let amount = [
-            (limit.days, "days"),
-            (limit.hours, "hours"),
-            (limit.business_days, "business days"),
-        ]
-        .iter()
-        .find_map(|(v, unit)| v.map(|v| format!("{v} {unit}")))
-        .unwrap_or_default();
+        let amount = amount_text(limit.days, limit.hours, limit.business_days);
         let _ = writeln!(
             out,
             "      at the latest: {amount} from {} (whichever comes first)",

@@ -14,6 +14,7 @@ use chrono::Utc;
 
 use crate::campaign::forecast::{self, Forecast, Limits};
 use crate::cli::args::StatusArgs;
+use crate::ops::status::eta;
 pub use crate::ops::status::{CampaignStatus, collect, collect_with_forecast};
 use crate::store::Store;
 
@@ -79,15 +80,6 @@ fn forecast_lines(campaign_id: i64, f: &Forecast) -> String {
         out.push_str(&format!("  note: {note}\n"));
     }
     out
-}
-
-fn eta(seconds: Option<i64>) -> String {
-    match seconds {
-        None => "-".into(),
-        Some(s) if s < 120 => format!("{s}s"),
-        Some(s) if s < 7200 => format!("{}m", s / 60),
-        Some(s) => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
-    }
 }
 
 /// The human view: one line per campaign, then its waves indented.

@@ -3,11 +3,11 @@
 //! them (matching then only by Message-ID); the Maildir is watched when `maildir` is set.
 
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use super::ConfigError;
+use super::{ConfigError, read_credential};
 
 /// The shortest HMAC key accepted: 256 bits, the output size of the HMAC's hash.
 pub const MIN_KEY_BYTES: usize = 32;
@@ -81,14 +81,6 @@ impl Default for BounceSettings {
     }
 }
 
-/// A configured file, or a systemd credential by relative name.
-fn credential(file: &Path) -> PathBuf {
-    match std::env::var_os("CREDENTIALS_DIRECTORY") {
-        Some(dir) if file.is_relative() => Path::new(&dir).join(file),
-        _ => file.to_path_buf(),
-    }
-}
-
 /// HMAC keys, never printed.
 #[derive(Clone, Default)]
 pub struct BounceKeys(pub Vec<Vec<u8>>);
@@ -116,24 +108,13 @@ impl BounceSettings {
     /// `$CREDENTIALS_DIRECTORY` when set.
     pub(super) fn read_keys(&mut self) -> Result<(), ConfigError> {
         if let Some(file) = &self.sendgrid_key_file {
-            let path = credential(file);
-            let text = std::fs::read_to_string(&path).map_err(|e| {
-                ConfigError::Value(format!(
-                    "bounces.sendgrid_key_file {}: cannot read it ({e})",
-                    path.display()
-                ))
-            })?;
+            let key = "bounces.sendgrid_key_file";
+            let (_, text) = read_credential(key, file, std::fs::read_to_string)?;
             self.sendgrid_key = Some(text.trim().to_string());
         }
         let mut keys = Vec::new();
         for file in &self.key_files {
-            let path = credential(file);
-            let mut key = std::fs::read(&path).map_err(|e| {
-                ConfigError::Value(format!(
-                    "bounces.key_files {}: cannot read it ({e})",
-                    path.display()
-                ))
-            })?;
+            let (path, mut key) = read_credential("bounces.key_files", file, std::fs::read)?;
             while key.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
                 key.pop();
             }

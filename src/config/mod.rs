@@ -447,16 +447,8 @@ impl Settings {
                     "{key}: set either password or password_file, not both"
                 )));
             }
-            let path = match std::env::var_os("CREDENTIALS_DIRECTORY") {
-                Some(dir) if file.is_relative() => Path::new(&dir).join(file),
-                _ => file.clone(),
-            };
-            let text = std::fs::read_to_string(&path).map_err(|e| {
-                ConfigError::Value(format!(
-                    "{key}.password_file {}: cannot read it ({e})",
-                    path.display()
-                ))
-            })?;
+            let name = format!("{key}.password_file");
+            let (path, text) = read_credential(&name, file, std::fs::read_to_string)?;
             let value = text.trim_end_matches(['\r', '\n']).to_string();
             if value.is_empty() {
                 return Err(ConfigError::Value(format!(
@@ -603,6 +595,23 @@ impl Settings {
     pub fn database_password(&self) -> Option<&str> {
         self.database.password.as_ref().map(|s| s.expose_secret())
     }
+}
+
+/// Reads the secret file configured as `key` with `read`; a relative path is looked up in systemd's
+/// `$CREDENTIALS_DIRECTORY` when that is set. Returns the path read and what it holds.
+fn read_credential<T>(
+    key: &str,
+    file: &Path,
+    read: fn(PathBuf) -> std::io::Result<T>,
+) -> Result<(PathBuf, T), ConfigError> {
+    let path = match std::env::var_os("CREDENTIALS_DIRECTORY") {
+        Some(dir) if file.is_relative() => Path::new(&dir).join(file),
+        _ => file.to_path_buf(),
+    };
+    let value = read(path.clone()).map_err(|e| {
+        ConfigError::Value(format!("{key} {}: cannot read it ({e})", path.display()))
+    })?;
+    Ok((path, value))
 }
 
 /// A TOML error as `line L, column C: message`, on one line.

@@ -3,12 +3,12 @@
 //! read at load so that a missing or weak file stops the start with its key named.
 
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 
-use super::ConfigError;
+use super::{ConfigError, read_credential};
 
 /// The shortest secret accepted: a guessable token would protect nothing.
 pub const MIN_TOKEN_CHARS: usize = 16;
@@ -64,13 +64,8 @@ pub(super) fn read_tokens(tokens: &mut [TokenSettings]) -> Result<(), ConfigErro
                 t.name
             )));
         }
-        let path = credential(&t.file);
-        let text = std::fs::read_to_string(&path).map_err(|e| {
-            ConfigError::Value(format!(
-                "{key}.file {}: cannot read it ({e})",
-                path.display()
-            ))
-        })?;
+        let (path, text) =
+            read_credential(&format!("{key}.file"), &t.file, std::fs::read_to_string)?;
         let value = text.trim();
         if value.chars().count() < MIN_TOKEN_CHARS || value.contains(char::is_whitespace) {
             return Err(ConfigError::Value(format!(
@@ -82,12 +77,4 @@ pub(super) fn read_tokens(tokens: &mut [TokenSettings]) -> Result<(), ConfigErro
         t.secret = Some(SecretString::from(value.to_string()));
     }
     Ok(())
-}
-
-/// A configured file, or a systemd credential by relative name.
-fn credential(file: &Path) -> PathBuf {
-    match std::env::var_os("CREDENTIALS_DIRECTORY") {
-        Some(dir) if file.is_relative() => Path::new(&dir).join(file),
-        _ => file.to_path_buf(),
-    }
 }

@@ -30,6 +30,16 @@ pub struct CampaignStatus {
     pub jurisdictions: Vec<JurisdictionProgress>,
 }
 
+/// Seconds as `45s`, `12m` or `3h05m`; none as `-` (as `status` and the status page show them).
+pub fn eta(seconds: Option<i64>) -> String {
+    match seconds {
+        None => "-".into(),
+        Some(s) if s < 120 => format!("{s}s"),
+        Some(s) if s < 7200 => format!("{}m", s / 60),
+        Some(s) => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
+    }
+}
+
 /// Reads the status of one campaign (an unknown id is an error) or all of them.
 pub async fn collect(store: &Store, campaign: Option<i64>) -> anyhow::Result<Vec<CampaignStatus>> {
     let progress = store.progress(campaign).await?;

@@ -25,7 +25,7 @@ pub enum Amount {
 
 impl Amount {
     /// The one amount of a validated clock (`days`, `hours` or `business_days`).
-    fn of(days: Option<i64>, hours: Option<i64>, business_days: Option<i64>) -> Option<Amount> {
+    pub fn of(days: Option<i64>, hours: Option<i64>, business_days: Option<i64>) -> Option<Amount> {
         let n = |v: i64| u32::try_from(v).unwrap_or(u32::MAX);
         days.map(|d| Amount::Days(n(d)))
             .or(hours.map(|h| Amount::Hours(n(h))))

@@ -9,6 +9,7 @@
 
 use chrono::{DateTime, Utc};
 
+use super::portable::INSERT_EVENT;
 use super::time::DbTime;
 use super::*;
 
@@ -530,8 +531,3 @@ fn with_changes<'a>(
         .flat_map(|r| r.verdicts.iter().map(move |v| (r.id, v, change(v))))
         .collect()
 }
-
-/// A campaign event that is not a state change (from and to the campaign's current state): $1
-/// campaign, $2 time, $3 actor, $4 reason.
-const INSERT_EVENT: &str = "INSERT INTO campaign_events (campaign_id, at, from_state, to_state, actor, reason) \
-     SELECT id, $2, state, state, $3, $4 FROM campaigns WHERE id = $1";

@@ -18,7 +18,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use futures::{Stream, TryStreamExt};
 use sqlx::postgres::{PgConnection, PgRow, Postgres};
-use sqlx::sqlite::SqliteRow;
+use sqlx::sqlite::{Sqlite, SqliteConnection, SqliteRow};
 use sqlx::{ConnectOptions, Connection, Database, Pool, Row, Transaction};
 use tokio::sync::mpsc::Sender;
 use tracing::log::LevelFilter;
@@ -121,29 +121,17 @@ impl Store {
         batch: usize,
         out: &Sender<ExportBatch>,
     ) -> Result<u64> {
-        let evidence = ExportBatch::Evidence;
-        match self {
-            Store::Postgres(s) => {
-                let mut conn = export_connection(s.pool()).await?;
-                let mut tx = export_transaction(&mut conn).await?;
-                // Unprepared: planned with this campaign's id, for the one time it runs.
-                let query = sqlx::query(PG_EVIDENCE).bind(campaign_id).persistent(false);
-                let sent =
-                    forward(query.fetch(&mut *tx), pg_evidence, evidence, batch, out).await?;
-                drop(tx);
-                close(conn).await;
-                Ok(sent)
-            }
-            Store::Sqlite(s) => {
-                let mut conn = export_connection(s.pool()).await?;
-                let rows = sqlx::query(SQLITE_EVIDENCE)
-                    .bind(campaign_id)
-                    .fetch(&mut conn);
-                let sent = forward(rows, sqlite_evidence, evidence, batch, out).await?;
-                close(conn).await;
-                Ok(sent)
-            }
-        }
+        with_pool!(self, pool, dialect => {
+            let mut conn = export_connection(pool).await?;
+            let mut tx = dialect::export_transaction(&mut conn).await?;
+            // Unprepared: planned with this campaign's id, for the one time it runs.
+            let query = sqlx::query(dialect::EVIDENCE).bind(campaign_id).persistent(false);
+            let rows = query.fetch(&mut *tx);
+            let sent = forward(rows, dialect::evidence_row, ExportBatch::Evidence, batch, out).await?;
+            drop(tx);
+            close(conn).await;
+            Ok(sent)
+        })
     }
 
     /// As [`Store::export_evidence`] for the recipients who need a letter (not cancelled, and on the
@@ -160,37 +148,20 @@ impl Store {
         batch: usize,
         out: &Sender<ExportBatch>,
     ) -> Result<u64> {
-        let postal = ExportBatch::Postal;
-        let total = match self {
-            Store::Postgres(s) => {
-                let mut conn = export_connection(s.pool()).await?;
-                let mut tx = export_transaction(&mut conn).await?;
-                let total: Option<i64> = sqlx::query_scalar(TOTAL)
-                    .bind(campaign_id)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                let query = sqlx::query(PG_POSTAL).bind(campaign_id).persistent(false);
-                let rows = query.fetch(&mut *tx);
-                forward(rows, |r| postal_row(Columns::new(r)), postal, batch, out).await?;
-                drop(tx);
-                close(conn).await;
-                total
-            }
-            Store::Sqlite(s) => {
-                let mut conn = export_connection(s.pool()).await?;
-                // One read transaction: the count and the rows see the same snapshot.
-                let mut tx = conn.begin().await?;
-                let total: Option<i64> = sqlx::query_scalar(TOTAL)
-                    .bind(campaign_id)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                let rows = sqlx::query(SQLITE_POSTAL).bind(campaign_id).fetch(&mut *tx);
-                forward(rows, |r| postal_row(Columns::new(r)), postal, batch, out).await?;
-                drop(tx);
-                close(conn).await;
-                total
-            }
-        };
+        let total: Option<i64> = with_pool!(self, pool, dialect => {
+            let mut conn = export_connection(pool).await?;
+            let mut tx = dialect::export_transaction(&mut conn).await?;
+            let total = sqlx::query_scalar(TOTAL)
+                .bind(campaign_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+            let query = sqlx::query(dialect::POSTAL).bind(campaign_id).persistent(false);
+            let rows = query.fetch(&mut *tx);
+            forward(rows, |r| postal_row(Columns::new(r)), ExportBatch::Postal, batch, out).await?;
+            drop(tx);
+            close(conn).await;
+            total
+        });
         Ok(total.unwrap_or(0).max(0) as u64)
     }
 }
@@ -325,11 +296,11 @@ async fn close<C: Connection>(conn: C) {
     let _ = conn.close().await;
 }
 
-/// The transaction of one export: one snapshot for everything it reads, and no JIT. The planner's
-/// cost for a whole campaign always exceeds the JIT thresholds; measured at 1,000,000 recipients,
-/// compiling (0.3 s) bought nothing here, and it made a similar query here five times slower
-/// (`shared_addresses`).
-async fn export_transaction(conn: &mut PgConnection) -> Result<Transaction<'_, Postgres>> {
+/// The transaction of one export: one snapshot for everything it reads (the postal list's count and
+/// its rows agree), and no JIT. The planner's cost for a whole campaign always exceeds the JIT
+/// thresholds; measured at 1,000,000 recipients, compiling (0.3 s) bought nothing here, and it made a
+/// similar query here five times slower (`shared_addresses`).
+pub(super) async fn pg_transaction(conn: &mut PgConnection) -> Result<Transaction<'_, Postgres>> {
     let mut tx = conn
         .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
         .await?;
@@ -364,7 +335,7 @@ macro_rules! evidence_row {
 }
 
 /// A [`PG_EVIDENCE`] row.
-fn pg_evidence(r: &PgRow) -> Result<EvidenceRow> {
+pub(super) fn pg_evidence(r: &PgRow) -> Result<EvidenceRow> {
     let mut c = Columns::new(r);
     Ok(evidence_row!(c, pg_attempts(&mut c)?))
 }
@@ -481,8 +452,15 @@ pub const SQLITE_POSTAL: &str = "SELECT r.id, r.customer_id, r.email IS NOT NULL
      OR (r.status IN ('failed', 'bounced') AND r.postal_followup)) \
      ORDER BY dl.deadline IS NULL, dl.deadline, r.id";
 
+/// The transaction of one export on SQLite: one snapshot for everything it reads, as on PostgreSQL.
+pub(super) async fn sqlite_transaction(
+    conn: &mut SqliteConnection,
+) -> Result<Transaction<'_, Sqlite>> {
+    Ok(conn.begin().await?)
+}
+
 /// A [`SQLITE_EVIDENCE`] row.
-fn sqlite_evidence(r: &SqliteRow) -> Result<EvidenceRow> {
+pub(super) fn sqlite_evidence(r: &SqliteRow) -> Result<EvidenceRow> {
     let mut c = Columns::new(r);
     Ok(evidence_row!(c, sqlite_attempts(c.take()?)?))
 }

@@ -9,15 +9,10 @@
 
 use chrono::{DateTime, Utc};
 
-use super::time::DbTime;
 use super::*;
 
 /// How a forecast event's reason begins, before its late set.
 pub const FORECAST_EVENT: &str = "forecast: late [";
-
-/// A campaign event that is not a state change: $1 campaign, $2 time, $3 actor, $4 reason.
-const INSERT_EVENT: &str = "INSERT INTO campaign_events (campaign_id, at, from_state, to_state, actor, reason) \
-     SELECT id, $2, state, state, $3, $4 FROM campaigns WHERE id = $1";
 
 /// The late set of a forecast event's reason (codes sorted), `None` if it is not one.
 pub fn late_set_of(reason: &str) -> Option<Vec<String>> {
@@ -50,15 +45,8 @@ impl Store {
         if before.as_slice() == late {
             return Ok(false);
         }
-        with_pool!(self, pool => {
-            sqlx::query(INSERT_EVENT)
-                .bind(campaign_id)
-                .bind(DbTime(now))
-                .bind(actor)
-                .bind(reason)
-                .execute(pool)
-                .await?;
-        });
+        self.record_campaign_note(campaign_id, actor, reason, now)
+            .await?;
         Ok(true)
     }
 }

@@ -24,25 +24,18 @@ macro_rules! audited {
 /// constants that differ by dialect).
 macro_rules! with_pool {
     ($store:expr, $pool:ident => $body:expr) => {
-        match $store {
-            Store::Postgres(s) => {
-                let $pool = s.pool();
-                $body
-            }
-            Store::Sqlite(s) => {
-                let $pool = s.pool();
-                $body
-            }
-        }
+        with_pool!($store, $pool, _ => $body)
     };
-    ($store:expr, $pool:ident, $dialect:ident => $body:expr) => {
+    ($store:expr, $pool:ident, $dialect:tt => $body:expr) => {
         match $store {
             Store::Postgres(s) => {
+                #[allow(unused_imports)] // `_`: the first form names no dialect
                 use $crate::store::postgres as $dialect;
                 let $pool = s.pool();
                 $body
             }
             Store::Sqlite(s) => {
+                #[allow(unused_imports)] // `_`: the first form names no dialect
                 use $crate::store::sqlite as $dialect;
                 let $pool = s.pool();
                 $body
@@ -391,39 +384,10 @@ impl Store {
         Ok(())
     }
 
-    /// Which of these customer ids the campaign already has (for dry runs).
-    pub async fn existing_customers(
-        &self,
-        campaign_id: i64,
-        customer_ids: &[String],
-    ) -> Result<Vec<String>> {
-        if customer_ids.is_empty() {
-            return Ok(Vec::new());
-        }
-        forward!(self.existing_customers(campaign_id, customer_ids))
-    }
-
-    /// Reserves the id of an import about to run, so its recipients can point at it.
-    pub async fn next_import_id(&self) -> Result<i64> {
-        forward!(self.next_import_id())
-    }
-
     /// How many email addresses more than one customer of the campaign shares (each still gets their
     /// own notice).
     pub async fn shared_addresses(&self, campaign_id: i64) -> Result<u64> {
         forward!(self.shared_addresses(campaign_id))
-    }
-
-    /// Up to `limit` recipients of a campaign with ids above `after_id`, in id order (for paging
-    /// through a campaign with flat memory; the exports stream theirs in one query instead:
-    /// [`Store::export_evidence`]).
-    pub async fn recipients_after(
-        &self,
-        campaign_id: i64,
-        after_id: i64,
-        limit: u32,
-    ) -> Result<Vec<Recipient>> {
-        forward!(self.recipients_after(campaign_id, after_id, limit))
     }
 
     /// Leases up to `request.limit` due email recipients of a campaign to `request.instance` until
@@ -434,19 +398,6 @@ impl Store {
     /// one capped campaign take turns; on SQLite, one daemon, the daemon's own holds are all there is).
     pub async fn claim_batch(&self, request: &ClaimRequest<'_>) -> Result<Claim> {
         forward!(self.claim(request))
-    }
-
-    /// Extends the leases `instance` still holds on `ids`; returns how many it still held.
-    pub async fn renew_leases(
-        &self,
-        instance: &str,
-        ids: &[i64],
-        until: DateTime<Utc>,
-    ) -> Result<u64> {
-        if ids.is_empty() {
-            return Ok(0);
-        }
-        forward!(self.renew_leases(instance, ids, until))
     }
 
     /// Gives leased rows back unattempted (shutdown, pause): they are due again at once.
@@ -466,16 +417,6 @@ impl Store {
         }
         forward!(self.record_attempts(instance, records))
     }
-
-    /// The attempts made for several recipients, in one query: ordered by recipient id, then oldest
-    /// first. Ids with no attempt contribute nothing. (The exports read attempts with their
-    /// recipients instead: [`Store::export_evidence`].)
-    pub async fn attempts_for(&self, recipient_ids: &[i64]) -> Result<Vec<Attempt>> {
-        if recipient_ids.is_empty() {
-            return Ok(Vec::new());
-        }
-        forward!(self.attempts_for(recipient_ids))
-    }
 }
 
 /// A foreign-key violation on `campaign_id` is a campaign that does not exist.
@@ -494,13 +435,9 @@ pub(crate) fn bucket_of(t: DateTime<Utc>) -> i64 {
 }
 
 fn allowed_list(from: CampaignState) -> String {
-    let next = from.successors();
-    if next.is_empty() {
+    if from.successors().is_empty() {
         format!("none: {from} is final")
     } else {
-        next.iter()
-            .map(|s| s.as_str())
-            .collect::<Vec<_>>()
-            .join(", ")
+        from.successor_names()
     }
 }

@@ -110,6 +110,12 @@ impl CampaignState {
     pub fn can_become(self, to: CampaignState) -> bool {
         self.successors().contains(&to)
     }
+
+    /// The successors' names, as `running, cancelled`.
+    pub fn successor_names(self) -> String {
+        let names: Vec<&str> = self.successors().iter().map(|s| s.as_str()).collect();
+        names.join(", ")
+    }
 }
 
 /// Where a recipient stands in the queue. `sent`, `failed`, `cancelled`, `postal` and `bounced` are

@@ -1,14 +1,50 @@
 //! The store operations whose SQL is the same on both backends, written once. Each body is compiled
 //! for both pools by [`with_pool!`]: one SQL text with `$N` placeholders (sqlx's SQLite binds `$N` by
 //! number), times as [`DbTime`], rows through `FromRow` and the text enums through their `sqlx::Type`.
-//! What really differs (claims, bulk inserts, batches of ids, planner settings) stays in
+//! A batch of ids is one [`DbList`] parameter, compared with the dialect's `in_list`. What really
+//! differs (claims, bulk inserts, batch writes, planner settings) stays in
 //! [`postgres`](super::postgres) and [`sqlite`](super::sqlite).
 
 use chrono::{DateTime, Utc};
+use sqlx::encode::IsNull;
+use sqlx::error::BoxDynError;
+use sqlx::postgres::{PgArgumentBuffer, PgHasArrayType, PgTypeInfo};
+use sqlx::sqlite::{SqliteArgumentsBuffer, SqliteTypeInfo};
+use sqlx::{Encode, Postgres, Sqlite, Type};
 
 use super::schema::{AppliedMigration, absent_table_is_none};
 use super::time::DbTime;
 use super::*;
+
+/// A list of values bound as one parameter, for the dialect's `in_list` (`column = ANY($1)` or
+/// `column IN (SELECT value FROM json_each($1))`): an array on PostgreSQL, JSON text on SQLite, which
+/// has no arrays.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct DbList<'a, T>(pub &'a [T]);
+
+impl<T: PgHasArrayType> Type<Postgres> for DbList<'_, T> {
+    fn type_info() -> PgTypeInfo {
+        <[T] as Type<Postgres>>::type_info()
+    }
+}
+
+impl<'q, T: Encode<'q, Postgres> + Type<Postgres>> Encode<'q, Postgres> for DbList<'_, T> {
+    fn encode_by_ref(&self, buf: &mut PgArgumentBuffer) -> Result<IsNull, BoxDynError> {
+        <&[T] as Encode<Postgres>>::encode_by_ref(&self.0, buf)
+    }
+}
+
+impl<T> Type<Sqlite> for DbList<'_, T> {
+    fn type_info() -> SqliteTypeInfo {
+        <str as Type<Sqlite>>::type_info()
+    }
+}
+
+impl<T: Serialize> Encode<'_, Sqlite> for DbList<'_, T> {
+    fn encode_by_ref(&self, buf: &mut SqliteArgumentsBuffer) -> Result<IsNull, BoxDynError> {
+        <String as Encode<Sqlite>>::encode(serde_json::to_string(self.0)?, buf)
+    }
+}
 
 /// The `campaigns` columns a [`Campaign`] reads.
 pub(super) const CAMPAIGN_COLUMNS: &str = "id, name, state, definition, content_hash, \
@@ -34,6 +70,11 @@ pub(super) const SENT_SINCE: &str = "SELECT CAST(coalesce(sum(sent), 0) AS BIGIN
 /// How many email addresses more than one customer of a campaign ($1) shares.
 pub(super) const SHARED_ADDRESSES: &str = "SELECT count(*) FROM (SELECT lower(email) FROM recipients \
      WHERE campaign_id = $1 AND email IS NOT NULL GROUP BY lower(email) HAVING count(*) > 1) AS shared";
+
+/// A campaign event that is not a state change (from and to the campaign's current state): $1
+/// campaign, $2 time, $3 actor, $4 reason.
+pub(super) const INSERT_EVENT: &str = "INSERT INTO campaign_events (campaign_id, at, from_state, \
+     to_state, actor, reason) SELECT id, $2, state, state, $3, $4 FROM campaigns WHERE id = $1";
 
 /// Starts the counters of the open-ended last wave ($1 campaign, $2 wave) without reading its
 /// members: the released waves' ranges follow one another from id 0, so this one holds every email
@@ -279,6 +320,91 @@ impl Store {
         .bind(campaign_id)
         .bind(customer_id)
         .fetch_optional(pool)
+        .await?))
+    }
+
+    /// Which of these customer ids the campaign already has (for dry runs).
+    pub async fn existing_customers(
+        &self,
+        campaign_id: i64,
+        customer_ids: &[String],
+    ) -> Result<Vec<String>> {
+        if customer_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        with_pool!(self, pool, dialect => Ok(sqlx::query_scalar(audited!(
+            "SELECT customer_id FROM recipients WHERE campaign_id = $1 AND customer_id {}",
+            dialect::in_list("$2")
+        ))
+        .bind(campaign_id)
+        .bind(DbList(customer_ids))
+        .fetch_all(pool)
+        .await?))
+    }
+
+    /// Reserves the id of an import about to run, so its recipients can point at it.
+    pub async fn next_import_id(&self) -> Result<i64> {
+        with_pool!(self, pool, dialect => Ok(sqlx::query_scalar(dialect::NEXT_IMPORT_ID)
+            .fetch_one(pool)
+            .await?))
+    }
+
+    /// Up to `limit` recipients of a campaign with ids above `after_id`, in id order (for paging
+    /// through a campaign with flat memory; the exports stream theirs in one query instead:
+    /// [`Store::export_evidence`]).
+    pub async fn recipients_after(
+        &self,
+        campaign_id: i64,
+        after_id: i64,
+        limit: u32,
+    ) -> Result<Vec<Recipient>> {
+        with_pool!(self, pool, dialect => Ok(sqlx::query_as(audited!(
+            "SELECT {RECIPIENT_COLUMNS} FROM recipients WHERE {} LIMIT $3",
+            dialect::PAGE_AFTER
+        ))
+        .bind(campaign_id)
+        .bind(after_id)
+        .bind(i64::from(limit))
+        .fetch_all(pool)
+        .await?))
+    }
+
+    /// Extends the leases `instance` still holds on `ids`; returns how many it still held.
+    pub async fn renew_leases(
+        &self,
+        instance: &str,
+        ids: &[i64],
+        until: DateTime<Utc>,
+    ) -> Result<u64> {
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        with_pool!(self, pool, dialect => Ok(sqlx::query(audited!(
+            "UPDATE recipients SET lease_expires_at = $3 WHERE id {} AND lease_owner = $2",
+            dialect::in_list("$1")
+        ))
+        .bind(DbList(ids))
+        .bind(instance)
+        .bind(DbTime(until))
+        .execute(pool)
+        .await?
+        .rows_affected()))
+    }
+
+    /// The attempts made for several recipients, in one query: ordered by recipient id, then oldest
+    /// first. Ids with no attempt contribute nothing. (The exports read attempts with their
+    /// recipients instead: [`Store::export_evidence`].)
+    pub async fn attempts_for(&self, recipient_ids: &[i64]) -> Result<Vec<Attempt>> {
+        if recipient_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        with_pool!(self, pool, dialect => Ok(sqlx::query_as(audited!(
+            "SELECT {ATTEMPT_COLUMNS} FROM delivery_attempts WHERE recipient_id {} \
+             ORDER BY recipient_id, id",
+            dialect::in_list("$1")
+        ))
+        .bind(DbList(recipient_ids))
+        .fetch_all(pool)
         .await?))
     }
 

@@ -13,7 +13,11 @@ use sqlx::ConnectOptions;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
 use super::address_key;
-use super::portable::{ATTEMPT_COLUMNS, RECIPIENT_COLUMNS, SHARED_ADDRESSES, lease_due};
+pub(super) use super::export::{
+    PG_EVIDENCE as EVIDENCE, PG_POSTAL as POSTAL, pg_evidence as evidence_row,
+    pg_transaction as export_transaction,
+};
+use super::portable::{RECIPIENT_COLUMNS, SHARED_ADDRESSES, lease_due};
 use super::*;
 
 #[derive(Debug, Clone)]
@@ -152,28 +156,6 @@ impl PgStore {
         Ok(StoredBatch::of(rows, inserted, email, addresses))
     }
 
-    pub(super) async fn existing_customers(
-        &self,
-        campaign_id: i64,
-        customer_ids: &[String],
-    ) -> Result<Vec<String>> {
-        Ok(sqlx::query_scalar(
-            "SELECT customer_id FROM recipients WHERE campaign_id = $1 AND customer_id = ANY($2)",
-        )
-        .bind(campaign_id)
-        .bind(customer_ids)
-        .fetch_all(&self.pool)
-        .await?)
-    }
-
-    pub(super) async fn next_import_id(&self) -> Result<i64> {
-        Ok(
-            sqlx::query_scalar("SELECT nextval(pg_get_serial_sequence('imports', 'id'))")
-                .fetch_one(&self.pool)
-                .await?,
-        )
-    }
-
     pub(super) async fn shared_addresses(&self, campaign_id: i64) -> Result<u64> {
         let mut tx = self.pool.begin().await?;
         // Once the table's statistics know the campaign is large, the planner JIT-compiles this
@@ -185,24 +167,6 @@ impl PgStore {
             .await?;
         tx.commit().await?;
         Ok(n as u64)
-    }
-
-    pub(super) async fn recipients_after(
-        &self,
-        campaign_id: i64,
-        after_id: i64,
-        limit: u32,
-    ) -> Result<Vec<Recipient>> {
-        // Written as DUE_FRESH is, so that the first page does not walk earlier campaigns' ids.
-        Ok(sqlx::query_as(audited!(
-            "SELECT {RECIPIENT_COLUMNS} FROM recipients WHERE campaign_id = ANY (ARRAY[$1::bigint]) \
-             AND id > $2 ORDER BY campaign_id, id LIMIT $3"
-        ))
-        .bind(campaign_id)
-        .bind(after_id)
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await?)
     }
 
     /// A claim (see `Store::claim_batch`) in its own transaction with the claim's settings.
@@ -310,23 +274,6 @@ async fn claim_in(
 }
 
 impl PgStore {
-    pub(super) async fn renew_leases(
-        &self,
-        instance: &str,
-        ids: &[i64],
-        until: DateTime<Utc>,
-    ) -> Result<u64> {
-        Ok(sqlx::query(
-            "UPDATE recipients SET lease_expires_at = $3 WHERE id = ANY($1) AND lease_owner = $2",
-        )
-        .bind(ids)
-        .bind(instance)
-        .bind(until)
-        .execute(&self.pool)
-        .await?
-        .rows_affected())
-    }
-
     pub(super) async fn release_leases(&self, instance: &str, ids: &[i64]) -> Result<u64> {
         let released: i64 = sqlx::query_scalar(audited!(
             "WITH changed AS (UPDATE recipients SET lease_owner = NULL, lease_expires_at = NULL \
@@ -423,16 +370,6 @@ impl PgStore {
         .await?;
         tx.commit().await?;
         Ok(changed as u64)
-    }
-
-    pub(super) async fn attempts_for(&self, recipient_ids: &[i64]) -> Result<Vec<Attempt>> {
-        Ok(sqlx::query_as(audited!(
-            "SELECT {ATTEMPT_COLUMNS} FROM delivery_attempts WHERE recipient_id = ANY($1) \
-             ORDER BY recipient_id, id"
-        ))
-        .bind(recipient_ids)
-        .fetch_all(&self.pool)
-        .await?)
     }
 
     pub(super) async fn analyze_recipients(&self) -> Result<()> {
@@ -636,6 +573,19 @@ pub(super) const WAVE_COUNT_RANGE: &str = "INSERT INTO wave_counters (campaign_i
             count(*) FILTER (WHERE status = 'bounced') \
      FROM recipients WHERE campaign_id = $1 AND id > $3 AND id <= $4 AND channel = 'email' \
      RETURNING queued + deferred AS open";
+
+/// `column IN` a [`DbList`](super::portable::DbList) bound as `placeholder`: an array.
+pub(super) fn in_list(placeholder: &str) -> String {
+    format!("= ANY({placeholder})")
+}
+
+/// A sequence hands out import ids, whatever other daemons do meanwhile.
+pub(super) const NEXT_IMPORT_ID: &str = "SELECT nextval(pg_get_serial_sequence('imports', 'id'))";
+
+/// A page of a campaign's recipients after an id ($1 campaign, $2 id), written as DUE_FRESH is, so
+/// that the first page does not walk earlier campaigns' ids.
+pub(super) const PAGE_AFTER: &str =
+    "campaign_id = ANY (ARRAY[$1::bigint]) AND id > $2 ORDER BY campaign_id, id";
 
 /// `a, b` with prefix `r` becomes `r.a, r.b` (keeping `AS` aliases and casts intact).
 fn prefixed(prefix: &str, columns: &str) -> String {

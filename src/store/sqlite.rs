@@ -17,9 +17,11 @@ use sqlx::sqlite::{
 };
 
 use super::address_key;
-use super::portable::{
-    ATTEMPT_COLUMNS, RECIPIENT_COLUMNS, SENT_SINCE, SHARED_ADDRESSES, lease_due,
+pub(super) use super::export::{
+    SQLITE_EVIDENCE as EVIDENCE, SQLITE_POSTAL as POSTAL, sqlite_evidence as evidence_row,
+    sqlite_transaction as export_transaction,
 };
+use super::portable::{DbList, RECIPIENT_COLUMNS, SENT_SINCE, SHARED_ADDRESSES, lease_due};
 use super::time::{DbTime, opt};
 use super::*;
 
@@ -56,14 +58,22 @@ pub(super) const WAVE_COUNT_RANGE: &str = "INSERT INTO wave_counters (campaign_i
      FROM recipients WHERE campaign_id = $1 AND id > $3 AND id <= $4 AND channel = 'email' \
      RETURNING queued + deferred AS open";
 
+/// `column IN` a [`DbList`] bound as `placeholder`: JSON text, read back as rows by `json_each`.
+pub(super) fn in_list(placeholder: &str) -> String {
+    format!("IN (SELECT value FROM json_each({placeholder}))")
+}
+
+/// One writer per SQLite file (see the module header), so max + 1 is not racy in practice. An
+/// interrupted import leaves recipients pointing at an id it never recorded: skip those too.
+pub(super) const NEXT_IMPORT_ID: &str = "SELECT max(coalesce((SELECT max(id) FROM imports), 0), \
+     coalesce((SELECT max(import_id) FROM recipients), 0)) + 1";
+
+/// A page of a campaign's recipients after an id ($1 campaign, $2 id).
+pub(super) const PAGE_AFTER: &str = "campaign_id = $1 AND id > $2 ORDER BY id";
+
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
-}
-
-/// A batch of values as one bind parameter: a JSON array, read back as rows by `json_each`.
-fn json_list<T: serde::Serialize>(values: &[T]) -> String {
-    serde_json::to_string(values).expect("a list of ids serializes")
 }
 
 impl SqliteStore {
@@ -162,55 +172,12 @@ impl SqliteStore {
         ))
     }
 
-    pub(super) async fn existing_customers(
-        &self,
-        campaign_id: i64,
-        customer_ids: &[String],
-    ) -> Result<Vec<String>> {
-        Ok(sqlx::query_scalar(
-            "SELECT customer_id FROM recipients WHERE campaign_id = $1 \
-             AND customer_id IN (SELECT value FROM json_each($2))",
-        )
-        .bind(campaign_id)
-        .bind(json_list(customer_ids))
-        .fetch_all(&self.pool)
-        .await?)
-    }
-
-    pub(super) async fn next_import_id(&self) -> Result<i64> {
-        // One writer per SQLite file (see the module header), so max + 1 is not racy in practice. An
-        // interrupted import leaves recipients pointing at an id it never recorded: skip those too.
-        Ok(sqlx::query_scalar(
-            "SELECT max(coalesce((SELECT max(id) FROM imports), 0), \
-             coalesce((SELECT max(import_id) FROM recipients), 0)) + 1",
-        )
-        .fetch_one(&self.pool)
-        .await?)
-    }
-
     pub(super) async fn shared_addresses(&self, campaign_id: i64) -> Result<u64> {
         let n: i64 = sqlx::query_scalar(SHARED_ADDRESSES)
             .bind(campaign_id)
             .fetch_one(&self.pool)
             .await?;
         Ok(n as u64)
-    }
-
-    pub(super) async fn recipients_after(
-        &self,
-        campaign_id: i64,
-        after_id: i64,
-        limit: u32,
-    ) -> Result<Vec<Recipient>> {
-        Ok(sqlx::query_as(audited!(
-            "SELECT {RECIPIENT_COLUMNS} FROM recipients WHERE campaign_id = $1 AND id > $2 \
-             ORDER BY id LIMIT $3"
-        ))
-        .bind(campaign_id)
-        .bind(after_id)
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await?)
     }
 
     /// A claim (see `Store::claim_batch`). Under a daily cap, this daemon is the only one: what it
@@ -251,44 +218,17 @@ impl SqliteStore {
         Ok(claim)
     }
 
-    pub(super) async fn renew_leases(
-        &self,
-        instance: &str,
-        ids: &[i64],
-        until: chrono::DateTime<chrono::Utc>,
-    ) -> Result<u64> {
-        Ok(sqlx::query(
-            "UPDATE recipients SET lease_expires_at = $3 \
-             WHERE id IN (SELECT value FROM json_each($1)) AND lease_owner = $2",
-        )
-        .bind(json_list(ids))
-        .bind(instance)
-        .bind(DbTime(until))
-        .execute(&self.pool)
-        .await?
-        .rows_affected())
-    }
-
     pub(super) async fn release_leases(&self, instance: &str, ids: &[i64]) -> Result<u64> {
-        Ok(sqlx::query(
+        Ok(sqlx::query(audited!(
             "UPDATE recipients SET lease_owner = NULL, lease_expires_at = NULL \
-             WHERE id IN (SELECT value FROM json_each($1)) AND lease_owner = $2",
-        )
-        .bind(json_list(ids))
+             WHERE id {} AND lease_owner = $2",
+            in_list("$1")
+        ))
+        .bind(DbList(ids))
         .bind(instance)
         .execute(&self.pool)
         .await?
         .rows_affected())
-    }
-
-    pub(super) async fn attempts_for(&self, recipient_ids: &[i64]) -> Result<Vec<Attempt>> {
-        Ok(sqlx::query_as(audited!(
-            "SELECT {ATTEMPT_COLUMNS} FROM delivery_attempts \
-             WHERE recipient_id IN (SELECT value FROM json_each($1)) ORDER BY recipient_id, id"
-        ))
-        .bind(json_list(recipient_ids))
-        .fetch_all(&self.pool)
-        .await?)
     }
 
     /// Row by row in one transaction (SQLite's cost is the commit, not the statement).

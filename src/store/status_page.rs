@@ -10,6 +10,7 @@
 
 use chrono::{DateTime, Utc};
 
+use super::portable::INSERT_EVENT;
 use super::time::{DbTime, DbTimeOpt};
 use super::*;
 
@@ -132,10 +133,7 @@ impl Store {
         reason: &str,
         now: DateTime<Utc>,
     ) -> Result<bool> {
-        with_pool!(self, pool => Ok(sqlx::query(
-            "INSERT INTO campaign_events (campaign_id, at, from_state, to_state, actor, reason) \
-             SELECT id, $2, state, state, $3, $4 FROM campaigns WHERE id = $1",
-        )
+        with_pool!(self, pool => Ok(sqlx::query(INSERT_EVENT)
         .bind(campaign_id)
         .bind(DbTime(now))
         .bind(actor)

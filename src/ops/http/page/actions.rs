@@ -159,13 +159,8 @@ async fn perform(
 ) -> Result<Done, FormError> {
     let store = page.store();
     let reason = Some(form.reason.as_str());
-    match action {
-        Action::Pause => {
-            store
-                .set_campaign_state(id, CampaignState::Paused, actor, reason)
-                .await
-                .map_err(store_error)?;
-        }
+    let to = match action {
+        Action::Pause => CampaignState::Paused,
         Action::Resume => {
             let campaign = store.require_campaign(id).await.map_err(store_error)?;
             if campaign.state != CampaignState::Paused {
@@ -187,18 +182,10 @@ async fn perform(
                     format!("campaign {id} cannot resume: {problem}"),
                 ));
             }
-            store
-                .set_campaign_state(id, CampaignState::Running, actor, reason)
-                .await
-                .map_err(store_error)?;
+            CampaignState::Running
         }
         Action::Cancel if !form.confirmed => return Ok(Done::Confirm),
-        Action::Cancel => {
-            store
-                .set_campaign_state(id, CampaignState::Cancelled, actor, reason)
-                .await
-                .map_err(store_error)?;
-        }
+        Action::Cancel => CampaignState::Cancelled,
         Action::ReleaseWave => {
             let wave = waves::release_next(store, id, actor, reason)
                 .await
@@ -208,8 +195,13 @@ async fn perform(
                 .record_campaign_note(id, actor, &note, Utc::now())
                 .await
                 .map_err(store_error)?;
+            return Ok(Done::Changed);
         }
-    }
+    };
+    store
+        .set_campaign_state(id, to, actor, reason)
+        .await
+        .map_err(store_error)?;
     Ok(Done::Changed)
 }
 

@@ -109,7 +109,7 @@ impl Page {
             env.add_template(name, source)?;
         }
         env.add_filter("time", time_filter);
-        env.add_filter("eta", eta_filter);
+        env.add_filter("eta", crate::ops::status::eta);
         Ok(Arc::new(Page {
             cache: Cache::new(store, limits),
             tokens: Tokens::new(tokens),
@@ -360,14 +360,4 @@ fn time_filter(value: String) -> String {
     chrono::DateTime::parse_from_rfc3339(&value)
         .map(|t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string())
         .unwrap_or(value)
-}
-
-/// Seconds as `45s`, `12m` or `3h05m`; none as `-` (as `status` prints them).
-fn eta_filter(seconds: Option<i64>) -> String {
-    match seconds {
-        None => "-".into(),
-        Some(s) if s < 120 => format!("{s}s"),
-        Some(s) if s < 7200 => format!("{}m", s / 60),
-        Some(s) => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
-    }
 }

@@ -63,6 +63,11 @@ impl Webhooks {
             max_bytes: settings.max_report_bytes,
         }))
     }
+
+    /// Stores one report as it arrived (`bounce::ingest`: once per SHA-256).
+    async fn store(&self, source: ReportSource, raw: &[u8]) -> crate::store::Result<Stored> {
+        store_report(&self.store, source, raw, None, self.max_bytes).await
+    }
 }
 
 pub fn routes() -> Router<AppState> {
@@ -86,10 +91,8 @@ fn not_configured(what: &str) -> Answer {
 }
 
 async fn sendgrid(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Answer {
-    let Some(hooks) = state.webhooks.as_deref() else {
-        return not_configured("bounces.sendgrid_key_file");
-    };
-    let Some(verifier) = &hooks.sendgrid else {
+    let hooks = state.webhooks.as_deref();
+    let Some((hooks, verifier)) = hooks.and_then(|h| Some((h, h.sendgrid.as_ref()?))) else {
         return not_configured("bounces.sendgrid_key_file");
     };
     if let Err(r) = verifier.verify_headers(&headers, &body, Utc::now()) {
@@ -112,15 +115,7 @@ async fn sendgrid(State(state): State<AppState>, headers: HeaderMap, body: Bytes
     let mut stored = 0;
     for event in &events {
         let bytes = serde_json::to_vec(event).unwrap_or_default();
-        match store_report(
-            &hooks.store,
-            ReportSource::Sendgrid,
-            &bytes,
-            None,
-            hooks.max_bytes,
-        )
-        .await
-        {
+        match hooks.store(ReportSource::Sendgrid, &bytes).await {
             Ok(Stored::New(_)) => stored += 1,
             Ok(Stored::Duplicate) => {}
             Err(e) => return unavailable(&e),
@@ -138,29 +133,17 @@ async fn sendgrid(State(state): State<AppState>, headers: HeaderMap, body: Bytes
 }
 
 async fn ses(State(state): State<AppState>, body: Bytes) -> Answer {
-    let Some(hooks) = state.webhooks.as_deref() else {
-        return not_configured("bounces.ses_topic_arns");
-    };
-    let Some(verifier) = &hooks.sns else {
+    let hooks = state.webhooks.as_deref();
+    let Some((hooks, verifier)) = hooks.and_then(|h| Some((h, h.sns.as_ref()?))) else {
         return not_configured("bounces.ses_topic_arns");
     };
     match verifier.verify(&body, Utc::now()).await {
         Err(r) => refused(&r, "ses"),
-        Ok(SnsMessage::Notification(_)) => {
-            match store_report(
-                &hooks.store,
-                ReportSource::Ses,
-                &body,
-                None,
-                hooks.max_bytes,
-            )
-            .await
-            {
-                Ok(Stored::New(id)) => (StatusCode::OK, format!("stored as report {id}\n")),
-                Ok(Stored::Duplicate) => (StatusCode::OK, "already stored\n".into()),
-                Err(e) => unavailable(&e),
-            }
-        }
+        Ok(SnsMessage::Notification(_)) => match hooks.store(ReportSource::Ses, &body).await {
+            Ok(Stored::New(id)) => (StatusCode::OK, format!("stored as report {id}\n")),
+            Ok(Stored::Duplicate) => (StatusCode::OK, "already stored\n".into()),
+            Err(e) => unavailable(&e),
+        },
         Ok(SnsMessage::SubscriptionConfirmation {
             topic_arn,
             subscribe_url,
