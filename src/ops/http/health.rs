@@ -99,31 +99,11 @@ impl Readiness {
     }
 
     async fn probe(&self) -> Result<(), String> {
-        let database = async {
-            match tokio::time::timeout(READY_TIMEOUT, self.store.ping()).await {
-                Ok(Ok(())) => Ok(()),
-                Ok(Err(e)) => Err(format!("database: {e}")),
-                Err(_) => Err(format!(
-                    "database: no answer within {}s",
-                    READY_TIMEOUT.as_secs()
-                )),
-            }
-        };
-        let transport = async {
-            // A transport of its own, dropped afterwards: the check then opens a new connection.
-            let check = async {
-                Transport::from_settings(&self.transport)?.check().await?;
-                anyhow::Ok(())
-            };
-            match tokio::time::timeout(READY_TIMEOUT, check).await {
-                Ok(Ok(())) => Ok(()),
-                Ok(Err(e)) => Err(format!("transport: {e:#}")),
-                Err(_) => Err(format!(
-                    "transport: no answer within {}s",
-                    READY_TIMEOUT.as_secs()
-                )),
-            }
-        };
+        let database = answer("database", self.store.ping());
+        // A transport of its own, dropped afterwards: the check then opens a new connection.
+        let transport = answer("transport", async {
+            Transport::from_settings(&self.transport)?.check().await
+        });
         let (database, transport) = tokio::join!(database, transport);
         let problems: Vec<String> = [database, transport]
             .into_iter()
@@ -134,5 +114,20 @@ impl Readiness {
         } else {
             Err(problems.join("; "))
         }
+    }
+}
+
+/// `what` answered within [`READY_TIMEOUT`], or the problem named after it.
+async fn answer<E: std::fmt::Display>(
+    what: &str,
+    check: impl Future<Output = Result<(), E>>,
+) -> Result<(), String> {
+    match tokio::time::timeout(READY_TIMEOUT, check).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(format!("{what}: {e:#}")),
+        Err(_) => Err(format!(
+            "{what}: no answer within {}s",
+            READY_TIMEOUT.as_secs()
+        )),
     }
 }
