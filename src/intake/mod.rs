@@ -336,12 +336,7 @@ fn recipient_of(
             "jurisdiction {j:?} is not an ISO 3166 code such as US-CA (subdivision) or DE (country)"
         )
     })?;
-    let electronic_consent = consent(
-        layout
-            .position("electronic_consent")
-            .map(|i| fields[i])
-            .filter(|v| !v.is_empty()),
-    )?;
+    let electronic_consent = consent(get("electronic_consent").as_deref())?;
     let (email, unusable) = match get("email") {
         None => (None, false),
         Some(e) => match normalize_email(&e) {
