@@ -487,13 +487,7 @@ struct Scratch {
 }
 
 impl Scratch {
-    fn int(&mut self, value: i64) -> &str {
-        self.field.clear();
-        let _ = write!(self.field, "{value}");
-        &self.field
-    }
-
-    fn opt_int(&mut self, value: Option<i32>) -> &str {
+    fn int(&mut self, value: Option<impl std::fmt::Display>) -> &str {
         self.field.clear();
         if let Some(value) = value {
             let _ = write!(self.field, "{value}");
@@ -529,17 +523,17 @@ fn evidence_csv<W: Write>(
     content_hash: &str,
     r: &EvidenceRow,
 ) -> csv::Result<()> {
-    w.write_field(s.int(campaign_id))?;
+    w.write_field(s.int(Some(campaign_id)))?;
     w.write_field(content_hash)?;
     w.write_field(&r.customer_id)?;
-    w.write_field(s.int(r.id))?;
+    w.write_field(s.int(Some(r.id)))?;
     w.write_field(r.channel.as_str())?;
     w.write_field(r.status.as_str())?;
     w.write_field(opt(&r.message_id))?;
-    w.write_field(s.int(r.attempts.len() as i64))?;
+    w.write_field(s.int(Some(r.attempts.len())))?;
     w.write_field(s.opt_time(r.first_attempt_at))?;
     w.write_field(s.opt_time(r.finished_at))?;
-    w.write_field(s.opt_int(r.last_code))?;
+    w.write_field(s.int(r.last_code))?;
     w.write_field(opt(&r.last_reply))?;
     w.write_field(opt(&r.fail_reason))?;
     w.write_field(if r.postal_followup { "true" } else { "false" })?;
