@@ -135,12 +135,8 @@ impl Campaigns {
         if p.open() > 0 || p.state != CampaignState::Running || !shared.in_flight.is_empty() {
             return Ok(());
         }
-        let why = Some("every recipient has a final status");
-        match shared
-            .store
-            .set_campaign_state(campaign_id, CampaignState::Completed, &shared.actor(), why)
-            .await
-        {
+        let why = "every recipient has a final status";
+        match set_state(shared, campaign_id, CampaignState::Completed, why).await {
             Ok(_) => {
                 waves::finish_all(&shared.store, campaign_id, Utc::now()).await?;
                 tracing::info!(
@@ -170,10 +166,7 @@ async fn start(shared: &Shared, c: &StoredCampaign) -> anyhow::Result<Option<Act
             "pre-flight failed; pausing the campaign"
         );
         let why = format!("pre-flight failed: {problem}");
-        let _ = shared
-            .store
-            .set_campaign_state(c.id, CampaignState::Paused, &shared.actor(), Some(&why))
-            .await;
+        let _ = set_state(shared, c.id, CampaignState::Paused, &why).await;
         return Ok(None);
     }
     let (spec, templates) = preflight::templates_of(c)?;
@@ -198,6 +191,20 @@ async fn start(shared: &Shared, c: &StoredCampaign) -> anyhow::Result<Option<Act
         run: Arc::new(run),
         claims,
     }))
+}
+
+/// Moves a campaign to `to` on this daemon's behalf, saying why.
+async fn set_state(
+    shared: &Shared,
+    campaign_id: i64,
+    to: CampaignState,
+    why: &str,
+) -> Result<StoredCampaign, StoreError> {
+    let actor = shared.actor();
+    shared
+        .store
+        .set_campaign_state(campaign_id, to, &actor, Some(why))
+        .await
 }
 
 /// A cancelled campaign's open recipients are settled (once: nothing to do when none is open).
@@ -262,16 +269,7 @@ impl TemplateFailure {
             "template failed for a recipient; pausing the campaign"
         );
         let reason = format!("template failed for recipient row {recipient_id}: {message}");
-        if let Err(e) = shared
-            .store
-            .set_campaign_state(
-                campaign_id,
-                CampaignState::Paused,
-                &shared.actor(),
-                Some(&reason),
-            )
-            .await
-        {
+        if let Err(e) = set_state(shared, campaign_id, CampaignState::Paused, &reason).await {
             tracing::warn!(campaign_id, error = %e, "could not pause the campaign");
         }
     }
