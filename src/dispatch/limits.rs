@@ -175,21 +175,18 @@ impl Pacer {
         let mut changes = self.changes.subscribe();
         loop {
             changes.borrow_and_update();
-            let next = match self
+            let free = self
                 .state
                 .lock()
                 .expect("pacer lock")
-                .free_at(Instant::now())
-            {
+                .free_at(Instant::now());
+            match free {
                 Ok(()) => return,
-                Err(next) => next,
-            };
-            match next {
-                Some(at) => tokio::select! {
+                Err(Some(at)) => tokio::select! {
                     _ = tokio::time::sleep_until(at) => {}
                     _ = changes.changed() => {}
                 },
-                None => {
+                Err(None) => {
                     let _ = changes.changed().await;
                 }
             }
@@ -381,20 +378,14 @@ impl Limits {
     fn campaign_pacer(&self, campaign_id: i64, spec: &RateSpec) -> Option<Shared> {
         let rate = Rate::cluster(spec.per_second?, spec.burst);
         let mut map = self.campaigns.lock().expect("limits lock");
-        match map.get_mut(&campaign_id) {
-            Some((known, pacer)) => {
-                if *known != rate {
-                    *known = rate;
-                    pacer.set_rate(self.my_share(rate));
-                }
-                Some(pacer.clone())
-            }
-            None => {
-                let pacer = Arc::new(Pacer::new(self.my_share(rate)));
-                map.insert(campaign_id, (rate, pacer.clone()));
-                Some(pacer)
-            }
+        let (known, pacer) = map
+            .entry(campaign_id)
+            .or_insert_with(|| (rate, Arc::new(Pacer::new(self.my_share(rate)))));
+        if *known != rate {
+            *known = rate;
+            pacer.set_rate(self.my_share(rate));
         }
+        Some(pacer.clone())
     }
 
     /// Waits until one message to `domain` for `campaign_id` may leave under its domain's, its
@@ -480,10 +471,8 @@ pub fn is_throttling(code: Option<i32>, reply: &str) -> bool {
     if reply.contains("greylist") || reply.contains("graylist") {
         return false;
     }
-    matches!(
-        code,
-        Some(421) | Some(450) | Some(451) | Some(452) | Some(454)
-    ) && (code == Some(421) || reply.contains("4.7.") || reply.contains("rate"))
+    matches!(code, Some(421 | 450 | 451 | 452 | 454))
+        && (code == Some(421) || reply.contains("4.7.") || reply.contains("rate"))
 }
 
 #[cfg(test)]
