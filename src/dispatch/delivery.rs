@@ -18,6 +18,7 @@ use crate::campaign::message;
 use crate::campaign::template::Rendered;
 use crate::ops::metrics::Outcome;
 use crate::store::{AttemptOutcome, AttemptRecord, CampaignState, NextState, Recipient};
+use crate::transport::SendResult;
 
 /// What a delivery task reports to the recorder.
 pub(super) enum Finished {
@@ -46,14 +47,6 @@ pub(super) struct DeliveryTask {
     pub(super) done: mpsc::Sender<Finished>,
     /// The drain began: give the recipient back unless its send has started.
     pub(super) stop: CancellationToken,
-}
-
-/// What the transport answered (or why nothing could be sent).
-struct Answer {
-    outcome: AttemptOutcome,
-    code: Option<i32>,
-    reply: String,
-    message_id: String,
 }
 
 impl DeliveryTask {
@@ -106,7 +99,7 @@ impl DeliveryTask {
             }
         };
         let started_at = Utc::now();
-        let answer = self.send(to, &rendered).await;
+        let (answer, message_id) = self.send(to, &rendered).await;
         let finished_at = Utc::now();
         let (outcome, code) = (answer.outcome, answer.code);
         let next = next_state(
@@ -127,7 +120,7 @@ impl DeliveryTask {
             outcome,
             smtp_code: code,
             reply: Some(truncate(&answer.reply, 1000)),
-            message_id: answer.message_id,
+            message_id,
             next,
         };
         (Finished::Attempted(record), Some(slot))
@@ -164,8 +157,9 @@ impl DeliveryTask {
         }
     }
 
-    /// Builds the message and hands it to the transport.
-    async fn send(&self, to: &str, rendered: &Rendered) -> Answer {
+    /// Builds the message and hands it to the transport: what it answered (or why nothing could be
+    /// sent), and the Message-ID.
+    async fn send(&self, to: &str, rendered: &Rendered) -> (SendResult, String) {
         let (campaign, id) = (&self.campaign, self.recipient.id);
         let hash = &campaign.content_hash;
         let dkim = self.shared.dkim.as_ref();
@@ -179,27 +173,24 @@ impl DeliveryTask {
                 // of 10 KB, and a task's future is copied whole when it is spawned, finished and
                 // collected. Boxing it keeps every queued delivery task small.
                 let name = format!("{}-{id}", campaign.id);
-                let d = Box::pin(self.shared.transport.send(&out, &name)).await;
+                let answer = Box::pin(self.shared.transport.send(&out, &name)).await;
                 self.shared.metrics.send_latency(sending.elapsed());
-                Answer {
-                    outcome: d.outcome,
-                    code: d.code,
-                    reply: d.reply,
-                    message_id: out.message_id,
-                }
+                (answer, out.message_id)
             }
             // The stored address no longer parses (it did at import): nothing can ever be sent.
-            Err(e) => Answer {
-                outcome: AttemptOutcome::Permanent,
-                code: None,
-                reply: e.to_string(),
-                message_id: message::message_id(hash, campaign.id, id, "invalid"),
-            },
+            Err(e) => (
+                SendResult {
+                    outcome: AttemptOutcome::Permanent,
+                    code: None,
+                    reply: e.to_string(),
+                },
+                message::message_id(hash, campaign.id, id, "invalid"),
+            ),
         }
     }
 
     /// Counts the outcome (once, in the registry) and tells the limits what the domain answered.
-    fn count(&self, domain: &str, answer: &Answer, next: &NextState) {
+    fn count(&self, domain: &str, answer: &SendResult, next: &NextState) {
         let (limits, metrics) = (&self.shared.limits, &self.shared.metrics);
         let outcome = match (answer.outcome, next) {
             (AttemptOutcome::Sent, _) => {
