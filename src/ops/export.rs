@@ -344,15 +344,12 @@ fn one_line(s: &str, out: &mut String) {
     out.clear();
     let mut in_run = false;
     for c in s.chars() {
-        if c.is_control() {
-            if !in_run {
-                out.push(' ');
-            }
-            in_run = true;
-        } else {
+        if !c.is_control() {
             out.push(c);
-            in_run = false;
+        } else if !in_run {
+            out.push(' ');
         }
+        in_run = c.is_control();
     }
 }
 
@@ -365,12 +362,10 @@ fn attempt_log(out: &mut String, reply: &mut String, attempts: &[ExportAttempt])
         }
         let started = TimeText::new(a.started_at);
         let _ = write!(out, "{}@{} {} ", a.attempt, started.as_str(), a.outcome);
-        match a.smtp_code {
-            Some(code) => {
-                let _ = write!(out, "{code}");
-            }
-            None => out.push('-'),
-        }
+        let _ = match a.smtp_code {
+            Some(code) => write!(out, "{code}"),
+            None => out.write_char('-'),
+        };
         if let Some(text) = a.reply.as_deref() {
             one_line(text, reply);
             let text = reply.trim();
