@@ -143,15 +143,11 @@ impl Notifier {
             Target::Path(path) => inner.socket.send_to(message.as_bytes(), path),
             Target::Abstract(addr) => inner.socket.send_to_addr(message.as_bytes(), addr),
         };
-        match result {
-            Ok(_) => Ok(()),
-            Err(e) => {
-                if !inner.warned.swap(true, Ordering::Relaxed) {
-                    tracing::warn!(error = %e, "cannot notify systemd (NOTIFY_SOCKET)");
-                }
-                Err(e)
+        result.map(drop).inspect_err(|e| {
+            if !inner.warned.swap(true, Ordering::Relaxed) {
+                tracing::warn!(error = %e, "cannot notify systemd (NOTIFY_SOCKET)");
             }
-        }
+        })
     }
 
     /// `READY=1`: startup checks passed, the service is up.
