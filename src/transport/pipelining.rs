@@ -26,13 +26,11 @@ pub(super) async fn send(
         return conn.send(envelope, bytes).await;
     };
     exchange(conn, &commands, 2 + envelope.to().len()).await?;
-    match conn.command(DotStuffed(text)).await {
-        Ok(response) => Ok(response),
-        Err(e) => {
-            conn.abort().await;
-            Err(e)
-        }
+    let answer = conn.command(DotStuffed(text)).await;
+    if answer.is_err() {
+        conn.abort().await;
     }
+    answer
 }
 
 /// The message as text and MAIL, RCPT and DATA as one string; `None` when lettre's `send` must take

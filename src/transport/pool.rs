@@ -157,10 +157,9 @@ impl SmtpPool {
             Ok(conn.send(envelope, bytes).await?)
         };
         // Connect, greeting, transaction: one bound for all of it.
-        match tokio::time::timeout(self.timeout() * 3, attempt).await {
-            Ok(result) => result,
-            Err(_) => Err(SmtpFailure::TimedOut),
-        }
+        tokio::time::timeout(self.timeout() * 3, attempt)
+            .await
+            .unwrap_or(Err(SmtpFailure::TimedOut))
     }
 
     /// Opens one connection (greeting, EHLO, STARTTLS, AUTH) and closes it.
