@@ -604,7 +604,7 @@ pub async fn import(store: &Store, opts: &ImportOptions) -> anyhow::Result<Impor
             stored.counts
         );
     }
-    let summary = ImportSummary {
+    let mut summary = ImportSummary {
         import_id,
         counts: stored.counts,
         sha256: stored.sha256.clone(),
@@ -627,10 +627,8 @@ pub async fn import(store: &Store, opts: &ImportOptions) -> anyhow::Result<Impor
         dry_run = opts.dry_run,
         "import finished"
     );
-    Ok(ImportSummary {
-        elapsed: started.elapsed(),
-        ..summary
-    })
+    summary.elapsed = started.elapsed();
+    Ok(summary)
 }
 
 /// Starts the blocking half ([`parse_stream`]) on the list, sending its batches to `tx`.
