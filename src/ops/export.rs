@@ -100,14 +100,6 @@ impl ExportKind {
             ExportKind::Postal => "postal",
         }
     }
-
-    /// The label of plain progress lines.
-    pub fn progress_label(self) -> &'static str {
-        match self {
-            ExportKind::Evidence => "evidence export",
-            ExportKind::Postal => "postal export",
-        }
-    }
 }
 
 /// The file format.
@@ -209,8 +201,8 @@ pub async fn export<W: Write + Send + 'static>(
     let (tx, mut rx) = tokio::sync::mpsc::channel::<ExportBatch>(2);
     let (kind, format, campaign_id) = (opts.kind, opts.format, campaign.id);
     let content_hash = campaign.content_hash.clone();
-    let mut progress =
-        crate::ops::progress::Progress::new(kind.progress_label(), "recipients", opts.progress);
+    let label = format!("{} export", kind.as_str());
+    let mut progress = crate::ops::progress::Progress::new(label, "recipients", opts.progress);
     let writer = tokio::task::spawn_blocking(move || {
         let mut sink = Sink::new(kind, format, campaign_id, content_hash, out)?;
         let mut written = 0;

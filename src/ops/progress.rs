@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 pub struct Progress {
     /// Label of the plain lines, e.g. `import`.
-    label: &'static str,
+    label: String,
     /// What is counted, for the rate, e.g. `rows`.
     unit: &'static str,
     enabled: bool,
@@ -17,10 +17,10 @@ pub struct Progress {
 }
 
 impl Progress {
-    pub fn new(label: &'static str, unit: &'static str, enabled: bool) -> Self {
+    pub fn new(label: impl Into<String>, unit: &'static str, enabled: bool) -> Self {
         let now = Instant::now();
         Progress {
-            label,
+            label: label.into(),
             unit,
             enabled,
             tty: std::io::stderr().is_terminal(),
@@ -44,7 +44,7 @@ impl Progress {
         }
         self.last = Instant::now();
         let rate = done as f64 / self.started.elapsed().as_secs_f64().max(1e-3);
-        let (label, unit) = (self.label, self.unit);
+        let (label, unit) = (&self.label, self.unit);
         let mut err = std::io::stderr();
         if self.tty {
             let _ = write!(err, "\r  {} ({rate:.0} {unit}/s)   ", text());
