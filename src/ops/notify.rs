@@ -58,10 +58,7 @@ impl Notifier {
     /// Reads `$NOTIFY_SOCKET`, `$WATCHDOG_USEC` and `$WATCHDOG_PID`. Unset or unusable: disabled (an
     /// unusable value is logged).
     pub fn from_env() -> Self {
-        let socket = std::env::var_os("NOTIFY_SOCKET").filter(|v| !v.is_empty());
-        let watchdog_usec = std::env::var("WATCHDOG_USEC").ok();
-        let watchdog_pid = std::env::var("WATCHDOG_PID").ok();
-        let Some(socket) = socket else {
+        let Some(socket) = std::env::var_os("NOTIFY_SOCKET").filter(|v| !v.is_empty()) else {
             return Self::disabled();
         };
         let mut notifier = match Self::connect(&socket) {
@@ -72,8 +69,8 @@ impl Notifier {
             }
         };
         notifier.watchdog = watchdog_interval(
-            watchdog_usec.as_deref(),
-            watchdog_pid.as_deref(),
+            std::env::var("WATCHDOG_USEC").ok().as_deref(),
+            std::env::var("WATCHDOG_PID").ok().as_deref(),
             std::process::id(),
         );
         notifier
