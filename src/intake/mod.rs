@@ -269,6 +269,8 @@ impl Layout {
 
     fn from_header(header: &csv::ByteRecord) -> anyhow::Result<Self> {
         let mut names = Vec::new();
+        let mut index = [None; KNOWN.len()];
+        let mut attributes = Vec::new();
         for (i, raw) in header.iter().enumerate() {
             let name = std::str::from_utf8(raw)
                 .map_err(|_| {
@@ -286,15 +288,11 @@ impl Layout {
             if names.contains(&name) {
                 bail!("line 1 (header): column {name:?} appears twice");
             }
-            names.push(name);
-        }
-        let mut index = [None; KNOWN.len()];
-        let mut attributes = Vec::new();
-        for (i, name) in names.iter().enumerate() {
             match KNOWN.iter().position(|k| *k == name) {
                 Some(k) => index[k] = Some(i),
                 None => attributes.push((i, name.clone())),
             }
+            names.push(name);
         }
         let layout = Layout {
             names,
