@@ -113,12 +113,11 @@ impl Recorder {
         while let Some((id, campaign_id, domain)) = batch.parked.last() {
             if !store.park_for_guard(*id).await? {
                 // The guard was cleared since this daemon last read them: stop parking its domain.
-                let mut guards = self
-                    .shared
+                self.shared
                     .guards
                     .write()
-                    .unwrap_or_else(|e| e.into_inner());
-                guards.remove(&(*campaign_id, domain.clone()));
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&(*campaign_id, domain.clone()));
             }
             batch.parked.pop();
         }
