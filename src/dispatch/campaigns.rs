@@ -93,23 +93,21 @@ impl Campaigns {
             }
             match c.state {
                 CampaignState::Running if !self.0.contains_key(&c.id) => {
-                    let Some(active) = start(shared, c).await? else {
-                        continue;
-                    };
-                    self.0.insert(c.id, active);
-                    tracing::info!(campaign_id = c.id, "sending for campaign");
+                    if let Some(active) = start(shared, c).await? {
+                        self.0.insert(c.id, active);
+                        tracing::info!(campaign_id = c.id, "sending for campaign");
+                    }
                 }
                 CampaignState::Running => {}
                 CampaignState::Cancelled => {
                     settle_cancelled(shared, c.id, now).await?;
                     self.0.remove(&c.id);
-                    continue;
                 }
                 _ => {
                     self.0.remove(&c.id);
-                    continue;
                 }
             }
+            // Only campaigns still (or newly) running are left to move along.
             if let Some(a) = self.0.get_mut(&c.id) {
                 advance_waves(shared, a, now).await?;
             }
