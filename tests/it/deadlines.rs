@@ -31,24 +31,10 @@ const RECOUNTED: &str = "SELECT coalesce(jurisdiction, '') AS j, count(*), \
 
 type Counts = Vec<(String, i64, i64, i64, i64, i64, i64, i64, i64)>;
 
-async fn counts(store: &Store, sql: &str) -> Counts {
-    let sql = sql.to_string();
-    match store {
-        Store::Postgres(s) => sqlx::query_as(sqlx::AssertSqlSafe(sql))
-            .fetch_all(s.pool())
-            .await
-            .unwrap(),
-        Store::Sqlite(s) => sqlx::query_as(sqlx::AssertSqlSafe(sql))
-            .fetch_all(s.pool())
-            .await
-            .unwrap(),
-    }
-}
-
 /// The counters agree with a count of the recipients themselves.
 async fn assert_counters_right(app: &TestApp, step: &str) {
-    let kept = counts(&app.store, COUNTED).await;
-    let recounted = counts(&app.store, RECOUNTED).await;
+    let kept: Counts = common::rows(&app.store, COUNTED).await;
+    let recounted: Counts = common::rows(&app.store, RECOUNTED).await;
     assert_eq!(kept, recounted, "after {step}");
 }
 
@@ -103,7 +89,7 @@ async fn counters_follow_import_sends_bounces_and_cancel(app: TestApp) {
         .unwrap();
     app.store.settle_cancelled(id, Utc::now()).await.unwrap();
     assert_counters_right(&app, "cancel").await;
-    let kept = counts(&app.store, COUNTED).await;
+    let kept: Counts = common::rows(&app.store, COUNTED).await;
     assert_eq!(
         kept,
         vec![
@@ -343,44 +329,13 @@ async fn the_migration_counts_rows_already_stored(db: EmptyDb) {
         INSERT INTO recipients (campaign_id, customer_id, email, jurisdiction, status) VALUES \
         (1, 'A', 'a@example.com', 'US-CA', 'sent'), (1, 'B', 'b@example.com', 'US-CA', 'queued'), \
         (1, 'C', 'c@example.com', NULL, 'bounced')";
-    // The same steps on either pool: migrations up to 9, rows written, then migration 10.
-    macro_rules! migrate_around_the_rows {
-        ($pool:expr, $dir:literal) => {{
-            let pool = $pool;
-            let mut before = sqlx::migrate!($dir);
-            before.migrations = before
-                .migrations
-                .iter()
-                .filter(|m| m.version < 10)
-                .cloned()
-                .collect();
-            before.run(&pool).await.unwrap();
-            sqlx::raw_sql(sqlx::AssertSqlSafe(insert))
-                .execute(&pool)
-                .await
-                .unwrap();
-            sqlx::migrate!($dir).run(&pool).await.unwrap();
-            let got: Vec<(String, i64, i64, i64, i64)> = sqlx::query_as(
-                "SELECT jurisdiction, total, queued, sent, bounced FROM jurisdiction_counters ORDER BY 1",
-            )
-            .fetch_all(&pool)
-            .await
-            .unwrap();
-            got
-        }};
-    }
-    let got = if db.url.starts_with("postgres") {
-        migrate_around_the_rows!(
-            sqlx::PgPool::connect(&db.url).await.unwrap(),
-            "./migrations/postgres"
-        )
-    } else {
-        let opts: sqlx::sqlite::SqliteConnectOptions = db.url.parse().unwrap();
-        let pool = sqlx::SqlitePool::connect_with(opts.create_if_missing(true))
-            .await
-            .unwrap();
-        migrate_around_the_rows!(pool, "./migrations/sqlite")
-    };
+    // Migrations up to 9, rows written, then migration 10 and the rest.
+    let store = common::migrate_around(&db.url, 10, &[insert]).await;
+    let got: Vec<(String, i64, i64, i64, i64)> = common::rows(
+        &store,
+        "SELECT jurisdiction, total, queued, sent, bounced FROM jurisdiction_counters ORDER BY 1",
+    )
+    .await;
     assert_eq!(
         got,
         vec![("".into(), 1, 0, 0, 1), ("US-CA".into(), 2, 1, 1, 0)]

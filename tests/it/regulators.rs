@@ -515,38 +515,8 @@ async fn the_migration_fills_the_figures_of_rows_already_stored(db: EmptyDb) {
         t2 = t("2026-03-11T10:00:00Z"),
         t3 = t("2026-03-12T10:00:00Z"),
     );
-    // The same steps on either pool: migrations up to 14, rows written, then the rest.
-    macro_rules! migrate_around_the_rows {
-        ($pool:expr, $dir:literal) => {{
-            let pool = $pool;
-            let mut before = sqlx::migrate!($dir);
-            before.migrations = before
-                .migrations
-                .iter()
-                .filter(|m| m.version < 15)
-                .cloned()
-                .collect();
-            before.run(&pool).await.unwrap();
-            sqlx::raw_sql(sqlx::AssertSqlSafe(insert))
-                .execute(&pool)
-                .await
-                .unwrap();
-            sqlx::migrate!($dir).run(&pool).await.unwrap();
-        }};
-    }
-    if postgres {
-        migrate_around_the_rows!(
-            sqlx::PgPool::connect(&db.url).await.unwrap(),
-            "./migrations/postgres"
-        );
-    } else {
-        let opts: sqlx::sqlite::SqliteConnectOptions = db.url.parse().unwrap();
-        let pool = sqlx::SqlitePool::connect_with(opts.create_if_missing(true))
-            .await
-            .unwrap();
-        migrate_around_the_rows!(pool, "./migrations/sqlite");
-    }
-    let store = Store::open(&common::settings(&db.url), None).await.unwrap();
+    // Migrations up to 14, rows written, then migration 15 and the rest.
+    let store = common::migrate_around(&db.url, 15, &[&insert]).await;
     assert!(
         kept_figures_agree(&store, 1).await,
         "exact after the backfill"

@@ -709,49 +709,12 @@ async fn failures_are_counted_by_cause_before_and_after_the_migration(db: common
          (1, 1, 2, 'd', {at}, {at}, 'permanent', 554, 'permanent error (554): 5.7.1.2 odd', 'm4'), \
          (2, 1, 3, 'd', {at}, {at}, 'sent', 250, '250 2.0.0 queued as X', 'm5')"
     );
-    macro_rules! around_the_migration {
-        ($pool:expr, $dir:literal) => {{
-            let pool = $pool;
-            let mut before = sqlx::migrate!($dir);
-            before.migrations = before
-                .migrations
-                .iter()
-                .filter(|m| m.version < 13)
-                .cloned()
-                .collect();
-            before.run(&pool).await.unwrap();
-            for sql in [setup, attempts.as_str()] {
-                sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
-                    .execute(&pool)
-                    .await
-                    .unwrap();
-            }
-            sqlx::migrate!($dir).run(&pool).await.unwrap();
-            let read = "SELECT outcome, smtp_code, enhanced, domain, CAST(attempts AS BIGINT) \
-                 FROM failure_counters ORDER BY 1, 2, 3, 4";
-            let backfilled: Vec<(String, i32, String, String, i64)> =
-                sqlx::query_as(read).fetch_all(&pool).await.unwrap();
-            sqlx::raw_sql(sqlx::AssertSqlSafe(attempts.replace("'m", "'n")))
-                .execute(&pool)
-                .await
-                .unwrap();
-            let counted: Vec<(String, i32, String, String, i64)> =
-                sqlx::query_as(read).fetch_all(&pool).await.unwrap();
-            (backfilled, counted)
-        }};
-    }
-    let (backfilled, counted) = if postgres {
-        around_the_migration!(
-            sqlx::PgPool::connect(&db.url).await.unwrap(),
-            "./migrations/postgres"
-        )
-    } else {
-        let opts: sqlx::sqlite::SqliteConnectOptions = db.url.parse().unwrap();
-        let pool = sqlx::SqlitePool::connect_with(opts.create_if_missing(true))
-            .await
-            .unwrap();
-        around_the_migration!(pool, "./migrations/sqlite")
-    };
+    let store = common::migrate_around(&db.url, 13, &[setup, &attempts]).await;
+    let read = "SELECT outcome, smtp_code, enhanced, domain, CAST(attempts AS BIGINT) \
+         FROM failure_counters ORDER BY 1, 2, 3, 4";
+    let backfilled: Vec<(String, i32, String, String, i64)> = common::rows(&store, read).await;
+    common::sql(&store, &attempts.replace("'m", "'n")).await;
+    let counted: Vec<(String, i32, String, String, i64)> = common::rows(&store, read).await;
     let row = |o: &str, c, e: &str, d: &str, n| (o.to_string(), c, e.to_string(), d.to_string(), n);
     let expected = |n| {
         vec![

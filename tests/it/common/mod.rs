@@ -153,6 +153,74 @@ pub async fn sqlite() -> TestApp {
     TestApp::sqlite().await
 }
 
+/// Runs one raw SQL statement on either backend.
+pub async fn sql(store: &Store, statement: &str) {
+    let statement = sqlx::AssertSqlSafe(statement.to_string());
+    match store {
+        Store::Postgres(s) => sqlx::query(statement).execute(s.pool()).await.map(|_| ()),
+        Store::Sqlite(s) => sqlx::query(statement).execute(s.pool()).await.map(|_| ()),
+    }
+    .unwrap()
+}
+
+/// The rows of a raw SQL query on either backend, decoded as `T` (a tuple, usually).
+pub async fn rows<T>(store: &Store, query: &str) -> Vec<T>
+where
+    T: Send
+        + Unpin
+        + for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow>
+        + for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow>,
+{
+    let query = sqlx::AssertSqlSafe(query.to_string());
+    match store {
+        Store::Postgres(s) => sqlx::query_as(query).fetch_all(s.pool()).await,
+        Store::Sqlite(s) => sqlx::query_as(query).fetch_all(s.pool()).await,
+    }
+    .unwrap()
+}
+
+/// An upgrade meeting rows already stored: brings the empty database at `url` to the schema before
+/// migration `version`, runs `statements` on it (rows as that version stored them), then the rest of
+/// the migrations, and opens the store.
+pub async fn migrate_around(url: &str, version: i64, statements: &[&str]) -> Store {
+    macro_rules! around {
+        ($pool:expr, $dir:literal) => {{
+            let pool = $pool;
+            let mut before = sqlx::migrate!($dir);
+            before.migrations = before
+                .migrations
+                .iter()
+                .filter(|m| m.version < version)
+                .cloned()
+                .collect();
+            before.run(&pool).await.unwrap();
+            for statement in statements {
+                sqlx::raw_sql(sqlx::AssertSqlSafe(statement.to_string()))
+                    .execute(&pool)
+                    .await
+                    .unwrap();
+            }
+            sqlx::migrate!($dir).run(&pool).await.unwrap();
+            pool.close().await;
+        }};
+    }
+    if url.starts_with("postgres") {
+        around!(
+            sqlx::PgPool::connect(url).await.unwrap(),
+            "./migrations/postgres"
+        );
+    } else {
+        let opts: sqlx::sqlite::SqliteConnectOptions = url.parse().unwrap();
+        around!(
+            sqlx::SqlitePool::connect_with(opts.create_if_missing(true))
+                .await
+                .unwrap(),
+            "./migrations/sqlite"
+        );
+    }
+    Store::open(&settings(url), None).await.unwrap()
+}
+
 pub fn sqlite_url(dir: &Path) -> String {
     format!("sqlite://{}", dir.join("test.db").display())
 }
@@ -201,18 +269,7 @@ impl TestApp {
 
     /// Runs raw SQL as an operator would.
     pub async fn sql(&self, statement: &str) {
-        let statement = statement.to_string();
-        match &self.store {
-            Store::Postgres(s) => sqlx::query(sqlx::AssertSqlSafe(statement))
-                .execute(s.pool())
-                .await
-                .map(|_| ()),
-            Store::Sqlite(s) => sqlx::query(sqlx::AssertSqlSafe(statement))
-                .execute(s.pool())
-                .await
-                .map(|_| ()),
-        }
-        .unwrap()
+        sql(&self.store, statement).await
     }
 
     /// Campaign `id`'s counts and state.
