@@ -178,6 +178,19 @@ async fn wait_for_sent_above(c: &Client, than: i64, limit: Duration) -> i64 {
     }
 }
 
+/// What `test_id` shows once the page has it as `expected`, or after `limit`: a click on a form's
+/// button returns before the browser has loaded the page the action redirects to.
+async fn text_once(c: &Client, test_id: &str, expected: &str, limit: Duration) -> String {
+    let started = Instant::now();
+    loop {
+        let text = text_of(c, test_id).await;
+        if text == expected || started.elapsed() >= limit {
+            return text;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Submits an action's form from the page, as a person would.
 async fn act(c: &Client, action: &str, reason: &str) {
     let input = c
@@ -257,7 +270,10 @@ async fn an_operator_watches_pauses_and_resumes_in_chromium(t: TestApp) {
         t.store.require_campaign(id).await.unwrap().state,
         CampaignState::Paused
     );
-    assert_eq!(text_of(&c, "state").await, "paused");
+    assert_eq!(
+        text_once(&c, "state", "paused", Duration::from_secs(5)).await,
+        "paused"
+    );
     assert!(text_of(&c, "events").await.contains("http:ops"));
     if let Ok(path) = std::env::var("STATUS_PAGE_SCREENSHOT") {
         std::fs::write(&path, c.screenshot().await.unwrap()).unwrap();
@@ -265,7 +281,10 @@ async fn an_operator_watches_pauses_and_resumes_in_chromium(t: TestApp) {
 
     let before = smtp.received_count();
     act(&c, "resume", "break over").await;
-    assert_eq!(text_of(&c, "state").await, "running");
+    assert_eq!(
+        text_once(&c, "state", "running", Duration::from_secs(5)).await,
+        "running"
+    );
     assert!(
         smtp.wait_for(before + 5, Duration::from_secs(10)).await,
         "sending goes on after the resume"
