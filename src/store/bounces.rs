@@ -115,20 +115,8 @@ pub struct BounceCounts {
 pub const HELD_REASON: &str = "held: bounce guard";
 
 impl Store {
-    /// Stores a report; `None` when the same bytes were stored before (nothing to do twice).
-    pub async fn save_bounce_report(
-        &self,
-        r: &NewReport<'_>,
-        now: DateTime<Utc>,
-    ) -> Result<Option<i64>> {
-        Ok(self
-            .save_bounce_reports(std::slice::from_ref(r), now)
-            .await?
-            .remove(0))
-    }
-
     /// Stores reports in one transaction (one commit, so a Maildir of thousands is not a commit
-    /// each); for each, its id, or `None` when the same bytes were stored before.
+    /// each); for each, its id, or `None` when the same bytes were stored before (nothing to do twice).
     pub async fn save_bounce_reports(
         &self,
         reports: &[NewReport<'_>],
