@@ -83,7 +83,7 @@ fn no_cut_off() -> DateTime<Utc> {
 
 /// The figures as the counters keep them, with whether their times are exact. Pairs a correction
 /// emptied (every resident moved to another jurisdiction) are left out, as the count would leave them.
-const COUNTED_SQL: &str = "SELECT jurisdiction, total AS residents, sent + bounced AS email_sent, \
+const KEPT_SQL: &str = "SELECT jurisdiction, total AS residents, sent + bounced AS email_sent, \
      bounced, letters_owed, no_contact, first_email, last_email, times_exact \
      FROM jurisdiction_counters WHERE campaign_id = $1 AND total > 0 ORDER BY jurisdiction";
 
@@ -115,7 +115,7 @@ impl Store {
     /// are exact (their counts always are).
     pub async fn kept_figures(&self, campaign_id: i64) -> Result<(Vec<ResidentFigures>, bool)> {
         let kept: Vec<KeptFigures> = with_pool!(self, pool => {
-            sqlx::query_as(COUNTED_SQL).bind(campaign_id).fetch_all(pool).await?
+            sqlx::query_as(KEPT_SQL).bind(campaign_id).fetch_all(pool).await?
         });
         let times_exact = kept.iter().all(|k| k.times_exact);
         Ok((kept.into_iter().map(|k| k.figures).collect(), times_exact))
